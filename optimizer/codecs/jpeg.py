@@ -1,0 +1,51 @@
+"""JPEG through Pillow (libjpeg-turbo).
+
+JPEG has no alpha: images with alpha are composited over white, the background used for scoring, so the
+encoded pixels are exactly what the metrics compared against.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Param, PillowCodec, _feature_version
+
+__all__ = ["JpegCodec"]
+
+SUBSAMPLINGS = ("4:4:4", "4:2:2", "4:2:0")
+
+
+class JpegCodec(PillowCodec):
+    name = "jpeg"
+    aliases = ("jpg",)
+    extension = ".jpg"
+    extensions = (".jpg", ".jpeg", ".jpe", ".jfif")
+    mime_type = "image/jpeg"
+    supports_alpha = False
+    pil_format = "JPEG"
+    pil_feature = "jpg"
+    quality_param = "quality"
+    params = (
+        Param("quality", "int", 75, 1, 100, description="libjpeg quality scale; higher keeps more detail"),
+        Param("subsampling", "choice", "4:2:0", choices=SUBSAMPLINGS, description="chroma subsampling"),
+        Param("progressive", "bool", False, description="progressive scan order (usually a few % smaller)"),
+        Param("optimize", "bool", False, description="optimised Huffman tables (smaller, same pixels)"),
+    )
+
+    def library_versions(self) -> dict[str, str]:
+        versions = super().library_versions()
+        turbo = _feature_version("libjpeg_turbo")
+        if turbo:
+            versions["libjpeg-turbo"] = turbo
+        libjpeg = _feature_version("jpg")
+        if libjpeg:
+            versions["libjpeg"] = libjpeg
+        return versions
+
+    def _save_options(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "quality": params["quality"],
+            "subsampling": params["subsampling"],
+            "progressive": params["progressive"],
+            "optimize": params["optimize"],
+        }
