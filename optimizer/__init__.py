@@ -1,1 +1,102 @@
-"""optimizer."""
+"""optimizer: find the smallest image encodings that still look right.
+
+The public API is re-exported here. Heavy parts (torch, Optuna, the web service) are imported on first use
+of the name that needs them, so ``import optimizer`` and ``optimizer --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    CodecUnavailableError,
+    ConfigError,
+    EncodeError,
+    ImageSizeMismatchError,
+    InvalidImageError,
+    InvalidParameterError,
+    OptimizerError,
+    PresetError,
+    StudyError,
+    UnknownNameError,
+    WeightsNotFoundError,
+)
+
+__version__ = "0.1.0"
+
+# name -> module that defines it (imported lazily on first attribute access)
+_LAZY: dict[str, str] = {
+    "Image": ".imageio",
+    "ImageInfo": ".imageio",
+    "load_image": ".imageio",
+    "set_max_pixels": ".imageio",
+    "Codec": ".codecs",
+    "Param": ".codecs",
+    "get_codec": ".codecs",
+    "codec_names": ".codecs",
+    "Transform": ".transforms",
+    "resize": ".transforms",
+    "sharpen": ".transforms",
+    "MetricSpec": ".metrics",
+    "get_spec": ".metrics",
+    "metric_names": ".metrics",
+    "create_metric": ".metrics",
+    "Evaluator": ".evaluator",
+    "EvaluationResult": ".evaluator",
+    "ReferenceScorer": ".evaluator",
+    "Profile": ".evaluator",
+    "PROFILES": ".evaluator",
+    "QualityLevels": ".evaluator",
+    "get_profile": ".evaluator",
+    "evaluate_folders": ".batch",
+    "BatchReport": ".batch",
+    "evaluate_set": ".metrics.fid",
+}
+
+__all__ = [
+    "CodecUnavailableError",
+    "ConfigError",
+    "EncodeError",
+    "ImageSizeMismatchError",
+    "InvalidImageError",
+    "InvalidParameterError",
+    "OptimizerError",
+    "PresetError",
+    "StudyError",
+    "UnknownNameError",
+    "WeightsNotFoundError",
+    "__version__",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'optimizer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .batch import BatchReport, evaluate_folders
+    from .codecs import Codec, Param, codec_names, get_codec
+    from .evaluator import (
+        PROFILES,
+        EvaluationResult,
+        Evaluator,
+        Profile,
+        QualityLevels,
+        ReferenceScorer,
+        get_profile,
+    )
+    from .imageio import Image, ImageInfo, load_image, set_max_pixels
+    from .metrics import MetricSpec, create_metric, get_spec, metric_names
+    from .metrics.fid import evaluate_set
+    from .transforms import Transform, resize, sharpen

@@ -1,0 +1,380 @@
+"""Batch evaluation of folders: pairing, parallel scoring, summaries and JSON/CSV reports.
+
+Folders are paired by relative path and stem, so ``a/b.png`` in the reference folder pairs with
+``a/b.webp`` in the processed folder. Files that cannot be paired or read are listed in the report with a
+reason and never stop the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidParameterError, OptimizerError
+from .evaluator import EvaluationResult, Evaluator, _json_number
+from .metrics.registry import get_spec
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+__all__ = ["BatchReport", "IMAGE_EXTENSIONS", "PairIssue", "PairResult", "evaluate_folders", "pair_folders"]
+
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".jpe", ".webp", ".avif", ".jxl", ".gif", ".bmp", ".tif", ".tiff", ".ppm",
+     ".pgm", ".pnm", ".tga"}
+)
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """One scored pair with its file sizes."""
+
+    key: str
+    reference_path: str
+    distorted_path: str
+    result: EvaluationResult
+    reference_bytes: int
+    distorted_bytes: int
+
+    @property
+    def bits_per_pixel(self) -> float:
+        return self.distorted_bytes * 8.0 / (self.result.width * self.result.height)
+
+    @property
+    def byte_ratio(self) -> float:
+        """Processed bytes / original bytes."""
+        return self.distorted_bytes / self.reference_bytes if self.reference_bytes else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "reference": self.reference_path,
+            "distorted": self.distorted_path,
+            "reference_bytes": self.reference_bytes,
+            "distorted_bytes": self.distorted_bytes,
+            "bits_per_pixel": self.bits_per_pixel,
+            "byte_ratio": _json_number(self.byte_ratio),
+            **{k: v for k, v in self.result.to_dict().items() if k not in ("reference", "distorted")},
+        }
+
+
+@dataclass(frozen=True)
+class PairIssue:
+    """A file that was not scored, and why."""
+
+    path: str
+    reason: str
+    kind: str  # "unpaired" | "failed"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "reason": self.reason, "kind": self.kind}
+
+
+@dataclass
+class BatchReport:
+    """Per-pair results, the files left out, and a summary over the scored pairs."""
+
+    pairs: list[PairResult]
+    issues: list[PairIssue]
+    evaluator: dict[str, Any]
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def unpaired(self) -> list[PairIssue]:
+        return [i for i in self.issues if i.kind == "unpaired"]
+
+    @property
+    def failed(self) -> list[PairIssue]:
+        return [i for i in self.issues if i.kind == "failed"]
+
+    @property
+    def metric_names(self) -> list[str]:
+        return list(self.evaluator.get("metrics", []))
+
+    def summary(self) -> dict[str, Any]:
+        """Count, mean, median, p10/p90 and worst per metric and for the composite; levels; bytes."""
+        out: dict[str, Any] = {"count": len(self.pairs), "unpaired": len(self.unpaired), "failed": len(self.failed)}
+        stats: dict[str, Any] = {}
+        for name in [*self.metric_names, "composite"]:
+            values = [(p.result.composite if name == "composite" else p.result.scores.get(name)) for p in self.pairs]
+            keyed = [(v, p.key) for v, p in zip(values, self.pairs) if v is not None and not math.isnan(v)]
+            if not keyed:
+                continue
+            higher = True if name == "composite" else get_spec(name).higher_is_better
+            stats[name] = _describe([v for v, _ in keyed], keyed, higher)
+        out["metrics"] = stats
+        levels = Counter(p.result.level for p in self.pairs)
+        order = list(self.evaluator.get("levels", {})) + ["very_poor"]
+        out["levels"] = {name: levels.get(name, 0) for name in dict.fromkeys(order + list(levels))}
+        if self.pairs:
+            ref_total = sum(p.reference_bytes for p in self.pairs)
+            dist_total = sum(p.distorted_bytes for p in self.pairs)
+            pixels = sum(p.result.width * p.result.height for p in self.pairs)
+            out["bytes"] = {
+                "reference_total": ref_total,
+                "distorted_total": dist_total,
+                "ratio": dist_total / ref_total if ref_total else None,
+                "bits_per_pixel": dist_total * 8.0 / pixels,
+            }
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "created": self.created,
+            "evaluator": self.evaluator,
+            "summary": _jsonable(self.summary()),
+            "pairs": [p.to_dict() for p in self.pairs],
+            "issues": [i.to_dict() for i in self.issues],
+        }
+
+    def to_json(self, path: str | os.PathLike[str] | None = None, *, indent: int = 2) -> str:
+        text = json.dumps(self.to_dict(), indent=indent)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per scored pair: paths, bytes, bits per pixel, every metric, composite, level."""
+        import pandas as pd
+
+        rows = []
+        for p in self.pairs:
+            row: dict[str, Any] = {
+                "key": p.key,
+                "reference": p.reference_path,
+                "distorted": p.distorted_path,
+                "width": p.result.width,
+                "height": p.result.height,
+                "reference_bytes": p.reference_bytes,
+                "distorted_bytes": p.distorted_bytes,
+                "bits_per_pixel": p.bits_per_pixel,
+                "byte_ratio": p.byte_ratio,
+            }
+            row.update(p.result.scores)
+            row["composite"] = p.result.composite
+            row["level"] = p.result.level
+            rows.append(row)
+        columns = ["key", "reference", "distorted", "width", "height", "reference_bytes", "distorted_bytes",
+                   "bits_per_pixel", "byte_ratio", *self.metric_names, "composite", "level"]
+        return pd.DataFrame(rows, columns=columns)
+
+    def to_csv(self, path: str | os.PathLike[str]) -> None:
+        self.to_dataframe().to_csv(path, index=False)
+
+
+def _describe(values: Sequence[float], keyed: Sequence[tuple[float, str]], higher_is_better: bool) -> dict[str, Any]:
+    import numpy as np
+
+    arr = np.asarray(values, dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    basis = finite if finite.size else arr
+    worst_value, worst_key = (min if higher_is_better else max)(keyed, key=lambda kv: kv[0])
+    return {
+        "mean": float(np.mean(basis)),
+        "median": float(np.median(arr)),
+        "p10": float(np.percentile(arr, 10)),
+        "p90": float(np.percentile(arr, 90)),
+        "worst": float(worst_value),
+        "worst_pair": worst_key,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float):
+        return _json_number(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# Pairing
+
+
+def _index(root: Path) -> tuple[dict[str, Path], list[PairIssue]]:
+    """Map relative path without extension -> file; duplicates (``b.png`` and ``b.jpg``) are issues."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        key = path.relative_to(root).with_suffix("").as_posix()
+        found.setdefault(key, []).append(path)
+    index: dict[str, Path] = {}
+    issues: list[PairIssue] = []
+    for key, paths in found.items():
+        if len(paths) > 1:
+            names = ", ".join(p.name for p in paths)
+            for p in paths:
+                issues.append(PairIssue(str(p), f"ambiguous: several files share the stem {key!r} ({names})", "unpaired"))
+        else:
+            index[key] = paths[0]
+    return index, issues
+
+
+def pair_folders(reference_dir: str | Path, distorted_dir: str | Path) -> tuple[list[tuple[str, Path, Path]], list[PairIssue]]:
+    """Pair two folders by relative path and stem; returns ``(key, ref, dist)`` pairs and the issues."""
+    ref_root, dist_root = Path(reference_dir), Path(distorted_dir)
+    for root in (ref_root, dist_root):
+        if not root.is_dir():
+            raise InvalidParameterError(f"{root} is not a folder")
+    refs, issues = _index(ref_root)
+    dists, dist_issues = _index(dist_root)
+    issues += dist_issues
+    pairs = [(key, refs[key], dists[key]) for key in sorted(refs.keys() & dists.keys())]
+    for key in sorted(refs.keys() - dists.keys()):
+        issues.append(PairIssue(str(refs[key]), f"no processed file for {key!r} in {dist_root}", "unpaired"))
+    for key in sorted(dists.keys() - refs.keys()):
+        issues.append(PairIssue(str(dists[key]), f"no reference file for {key!r} in {ref_root}", "unpaired"))
+    return pairs, issues
+
+
+# --------------------------------------------------------------------------------------------------
+# Scoring
+
+
+def _score_pair(
+    evaluator: Evaluator, key: str, ref: Path, dist: Path, maps_dir: Path | None
+) -> PairResult | PairIssue:
+    try:
+        scorer = evaluator.for_reference(ref)
+        result = scorer.score(dist)
+        if maps_dir is not None:
+            write_maps(scorer.maps(dist), maps_dir, key)
+        return PairResult(key, str(ref), str(dist), result, ref.stat().st_size, dist.stat().st_size)
+    except (OptimizerError, OSError) as exc:
+        return PairIssue(str(dist), str(exc), "failed")
+
+
+_worker_evaluator: Evaluator | None = None
+
+
+def _init_worker(config: dict[str, Any], threads: int) -> None:
+    import torch
+
+    global _worker_evaluator
+    torch.set_num_threads(threads)
+    _worker_evaluator = Evaluator(**config)
+
+
+def _score_in_worker(key: str, ref: str, dist: str, maps_dir: str | None) -> PairResult | PairIssue:
+    if _worker_evaluator is None:  # pragma: no cover - the initializer always runs first
+        raise RuntimeError("worker evaluator was not initialised")
+    return _score_pair(_worker_evaluator, key, Path(ref), Path(dist), Path(maps_dir) if maps_dir else None)
+
+
+def evaluate_folders(
+    reference_dir: str | os.PathLike[str],
+    distorted_dir: str | os.PathLike[str],
+    *,
+    evaluator: Evaluator | None = None,
+    profile: str | None = None,
+    metrics: Sequence[str] | None = None,
+    weights: Mapping[str, float] | None = None,
+    resize_to_reference: bool = False,
+    workers: int = 1,
+    maps_dir: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> BatchReport:
+    """Score every paired file of two folders; see the module docstring for pairing rules.
+
+    With ``workers > 1`` pairs are scored in that many processes (each loads its own models once).
+    ``progress(done, total)`` is called after each pair.
+    """
+    if evaluator is not None and (profile or metrics or weights):
+        raise InvalidParameterError("give either an evaluator or profile/metrics/weights, not both")
+    if evaluator is None:
+        evaluator = Evaluator(profile, metrics=metrics, weights=weights, resize_to_reference=resize_to_reference)
+    pairs, issues = pair_folders(reference_dir, distorted_dir)
+    maps_path = Path(maps_dir) if maps_dir is not None else None
+    if maps_path is not None:
+        maps_path.mkdir(parents=True, exist_ok=True)
+    if workers < 1:
+        raise InvalidParameterError(f"workers must be >= 1, got {workers}")
+    outcomes: list[PairResult | PairIssue] = []
+    total = len(pairs)
+    if workers == 1 or total <= 1:
+        evaluator.load()
+        for i, (key, ref, dist) in enumerate(pairs, 1):
+            outcomes.append(_score_pair(evaluator, key, ref, dist, maps_path))
+            if progress:
+                progress(i, total)
+    else:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        initargs = (evaluator.config(), threads)
+        # spawn, not fork: forking a process that already runs torch threads can deadlock
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=initargs) as pool:
+            futures = [
+                pool.submit(_score_in_worker, key, str(ref), str(dist), str(maps_path) if maps_path else None)
+                for key, ref, dist in pairs
+            ]
+            for i, future in enumerate(as_completed(futures), 1):
+                outcomes.append(future.result())
+                if progress:
+                    progress(i, total)
+        order = {key: n for n, (key, _, _) in enumerate(pairs)}
+        outcomes.sort(key=lambda o: order.get(o.key, 0) if isinstance(o, PairResult) else -1)
+    results = [o for o in outcomes if isinstance(o, PairResult)]
+    issues += [o for o in outcomes if isinstance(o, PairIssue)]
+    return BatchReport(pairs=results, issues=issues, evaluator=evaluator.describe())
+
+
+# --------------------------------------------------------------------------------------------------
+# Heat maps
+
+
+def write_maps(maps: Mapping[str, np.ndarray], out_dir: Path, key: str) -> list[Path]:
+    """Write each map as a PNG heat map (bright = more damage) under ``out_dir/<key>.<metric>.png``."""
+    written = []
+    for metric, arr in maps.items():
+        damage = _as_damage(metric, arr)
+        target = out_dir / f"{key}.{metric}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        heatmap(damage).save(target)
+        written.append(target)
+    return written
+
+
+def _as_damage(metric: str, arr: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    arr = np.asarray(arr, dtype=np.float32)
+    if get_spec(metric).higher_is_better and metric == "ssim":
+        return np.clip(1.0 - arr, 0.0, 1.0)
+    return arr
+
+
+def heatmap(damage: np.ndarray, vmax: float | None = None, colormap: str = "inferno") -> Any:
+    """An RGB PIL image of ``damage`` (0 = none), scaled to its 99th percentile unless ``vmax`` is given."""
+    import numpy as np
+    from matplotlib import colormaps
+    from PIL import Image as PILImage
+
+    arr = np.nan_to_num(np.asarray(damage, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    arr = np.maximum(arr, 0.0)
+    scale = float(vmax) if vmax else float(np.percentile(arr, 99.0)) or float(arr.max()) or 1.0
+    rgba = colormaps[colormap](np.clip(arr / scale, 0.0, 1.0))
+    return PILImage.fromarray((rgba[..., :3] * 255.0 + 0.5).astype(np.uint8), "RGB")
+
+
+def iter_image_files(root: Path) -> Iterable[Path]:
+    """Image files under ``root`` (recursive, sorted, hidden files skipped)."""
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS:
+            yield path

@@ -1,0 +1,134 @@
+"""The Typer application, global options and the error-to-exit-code mapping."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from .. import __version__
+from ..errors import (
+    CodecUnavailableError,
+    ConfigError,
+    ImageSizeMismatchError,
+    InvalidImageError,
+    InvalidParameterError,
+    OptimizerError,
+    PresetError,
+    UnknownNameError,
+    WeightsNotFoundError,
+)
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INPUT = 3
+EXIT_DEPENDENCY = 4
+EXIT_INTERNAL = 5
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(
+    name="optimizer",
+    help="Find the smallest image encodings that still look right.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"optimizer {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    """Find the smallest image encodings that still look right."""
+    _state["debug"] = debug
+
+
+def debug_enabled() -> bool:
+    return _state["debug"]
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The documented exit code for an exception."""
+    if isinstance(exc, (InvalidImageError, ImageSizeMismatchError, PresetError)):
+        return EXIT_INPUT
+    if isinstance(exc, (CodecUnavailableError, WeightsNotFoundError)):
+        return EXIT_DEPENDENCY
+    if isinstance(exc, (InvalidParameterError, ConfigError, UnknownNameError)):
+        return EXIT_USAGE
+    if isinstance(exc, OptimizerError):
+        return EXIT_USAGE
+    if isinstance(exc, FileNotFoundError):
+        return EXIT_INPUT
+    if isinstance(exc, ImportError):
+        return EXIT_DEPENDENCY
+    return EXIT_INTERNAL
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print one error line and exit with ``code``."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``optimizer`` console script and ``python -m optimizer``."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        result = app(args=argv, standalone_mode=False)
+        return int(result) if isinstance(result, int) else EXIT_OK
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except SystemExit as exc:  # click's own usage errors in non-standalone mode end up here
+        return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
+    except (KeyboardInterrupt, _click_abort()):
+        err_console.print("interrupted; finished work has been kept", highlight=False)
+        return EXIT_INTERRUPTED
+    except _click_exceptions() as exc:  # usage errors: bad option, missing argument
+        exc.show()
+        return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - the one place where every error becomes an exit code
+        code = exit_code_for(exc)
+        if debug:
+            traceback.print_exc()
+        message = str(exc) or type(exc).__name__
+        if code == EXIT_INTERNAL:
+            message = f"{type(exc).__name__}: {message} (re-run with --debug for the traceback)"
+        err_console.print(f"[bold red]error:[/] {_escape(message)}", highlight=False)
+        return code
+
+
+def _click_exceptions() -> tuple[type[BaseException], ...]:
+    import click
+
+    return (click.UsageError, click.BadParameter, click.ClickException)
+
+
+def _click_abort() -> type[BaseException]:
+    import click
+
+    return click.exceptions.Abort
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

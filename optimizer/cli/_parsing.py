@@ -1,0 +1,38 @@
+"""Parsing helpers shared by commands: NAME=VALUE parameters and comma lists."""
+
+from __future__ import annotations
+
+from ..errors import InvalidParameterError
+
+
+def parse_scalar(text: str) -> object:
+    """Turn a command-line value into bool, int, float or str (codecs validate and coerce further)."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "yes", "on"):
+        return True
+    if lowered in ("false", "no", "off"):
+        return False
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_params(items: list[str]) -> dict[str, object]:
+    """``["quality=60", "speed=6"]`` -> ``{"quality": 60, "speed": 6}``."""
+    params: dict[str, object] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise InvalidParameterError(f"parameters are written NAME=VALUE, got {item!r}")
+        params[name.strip()] = parse_scalar(value)
+    return params
+
+
+def split_list(text: str | None) -> list[str]:
+    """``"avif, webp"`` -> ``["avif", "webp"]``; empty or None -> ``[]``."""
+    if not text:
+        return []
+    return [part.strip() for part in text.split(",") if part.strip()]

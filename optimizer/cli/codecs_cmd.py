@@ -1,0 +1,82 @@
+"""``optimizer codecs`` and ``optimizer encode``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._app import app, console
+from ._parsing import parse_params
+
+
+@app.command("codecs")
+def codecs_command(
+    output_format: Annotated[
+        str, typer.Option("--format", help="Output as a table or as JSON.", case_sensitive=False)
+    ] = "table",
+) -> None:
+    """List the codecs, their parameters and the library versions behind them."""
+    from ..codecs import codec_names, get_codec
+
+    described = [get_codec(name, require_available=False).describe() for name in codec_names()]
+    if output_format.lower() == "json":
+        typer.echo(json.dumps(described, indent=2))
+        return
+    if output_format.lower() != "table":
+        raise typer.BadParameter(f"--format must be table or json, got {output_format!r}")
+    from rich.table import Table
+
+    table = Table(title="Codecs")
+    for column in ("codec", "available", "parameters", "libraries"):
+        table.add_column(column)
+    for info in described:
+        params = "\n".join(_describe_param(p) for p in info["params"])
+        libs = "\n".join(f"{k} {v}" for k, v in info.get("library_versions", {}).items())
+        table.add_row(info["name"], "yes" if info["available"] else "no", params, libs)
+    console.print(table)
+
+
+def _describe_param(p: dict) -> str:
+    if p.get("choices") is not None:
+        values = "|".join(str(c) for c in p["choices"])
+    elif p.get("low") is not None:
+        values = f"{p['low']}..{p['high']}"
+    else:
+        values = p["kind"]
+    return f"{p['name']}={p['default']} ({values})"
+
+
+@app.command("encode")
+def encode_command(
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="Image to encode.")],
+    codec: Annotated[str, typer.Option("--format", "-f", help="Codec name (see `optimizer codecs`).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")],
+    param: Annotated[
+        Optional[list[str]], typer.Option("--param", "-p", help="Encoder parameter NAME=VALUE (repeatable).")
+    ] = None,
+    width: Annotated[Optional[int], typer.Option(help="Resize to this width (aspect kept).")] = None,
+    height: Annotated[Optional[int], typer.Option(help="Resize to this height (aspect kept).")] = None,
+    resize_filter: Annotated[str, typer.Option("--filter", help="Resize filter.")] = "lanczos",
+    sharpen: Annotated[float, typer.Option(help="Unsharp-mask amount after resizing (0 = none).")] = 0.0,
+) -> None:
+    """Encode one image and print its size in bytes and bits per pixel."""
+    from ..codecs import get_codec
+    from ..imageio import load_image
+    from ..transforms import Transform
+
+    encoder = get_codec(codec)
+    params = encoder.validate_params(parse_params(param or []))
+    transform = Transform(width=width, height=height, filter=resize_filter, sharpen_amount=sharpen)
+    image = transform.apply(load_image(input_path))
+    data = encoder.encode(image, params)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(data)
+    bpp = len(data) * 8 / image.pixels
+    console.print(
+        f"{output}: {len(data):,} bytes, {bpp:.3f} bits per pixel ({image.width}x{image.height}, "
+        f"{encoder.name} {', '.join(f'{k}={v}' for k, v in params.items())})",
+        highlight=False,
+    )

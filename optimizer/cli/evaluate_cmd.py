@@ -1,0 +1,179 @@
+"""``optimizer evaluate``, ``optimizer evaluate-set`` and ``optimizer weights``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from ._app import app, console, fail
+from ._parsing import split_list
+
+if TYPE_CHECKING:
+    from ..batch import BatchReport
+    from ..evaluator import EvaluationResult, Evaluator
+
+
+def build_evaluator(profile: str | None, metrics: str | None, resize_to_reference: bool = False) -> Evaluator:
+    """An evaluator from the ``--profile`` / ``--metrics`` options shared by several commands."""
+    from ..evaluator import Evaluator
+
+    names = split_list(metrics)
+    return Evaluator(profile=profile, metrics=names or None, resize_to_reference=resize_to_reference)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    reference: Annotated[Path, typer.Argument(metavar="REF", help="Reference image or folder.")],
+    distorted: Annotated[Path, typer.Argument(metavar="DIST", help="Processed image or folder.")],
+    profile: Annotated[Optional[str], typer.Option(help="Composite profile (default, seed, perceptual, fast).")] = None,
+    metrics: Annotated[Optional[str], typer.Option(help="Comma-separated metrics (equal weights unless --profile).")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    report: Annotated[Optional[Path], typer.Option(help="Write the full JSON report here.")] = None,
+    csv: Annotated[Optional[Path], typer.Option(help="Write per-pair rows as CSV here.")] = None,
+    maps: Annotated[Optional[Path], typer.Option(help="Write SSIM and distance heat maps (PNG) into this folder.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Processes for folder batches.")] = 1,
+    resize_to_reference: Annotated[
+        bool, typer.Option("--resize-to-reference", help="Resize processed images to the reference size.")
+    ] = False,
+) -> None:
+    """Score processed images against their originals: two files or two folders."""
+    from ..batch import BatchReport, PairResult, evaluate_folders, write_maps
+
+    if output_format not in ("table", "json"):
+        fail(f"--format must be table or json, got {output_format!r}")
+    evaluator = build_evaluator(profile, metrics, resize_to_reference)
+    if reference.is_dir() != distorted.is_dir():
+        fail(f"REF and DIST must both be files or both be folders, got {reference} and {distorted}")
+    if reference.is_dir():
+        batch = _run_batch(evaluate_folders, reference, distorted, evaluator, workers, maps)
+    else:
+        evaluator.load()
+        scorer = evaluator.for_reference(reference)
+        result = scorer.score(distorted)
+        if maps is not None:
+            maps.mkdir(parents=True, exist_ok=True)
+            write_maps(scorer.maps(distorted), maps, distorted.stem)
+        pair = PairResult(distorted.stem, str(reference), str(distorted), result,
+                          reference.stat().st_size, distorted.stat().st_size)
+        batch = BatchReport(pairs=[pair], issues=[], evaluator=evaluator.describe())
+    if report is not None:
+        batch.to_json(report)
+    if csv is not None:
+        batch.to_csv(csv)
+    if output_format == "json":
+        typer.echo(batch.to_json())
+    elif len(batch.pairs) == 1 and not batch.issues and not reference.is_dir():
+        _print_single(batch.pairs[0].result, batch.pairs[0].distorted_bytes)
+    else:
+        _print_summary(batch)
+
+
+def _run_batch(evaluate_folders, reference, distorted, evaluator, workers, maps) -> BatchReport:  # type: ignore[no-untyped-def]
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("pairs", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return evaluate_folders(reference, distorted, evaluator=evaluator, workers=workers, maps_dir=maps,
+                                progress=progress)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4f}" if abs(value) < 1000 else f"{value:.4g}"
+
+
+def _print_single(result: EvaluationResult, distorted_bytes: int) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{result.distorted} vs {result.reference}")
+    for column in ("metric", "value", "normalised", "weight"):
+        table.add_column(column, justify="right" if column != "metric" else "left")
+    for name, value in result.scores.items():
+        table.add_row(name, _fmt(value), f"{result.normalised[name]:.3f}", f"{result.weights.get(name, 0.0):.2f}")
+    table.add_row("composite", f"{result.composite:.4f}", "", result.profile)
+    console.print(table)
+    bpp = distorted_bytes * 8 / (result.width * result.height)
+    console.print(f"level: {result.level}   bytes: {distorted_bytes:,}   bits per pixel: {bpp:.3f}", highlight=False)
+
+
+def _print_summary(batch: BatchReport) -> None:
+    from rich.table import Table
+
+    summary = batch.summary()
+    table = Table(title=f"{summary['count']} pairs ({summary['unpaired']} unpaired, {summary['failed']} failed)")
+    for column in ("metric", "mean", "median", "p10", "p90", "worst", "worst pair"):
+        table.add_column(column, justify="left" if column in ("metric", "worst pair") else "right")
+    for name, s in summary["metrics"].items():
+        table.add_row(name, _fmt(s["mean"]), _fmt(s["median"]), _fmt(s["p10"]), _fmt(s["p90"]), _fmt(s["worst"]),
+                      s["worst_pair"])
+    console.print(table)
+    if summary["count"]:
+        levels = ", ".join(f"{k} {v}" for k, v in summary["levels"].items() if v)
+        b = summary["bytes"]
+        console.print(f"levels: {levels}", highlight=False)
+        console.print(
+            f"bytes: {b['distorted_total']:,} processed / {b['reference_total']:,} original "
+            f"({b['ratio']:.1%}), {b['bits_per_pixel']:.3f} bits per pixel",
+            highlight=False,
+        )
+    for issue in batch.issues:
+        console.print(f"[yellow]{issue.kind}:[/] {issue.path}: {issue.reason}", highlight=False)
+
+
+@app.command("evaluate-set")
+def evaluate_set_command(
+    reference_dir: Annotated[Path, typer.Argument(metavar="REF_DIR", help="Folder of reference images.")],
+    distorted_dir: Annotated[Path, typer.Argument(metavar="DIST_DIR", help="Folder of processed images.")],
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per Inception batch.")] = 16,
+    output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+) -> None:
+    """Fréchet Inception Distance between two sets of images (a set-to-set distance, not per pair)."""
+    from ..metrics.fid import evaluate_set
+
+    result = evaluate_set(reference_dir, distorted_dir, batch_size=batch_size)
+    if output_format == "json":
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        console.print(f"FID {result.value:.4f} ({result.n_ref} reference, {result.n_dist} processed images)",
+                      highlight=False)
+
+
+weights_app = typer.Typer(help="Pretrained network weights: status and import.", no_args_is_help=False)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.callback(invoke_without_command=True)
+def weights_status_command(ctx: typer.Context) -> None:
+    """Show which pretrained weight files are present and which metrics need them."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    from ..metrics.weights import weights_status
+
+    table = Table(title="Pretrained weights")
+    for column in ("name", "file", "present", "needed by", "path"):
+        table.add_column(column)
+    for status in weights_status():
+        table.add_row(status.name, status.file, "yes" if status.present else "[red]no[/]",
+                      ", ".join(status.needed_by), str(status.path))
+    console.print(table)
+
+
+@weights_app.command("import")
+def weights_import_command(
+    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="Weight files you downloaded elsewhere.")],
+) -> None:
+    """Verify weight files and copy them into the standard cache (honours TORCH_HOME)."""
+    from ..metrics.weights import import_weights
+
+    for file in files:
+        target = import_weights(file)
+        console.print(f"imported {file} -> {target}", highlight=False)
