@@ -18,15 +18,17 @@ Exit codes:
 
 from __future__ import annotations
 
-from ._app import EXIT_CHECK_FAILED, EXIT_DEPENDENCY, EXIT_INPUT, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, app, main
+from ._app import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_DEPENDENCY, EXIT_INPUT, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, app, main
 from . import codecs_cmd as _codecs_cmd  # noqa: F401  (registers commands)
 from . import evaluate_cmd as _evaluate_cmd  # noqa: F401
+from . import tune_cmd as _tune_cmd  # noqa: F401
 
 __all__ = [
     "EXIT_CHECK_FAILED",
     "EXIT_DEPENDENCY",
     "EXIT_INPUT",
     "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
     "app",

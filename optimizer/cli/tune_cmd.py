@@ -1,0 +1,279 @@
+"""``optimizer tune``: run (or resume) a tuning study and export presets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from ._app import EXIT_INTERRUPTED, app, console, fail
+from ._parsing import split_list
+
+if TYPE_CHECKING:
+    import optuna
+
+    from ..tuning.study import TuningResult
+
+
+def parse_range(text: str | None, name: str) -> tuple[float, float] | None:
+    """``"30-90"`` or ``"30:90"`` -> ``(30.0, 90.0)``; a single number gives a fixed value."""
+    if not text:
+        return None
+    for sep in ("-", ":", ","):
+        if sep in text.strip().lstrip("-"):
+            lo, hi = text.split(sep, 1)
+            try:
+                return float(lo), float(hi)
+            except ValueError:
+                break
+    try:
+        value = float(text)
+    except ValueError:
+        fail(f"--{name} takes LOW-HIGH or a single number, got {text!r}")
+    return value, value
+
+
+def parse_tiers(text: str | None) -> dict[str, str] | None:
+    """``"high=ssimulacra2:85,low=ssimulacra2:65"`` -> ``{"high": "ssimulacra2:85", ...}``."""
+    if not text:
+        return None
+    tiers: dict[str, str] = {}
+    for item in split_list(text):
+        name, sep, target = item.partition("=")
+        if not sep:
+            fail(f"--tiers items are NAME=METRIC:VALUE, got {item!r}")
+        tiers[name.strip()] = target.strip()
+    return tiers
+
+
+def _int_list(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(v) for v in split_list(text)]
+    except ValueError:
+        fail(f"expected a comma-separated list of integers, got {text!r}")
+
+
+@app.command("tune")
+def tune_command(
+    images: Annotated[Optional[list[Path]], typer.Argument(metavar="IMAGES...", help="Images or folders to tune on.")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Tune on demo photographs shipped with scikit-image.")] = False,
+    formats: Annotated[Optional[str], typer.Option(help="Comma-separated formats, e.g. avif,webp,jpeg.")] = None,
+    target: Annotated[str, typer.Option(help="Quality target METRIC:VALUE or composite:VALUE.")] = "ssimulacra2:80",
+    mode: Annotated[str, typer.Option(help="constrained, tradeoff or pareto.")] = "constrained",
+    aggregate: Annotated[str, typer.Option(help="How per-image quality aggregates: mean, p10 or worst.")] = "p10",
+    profile: Annotated[str, typer.Option(help="Evaluator profile for the composite and recorded metrics.")] = "default",
+    trials: Annotated[int, typer.Option(min=1, help="Total finished trials the study should hold.")] = 40,
+    timeout: Annotated[Optional[float], typer.Option(help="Stop after this many seconds.")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL (default: SQLite under studies/).")] = None,
+    study: Annotated[Optional[str], typer.Option(help="Study name; an existing study with this name is resumed.")] = None,
+    jobs: Annotated[int, typer.Option(min=1, help="Trials run in parallel (threads) on this machine.")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Worker processes sharing the study (journal:studies/NAME.journal unless --storage is a database); "
+            "0: create the study and wait for `optimizer worker` processes started elsewhere.",
+        ),
+    ] = 1,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for a reproducible search.")] = None,
+    export: Annotated[Optional[Path], typer.Option(help="Write the presets JSON here.")] = None,
+    space: Annotated[Optional[Path], typer.Option(help="Search space file (.toml, .yaml, .json).")] = None,
+    quality: Annotated[Optional[str], typer.Option(help="Quality range LOW-HIGH for every format with a quality axis.")] = None,
+    subsampling: Annotated[Optional[str], typer.Option(help="Chroma subsamplings to try, e.g. 4:2:0,4:4:4.")] = None,
+    speed: Annotated[Optional[str], typer.Option(help="AVIF speeds to try, e.g. 6 or 4,6,8.")] = None,
+    effort: Annotated[Optional[str], typer.Option(help="JPEG XL efforts to try.")] = None,
+    widths: Annotated[Optional[str], typer.Option(help="Target widths (responsive sizes), e.g. 640,1280.")] = None,
+    filters: Annotated[Optional[str], typer.Option(help="Resize filters to try (with --widths).")] = None,
+    sharpen: Annotated[Optional[str], typer.Option(help="Sharpening amount range LOW-HIGH after resizing.")] = None,
+    sampler: Annotated[str, typer.Option(help="tpe, nsga2 (pareto) or random.")] = "tpe",
+    tradeoff_lambda: Annotated[float, typer.Option("--lambda", help="Trade-off mode: quality lost per bit per pixel.")] = 0.05,
+    time_objective: Annotated[bool, typer.Option("--time-objective", help="Pareto mode: encode time as a third objective.")] = False,
+    tiers: Annotated[Optional[str], typer.Option(help="Extra preset tiers NAME=METRIC:VALUE,...")] = None,
+    max_images: Annotated[Optional[int], typer.Option(min=1, help="Use at most this many images.")] = None,
+) -> None:
+    """Search encoder settings that are as small as possible while meeting the quality target."""
+    from ..batch import iter_image_files
+    from ..tuning.corpus import demo_images
+    from ..tuning.space import SearchSpace
+    from ..tuning.study import tune
+
+    if demo == bool(images):
+        fail("give IMAGES (files or folders) or --demo, not both and not neither")
+    sources: list[Any] = []
+    if demo:
+        sources = demo_images()
+    else:
+        for item in images or []:
+            if item.is_dir():
+                sources.extend(iter_image_files(item))
+            else:
+                sources.append(item)
+        if not sources:
+            fail("no image files found in the given paths")
+    if max_images:
+        sources = sources[:max_images]
+    base = SearchSpace.from_file(space) if space else SearchSpace()
+    search = base.with_overrides(
+        formats=split_list(formats) or None,
+        quality=parse_range(quality, "quality"),
+        subsampling=split_list(subsampling) or None,
+        speed=_int_list(speed),
+        effort=_int_list(effort),
+        widths=_int_list(widths),
+        filters=split_list(filters) or None,
+        sharpen=parse_range(sharpen, "sharpen"),
+    )
+    study_name = study or ("demo" if demo else None)
+    if export is None and demo:
+        export = Path("studies") / "demo-presets.json"
+    if workers != 1 and jobs > 1:
+        fail("--jobs runs threads inside one process; with --workers each worker process runs one trial at a time")
+    progress = _Progress(trials)
+    try:
+        with progress:
+            if workers != 1:
+                result = _tune_with_workers(
+                    sources,
+                    workers=workers,
+                    progress=progress,
+                    space=search,
+                    target=target,
+                    mode=mode,
+                    aggregate=aggregate,
+                    profile=profile,
+                    storage=storage,
+                    study_name=study_name,
+                    n_trials=trials,
+                    timeout=timeout,
+                    seed=seed,
+                    sampler=sampler,
+                    tradeoff_lambda=tradeoff_lambda,
+                    time_objective=time_objective,
+                    tiers=parse_tiers(tiers),
+                )
+            else:
+                result = tune(
+                    sources,
+                    space=search,
+                    target=target,
+                    mode=mode,
+                    aggregate=aggregate,
+                    profile=profile,
+                    storage=storage,
+                    study_name=study_name,
+                    n_trials=trials,
+                    timeout=timeout,
+                    n_jobs=jobs,
+                    seed=seed,
+                    sampler=sampler,
+                    tradeoff_lambda=tradeoff_lambda,
+                    time_objective=time_objective,
+                    tiers=parse_tiers(tiers),
+                    callbacks=[progress.callback],
+                )
+    except KeyboardInterrupt:
+        console.print(
+            f"interrupted after {progress.seen} trials this run; finished trials are stored. "
+            "Run the same command again to resume.",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    _print_summary(result)
+    if export is not None and result.presets is not None:
+        export.parent.mkdir(parents=True, exist_ok=True)
+        result.presets.save(export)
+        console.print(f"presets written to {export}", highlight=False)
+
+
+def _tune_with_workers(sources: list[Any], *, workers: int, progress: _Progress, **options: Any) -> TuningResult:
+    """``tune --workers N``: N local worker processes (or, with 0, workers started elsewhere) share the study."""
+    from ..tuning.study import redact_storage
+    from ..tuning.workers import tune_workers
+
+    def ready(prepared: Any) -> None:
+        where = redact_storage(prepared.storage)
+        started = f"{workers} local worker processes started" if workers else "no local workers"
+        progress.note(
+            f"study {prepared.name} in {where}: {started}; more can join from any machine that reaches the "
+            f"storage with: optimizer worker --study {prepared.name} --storage {where} IMAGES..."
+        )
+
+    return tune_workers(sources, workers=workers, progress=progress.update, on_ready=ready, **options)
+
+
+class _Progress:
+    """A live line: trials done, best bytes so far, feasible count."""
+
+    def __init__(self, budget: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.budget = budget
+        self.seen = 0
+        self._first: int | None = None
+        self._bar = Progress(
+            TextColumn("tuning"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(), console=console, transient=False,
+        )
+        self._task = self._bar.add_task("trials", total=budget, status="")
+
+    def __enter__(self) -> _Progress:
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._bar.__exit__(*exc)
+
+    def note(self, text: str) -> None:
+        """A line printed above the live progress bar."""
+        self._bar.console.print(text, highlight=False, soft_wrap=True)
+
+    def callback(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.seen += 1
+        self.update(study)
+
+    def update(self, study: optuna.Study) -> None:
+        """Refresh from the study's storage (polled while worker processes run the trials)."""
+        from ..tuning.study import feasible_trials, finished_trials
+
+        done = len(finished_trials(study))
+        if self._first is None:
+            self._first = done if self.seen == 0 else done - self.seen
+        self.seen = max(self.seen, done - self._first)
+        feasible = feasible_trials(study)
+        best = min((t.user_attrs["total_bytes"] for t in feasible), default=None)
+        status = f"feasible {len(feasible)}" + (f", best {best:,} bytes" if best is not None else "")
+        self._bar.update(self._task, completed=done, status=status)
+
+
+def _print_summary(result: TuningResult) -> None:
+    from rich.table import Table
+
+    from ..tuning.study import feasible_trials, finished_trials
+
+    definition = result.definition
+    done = finished_trials(result.study)
+    console.print(
+        f"study {result.study_name} ({result.storage}): {len(done)} finished trials, "
+        f"{len(feasible_trials(result.study))} feasible; target {definition.target} ({definition.aggregate}), "
+        f"mode {definition.mode}",
+        highlight=False,
+    )
+    if result.presets is None or not result.presets.tiers:
+        console.print("[yellow]no preset: no trial met the target[/]")
+        return
+    table = Table(title="Presets")
+    for column in ("tier", "settings", "bits/pixel", "quality", "bytes"):
+        table.add_column(column, justify="left" if column in ("tier", "settings") else "right")
+    for tier in result.presets.tiers:
+        expected = tier.expected
+        table.add_row(
+            tier.name,
+            tier.settings.label(),
+            f"{expected['bits_per_pixel']:.3f}",
+            f"{expected['quality']:.3f}",
+            f"{expected['total_bytes']:,}",
+        )
+    console.print(table)

@@ -1,0 +1,239 @@
+"""The study objective: encode the corpus with a trial's settings, score it, trade quality against bytes.
+
+Modes:
+
+``constrained`` (default)
+    Minimise total bytes subject to ``aggregate quality >= target``, through Optuna's trial constraints
+    (``trial.set_constraint``), which TPE and NSGA-II use to steer towards feasible settings. Images are scored one at a time and the trial is pruned as soon as the target
+    can no longer be met (it is then recorded as infeasible).
+``tradeoff``
+    Maximise ``normalised quality - lambda * bits per pixel`` (one objective).
+``pareto``
+    Two objectives, total bytes (minimise) and aggregate quality (its metric's direction); optionally
+    total encode time as a third.
+
+Every trial records, as user attributes, what the Optuna dashboard, the reports and the presets need:
+per-image bytes, bits per pixel, every metric, encode/decode time, and the aggregates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import EncodeError, InvalidParameterError
+from ..evaluator import Evaluator, ReferenceScorer
+from ..metrics.registry import get_spec
+from .corpus import Corpus
+from .space import SearchSpace
+from .target import AGGREGATES, COMPOSITE, Target, aggregate
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["MODES", "Objective", "TrialRecord", "directions_for", "is_feasible"]
+
+MODES: tuple[str, ...] = ("constrained", "tradeoff", "pareto")
+
+#: user-attribute keys written on every trial
+ATTR_IMAGES = "images"
+ATTR_TOTAL_BYTES = "total_bytes"
+ATTR_BPP = "bits_per_pixel"
+ATTR_QUALITY = "quality"
+ATTR_AGGREGATES = "aggregates"
+ATTR_SETTINGS = "settings"
+ATTR_ENCODE_SECONDS = "encode_seconds"
+ATTR_CONSTRAINT = "constraint"
+ATTR_PRUNED_AFTER = "pruned_after"
+ATTR_ERROR = "error"
+
+
+def directions_for(mode: str, target: Target, *, time_objective: bool = False) -> list[str]:
+    """Optuna directions of a mode (the quality direction comes from the metric registry)."""
+    if mode == "constrained":
+        return ["minimize"]
+    if mode == "tradeoff":
+        return ["maximize"]
+    if mode == "pareto":
+        quality = "maximize" if target.higher_is_better else "minimize"
+        return ["minimize", quality] + (["minimize"] if time_objective else [])
+    raise InvalidParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+
+
+def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    """A complete trial whose aggregate quality met the target (constraint <= 0)."""
+    return trial.state.name == "COMPLETE" and float(trial.user_attrs.get(ATTR_CONSTRAINT, 1.0)) <= 0.0
+
+
+@dataclass
+class TrialRecord:
+    """What one trial measured so far (images may be fewer than the corpus when pruned)."""
+
+    images: list[dict[str, Any]]
+    total_bytes: int = 0
+    pixels: int = 0
+    encode_seconds: float = 0.0
+
+    @property
+    def bits_per_pixel(self) -> float:
+        return self.total_bytes * 8.0 / self.pixels if self.pixels else math.nan
+
+
+class Objective:
+    """Callable objective for ``study.optimize``; reference-side work is cached once for the study."""
+
+    def __init__(
+        self,
+        corpus: Corpus,
+        space: SearchSpace,
+        target: Target,
+        evaluator: Evaluator,
+        *,
+        mode: str = "constrained",
+        aggregate_by: str = "p10",
+        tradeoff_lambda: float = 0.05,
+        time_objective: bool = False,
+        prune: bool = True,
+    ) -> None:
+        if mode not in MODES:
+            raise InvalidParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if aggregate_by not in AGGREGATES:
+            raise InvalidParameterError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate_by!r}")
+        if target.metric != COMPOSITE and target.metric not in evaluator.metric_names:
+            raise InvalidParameterError(
+                f"the target metric {target.metric!r} is not computed by the evaluator "
+                f"({', '.join(evaluator.metric_names)})"
+            )
+        if tradeoff_lambda < 0:
+            raise InvalidParameterError(f"tradeoff lambda must be >= 0, got {tradeoff_lambda}")
+        self.corpus = corpus
+        self.space = space
+        self.target = target
+        self.evaluator = evaluator
+        self.mode = mode
+        self.aggregate_by = aggregate_by
+        self.tradeoff_lambda = tradeoff_lambda
+        self.time_objective = time_objective
+        self.prune = prune and mode == "constrained"
+        self._scorers: list[ReferenceScorer] | None = None
+
+    @property
+    def scorers(self) -> list[ReferenceScorer]:
+        """One cached reference scorer per corpus item, built on first use."""
+        if self._scorers is None:
+            self._scorers = [self.evaluator.for_reference(item.reference) for item in self.corpus.items]
+        return self._scorers
+
+    @property
+    def directions(self) -> list[str]:
+        return directions_for(self.mode, self.target, time_objective=self.time_objective)
+
+    # -- one trial ------------------------------------------------------------------------------------
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        import optuna
+
+        settings = self.space.sample(trial)
+        trial.set_user_attr(ATTR_SETTINGS, settings.to_dict())
+        record = TrialRecord(images=[])
+        qualities: list[float] = []
+        for index, (item, scorer) in enumerate(zip(self.corpus.items, self.scorers)):
+            item_settings = type(settings)(settings.codec, settings.params, item.candidate_transform(settings.transform))
+            try:
+                encoded = item_settings.encode(item.source)
+            except EncodeError as exc:
+                trial.set_user_attr(ATTR_ERROR, f"{item.name}: {exc}")
+                raise
+            result = scorer.score(encoded.decoded)
+            quality = self.target.value_of(result)
+            qualities.append(quality)
+            record.images.append(
+                {
+                    "name": item.name,
+                    "width": encoded.width,
+                    "height": encoded.height,
+                    "bytes": encoded.bytes,
+                    "bits_per_pixel": encoded.bits_per_pixel,
+                    "scores": {k: _finite(v) for k, v in result.scores.items()},
+                    "composite": result.composite,
+                    "encode_seconds": encoded.encode_seconds,
+                    "decode_seconds": encoded.decode_seconds,
+                    "score_seconds": result.seconds,
+                }
+            )
+            record.total_bytes += encoded.bytes
+            record.pixels += encoded.width * encoded.height
+            record.encode_seconds += encoded.encode_seconds
+            if self.prune and self._certainly_fails(qualities):
+                self._write(trial, record, qualities, complete=False)
+                trial.set_user_attr(ATTR_PRUNED_AFTER, index + 1)
+                trial.report(float(record.total_bytes), step=index)
+                raise optuna.TrialPruned(
+                    f"target {self.target} ({self.aggregate_by}) out of reach after {index + 1} of "
+                    f"{len(self.corpus)} images"
+                )
+        agg = self._write(trial, record, qualities, complete=True)
+        return self._values(record, agg)
+
+    def _values(self, record: TrialRecord, quality: float) -> float | tuple[float, ...]:
+        if self.mode == "constrained":
+            return float(record.total_bytes)
+        if self.mode == "tradeoff":
+            return self.normalised(quality) - self.tradeoff_lambda * record.bits_per_pixel
+        values: tuple[float, ...] = (float(record.total_bytes), float(quality))
+        return values + ((record.encode_seconds,) if self.time_objective else ())
+
+    def normalised(self, quality: float) -> float:
+        """Quality on the [0, 1] scale used by the trade-off objective."""
+        return quality if self.target.metric == COMPOSITE else get_spec(self.target.metric).normalise(quality)
+
+    def _write(self, trial: optuna.Trial, record: TrialRecord, qualities: list[float], *, complete: bool) -> float:
+        agg = aggregate(qualities, self.aggregate_by, self.target.higher_is_better)
+        aggregates = self._aggregates(record.images)
+        trial.set_user_attr(ATTR_IMAGES, record.images)
+        trial.set_user_attr(ATTR_TOTAL_BYTES, record.total_bytes)
+        trial.set_user_attr(ATTR_BPP, record.bits_per_pixel)
+        trial.set_user_attr(ATTR_QUALITY, _finite(agg))
+        trial.set_user_attr(ATTR_AGGREGATES, aggregates)
+        trial.set_user_attr(ATTR_ENCODE_SECONDS, record.encode_seconds)
+        constraint = _finite(-self.target.margin(agg)) if not math.isnan(agg) else 1.0
+        if not complete:  # pruned trials are infeasible by construction
+            constraint = max(constraint, 1e-9)
+        trial.set_user_attr(ATTR_CONSTRAINT, constraint)
+        if self.mode == "constrained":  # what Optuna's samplers and best_trial read
+            trial.set_constraint("quality", constraint)
+        return agg
+
+    def _aggregates(self, images: list[dict[str, Any]]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name in self.evaluator.metric_names:
+            values = [float(img["scores"][name]) for img in images]
+            out[name] = _finite(aggregate(values, self.aggregate_by, get_spec(name).higher_is_better))
+        out[COMPOSITE] = aggregate([img["composite"] for img in images], self.aggregate_by, True)
+        return out
+
+    def _certainly_fails(self, qualities: list[float]) -> bool:
+        """Whether the aggregate over the full corpus can no longer reach the target.
+
+        Every aggregate is monotone in each image's quality, so the trial is hopeless exactly when even
+        the best possible score on every remaining image leaves the aggregate short of the target.
+        """
+        if all(self.target.is_met(q) for q in qualities):
+            return False
+        best = self.target.best_value
+        if self.target.metric != COMPOSITE and math.isinf(best):
+            return False  # an unbounded best (PSNR) can rescue any mean or percentile
+        remaining = len(self.corpus) - len(qualities)
+        best_case = aggregate(list(qualities) + [best] * remaining, self.aggregate_by, self.target.higher_is_better)
+        return not self.target.is_met(best_case)
+
+
+def _finite(value: float) -> float:
+    """JSON-safe value for user attributes (Optuna stores them as JSON): infinities become +-1e308."""
+    if math.isnan(value):
+        return value
+    if math.isinf(value):
+        return math.copysign(1e308, value)
+    return float(value)
+

@@ -1,0 +1,306 @@
+"""Tuning studies: search space, targets, aggregation, pruning, storage, resume and reproducibility."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from optimizer.errors import ConfigError, InvalidParameterError, StudyError, UnknownNameError
+from optimizer.evaluator import Evaluator
+from optimizer.imageio import load_image
+from optimizer.tuning.corpus import load_corpus
+from optimizer.tuning.objective import Objective, is_feasible
+from optimizer.tuning.space import SearchSpace
+from optimizer.tuning.study import feasible_trials, finished_trials, load_study, tune
+from optimizer.tuning.target import Target, aggregate
+
+
+@pytest.fixture(scope="module")
+def crops(kodak_paths: list[Path], tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three 160x128 Kodak crops: big enough for SSIM, small enough for many trials."""
+    out = tmp_path_factory.mktemp("crops")
+    paths = []
+    for src in kodak_paths[:3]:
+        image = load_image(src)
+        target = out / src.name
+        image.to_pil().crop((200, 150, 360, 278)).save(target)
+        paths.append(target)
+    return paths
+
+
+def _study_kwargs(tmp_path: Path, **overrides):
+    kwargs = dict(
+        space={"formats": ["jpeg"], "jpeg": {"quality": [30, 95], "subsampling": "4:2:0"}},
+        target="ssim:0.93",
+        profile="fast",
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        study_name="t",
+        n_trials=8,
+        seed=7,
+    )
+    kwargs.update(overrides)
+    return kwargs
+
+
+# -- targets and aggregation ---------------------------------------------------------------------
+
+
+def test_target_parse_and_direction() -> None:
+    assert Target.parse("ssimulacra2:80") == Target("ssimulacra2", 80.0)
+    assert Target.parse("lpips:0.1").higher_is_better is False
+    assert Target.parse("composite:0.9").higher_is_better is True
+    assert str(Target.parse("psnr:38")) == "psnr:38"
+    assert Target.parse("lpips:0.1").is_met(0.05) and not Target.parse("lpips:0.1").is_met(0.2)
+    assert Target.parse("ssim:0.9").margin(0.95) == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("text", ["ssimulacra2", "ssimulacra2:", ":80", "ssimulacra2:high", "composite:1.5", "ssim:nan"])
+def test_target_parse_rejects(text: str) -> None:
+    with pytest.raises(InvalidParameterError):
+        Target.parse(text)
+
+
+def test_target_unknown_metric() -> None:
+    with pytest.raises(UnknownNameError, match="ssimulacra2"):
+        Target.parse("butteraugli:1.0")
+
+
+def test_aggregate_respects_direction() -> None:
+    values = list(range(1, 11))
+    assert aggregate(values, "mean", True) == pytest.approx(5.5)
+    assert aggregate(values, "worst", True) == 1
+    assert aggregate(values, "worst", False) == 10
+    assert aggregate(values, "p10", True) == pytest.approx(np.percentile(values, 10))
+    assert aggregate(values, "p10", False) == pytest.approx(np.percentile(values, 90))
+    with pytest.raises(InvalidParameterError):
+        aggregate(values, "median", True)
+
+
+# -- search space --------------------------------------------------------------------------------
+
+
+def test_space_defaults_and_round_trip() -> None:
+    space = SearchSpace()
+    assert space.formats == ("avif", "webp", "jpeg")
+    again = SearchSpace.from_mapping(space.to_dict())
+    assert again == space and again.fingerprint() == space.fingerprint()
+    dists = space.distributions()
+    assert "format" in dists and "jpeg.quality" in dists and "avif.speed" not in dists
+
+
+def test_space_from_toml_and_yaml(tmp_path: Path) -> None:
+    toml = tmp_path / "space.toml"
+    toml.write_text(
+        textwrap.dedent(
+            """
+            formats = ["webp", "jpeg"]
+            widths = [96]
+            filters = ["lanczos", "bicubic"]
+            sharpen = [0.0, 0.5]
+            [jpeg]
+            quality = [40, 80]
+            subsampling = ["4:2:0", "4:4:4"]
+            [webp]
+            method = 2
+            """
+        )
+    )
+    space = SearchSpace.from_file(toml)
+    assert space.formats == ("webp", "jpeg")
+    assert space.params["jpeg"]["quality"] == ("range", 40, 80)
+    assert space.params["webp"]["method"] == 2
+    assert set(space.distributions()) >= {"format", "jpeg.quality", "jpeg.subsampling", "filter", "sharpen"}
+    yaml_file = tmp_path / "space.yaml"
+    yaml_file.write_text("formats: [jpeg]\njpeg:\n  quality: [50, 60]\n")
+    assert SearchSpace.from_file(yaml_file).params["jpeg"]["quality"] == ("range", 50, 60)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"formats": ["jpeg"], "colour": 1}, "unknown search-space key"),
+        ({"formats": ["jpeg"], "jpeg": {"qualty": [1, 2]}}, "unknown parameter"),
+        ({"formats": ["jpeg"], "jpeg": {"quality": [0, 50]}}, "quality must be"),
+        ({"formats": ["jpeg"], "jpeg": {"quality": [80, 50]}}, "low must be <= high"),
+        ({"formats": ["jpeg"], "jpeg": {"subsampling": ["4:1:1"]}}, "subsampling must be"),
+        ({"formats": ["jpeg"], "filters": ["sinc"]}, "sinc"),
+        ({"formats": ["bmp"]}, "bmp"),
+        ({"formats": ["jpeg"], "sharpen": [0.5, 0.1]}, "sharpen"),
+    ],
+)
+def test_space_rejects_bad_input(data: dict, message: str) -> None:
+    with pytest.raises((ConfigError, InvalidParameterError, UnknownNameError), match=message):
+        SearchSpace.from_mapping(data)
+
+
+def test_space_settings_from_params_matches_sample() -> None:
+    space = SearchSpace(formats=("jpeg", "webp"), widths=(64,), filters=("lanczos", "box"), sharpen=(0.0, 1.0))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(5):
+        trial = study.ask()
+        sampled = space.sample(trial)
+        assert space.settings_from_params(trial.params) == sampled
+        study.tell(trial, 0.0)
+
+
+# -- objective and pruning -------------------------------------------------------------------------
+
+
+def test_corpus_fingerprint_depends_on_pixels_and_widths(crops: list[Path]) -> None:
+    a = load_corpus(crops)
+    assert load_corpus(list(reversed(crops))).fingerprint == a.fingerprint
+    assert load_corpus(crops[:2]).fingerprint != a.fingerprint
+    space = SearchSpace(formats=("jpeg",), widths=(80,))
+    b = load_corpus(crops, widths=space.widths, reference_transform=space.reference_transform)
+    assert b.fingerprint != a.fingerprint
+    assert len(b.items) == 3 and b.items[0].reference.width == 80 and b.items[0].source.width == 160
+
+
+@pytest.mark.parametrize("how", ["worst", "p10", "mean"])
+def test_pruning_only_when_certain(how: str, crops: list[Path]) -> None:
+    corpus = load_corpus(crops * 1, names=["a", "b", "c"])
+    objective = Objective(corpus, SearchSpace(formats=("jpeg",)), Target.parse("ssim:0.9"), Evaluator(profile="fast"),
+                          aggregate_by=how)
+    # Brute force: the pruning decision must agree with "no completion of the remaining scores passes".
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        k = int(rng.integers(1, 4))
+        partial = list(rng.uniform(0.8, 1.0, size=k))
+        certain = objective._certainly_fails(partial)
+        best_case = aggregate(partial + [1.0] * (3 - k), how, True)
+        assert certain == (best_case < 0.9), (partial, how)
+
+
+def test_tune_constrained_records_and_prunes(tmp_path: Path, crops: list[Path]) -> None:
+    result = tune(crops, **_study_kwargs(tmp_path, n_trials=10))
+    trials = finished_trials(result.study)
+    assert len(trials) == 10
+    states = {t.state.name for t in trials}
+    assert "COMPLETE" in states
+    for t in trials:
+        attrs = t.user_attrs
+        assert attrs["settings"]["codec"] == "jpeg"
+        assert attrs["total_bytes"] == sum(img["bytes"] for img in attrs["images"])
+        for img in attrs["images"]:
+            assert set(img["scores"]) == {"ssim", "psnr"} and img["encode_seconds"] >= 0
+        if t.state.name == "PRUNED":
+            assert attrs["pruned_after"] < 3 or attrs["constraint"] > 0
+            assert not is_feasible(t)
+    best = result.best_trial
+    assert best is not None and best.user_attrs["quality"] >= 0.93
+    assert all(best.user_attrs["total_bytes"] <= t.user_attrs["total_bytes"] for t in feasible_trials(result.study))
+    assert result.presets is not None and result.presets.tiers
+    frame = result.trials_dataframe()
+    assert len(frame) == 10 and {"total_bytes", "quality", "feasible", "agg_ssim"} <= set(frame.columns)
+
+
+def test_seeded_study_is_reproducible(tmp_path: Path, crops: list[Path]) -> None:
+    a = tune(crops, **_study_kwargs(tmp_path / "a", n_trials=6))
+    b = tune(crops, **_study_kwargs(tmp_path / "b", n_trials=6))
+    assert [t.params for t in a.study.trials] == [t.params for t in b.study.trials]
+    assert [t.user_attrs["total_bytes"] for t in a.study.trials] == [t.user_attrs["total_bytes"] for t in b.study.trials]
+
+
+def test_resume_counts_budget_and_refuses_other_definition(tmp_path: Path, crops: list[Path]) -> None:
+    first = tune(crops, **_study_kwargs(tmp_path, n_trials=4))
+    assert len(finished_trials(first.study)) == 4
+    second = tune(crops, **_study_kwargs(tmp_path, n_trials=7))
+    assert len(finished_trials(second.study)) == 7
+    assert [t.number for t in second.study.trials][:4] == [0, 1, 2, 3]
+    with pytest.raises(StudyError, match="target"):
+        tune(crops, **_study_kwargs(tmp_path, n_trials=8, target="ssim:0.95"))
+    with pytest.raises(StudyError, match="corpus"):
+        tune(crops[:2], **_study_kwargs(tmp_path, n_trials=8))
+    study, definition = load_study("t", f"sqlite:///{tmp_path / 'study.db'}")
+    assert definition.target == "ssim:0.93" and len(study.trials) == 7
+
+
+def test_tradeoff_and_pareto_modes(tmp_path: Path, crops: list[Path]) -> None:
+    space = {"formats": ["jpeg", "webp"], "jpeg": {"subsampling": "4:2:0"}}
+    trade = tune(crops, **_study_kwargs(tmp_path / "t", space=space, mode="tradeoff", n_trials=5))
+    assert trade.study.direction.name == "MAXIMIZE" and trade.best_trial is not None
+    pareto = tune(crops, **_study_kwargs(tmp_path / "p", space=space, mode="pareto", n_trials=6, sampler="nsga2"))
+    assert [d.name for d in pareto.study.directions] == ["MINIMIZE", "MAXIMIZE"]
+    front = pareto.pareto_front
+    assert front and all(a.user_attrs["total_bytes"] < b.user_attrs["total_bytes"] for a, b in zip(front, front[1:]))
+    assert all(a.user_attrs["quality"] < b.user_attrs["quality"] for a, b in zip(front, front[1:]))
+
+
+def test_distance_target_direction(tmp_path: Path, crops: list[Path]) -> None:
+    """A lower-is-better target (a PSNR-style check through the registry) is honoured in pareto directions."""
+    from optimizer.tuning.objective import directions_for
+
+    assert directions_for("pareto", Target.parse("lpips:0.1")) == ["minimize", "minimize"]
+    assert directions_for("pareto", Target.parse("ssimulacra2:80")) == ["minimize", "maximize"]
+    assert directions_for("pareto", Target.parse("ssim:0.9"), time_objective=True) == ["minimize", "maximize", "minimize"]
+
+
+def test_failing_encodes_mark_trial_failed(tmp_path: Path, crops: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from optimizer.codecs import get_codec
+    from optimizer.errors import EncodeError
+
+    codec = get_codec("jpeg")
+    original = type(codec)._encode
+    calls = {"n": 0}
+
+    def flaky(self, image, params):  # every third encode fails
+        calls["n"] += 1
+        if calls["n"] % 3 == 0:
+            raise EncodeError("jpeg: simulated encoder failure")
+        return original(self, image, params)
+
+    monkeypatch.setattr(type(codec), "_encode", flaky)
+    result = tune(crops, **_study_kwargs(tmp_path, n_trials=5, target="ssim:0.5"))
+    failed = [t for t in result.study.trials if t.state.name == "FAIL"]
+    assert failed and all("simulated" in t.user_attrs["error"] for t in failed)
+    assert len(finished_trials(result.study)) == 5
+
+
+@pytest.mark.slow
+def test_interrupted_study_loses_no_finished_trial(tmp_path: Path, crops: list[Path]) -> None:
+    """Kill a tuning process mid-study; every trial finished before the kill is kept and resuming completes it."""
+    db = tmp_path / "killed.db"
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from optimizer.tuning.study import tune, finished_trials
+        def stop(study, trial):
+            if len(finished_trials(study)) >= 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+        tune({[str(p) for p in crops]!r}, space={{"formats": ["jpeg"]}}, target="ssim:0.93", profile="fast",
+             storage="sqlite:///{db}", study_name="k", n_trials=20, seed=1, callbacks=[stop])
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    study = optuna.load_study(study_name="k", storage=f"sqlite:///{db}")
+    assert len(finished_trials(study)) >= 3
+    kept = {t.number: t.user_attrs["total_bytes"] for t in finished_trials(study)}
+    resumed = tune(crops, space={"formats": ["jpeg"]}, target="ssim:0.93", profile="fast",
+                   storage=f"sqlite:///{db}", study_name="k", n_trials=6, seed=1)
+    after = {t.number: t.user_attrs["total_bytes"] for t in finished_trials(resumed.study)}
+    assert len(after) == 6 and all(after[n] == b for n, b in kept.items())
+
+
+def test_cli_tune_and_export(tmp_path: Path, crops: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from optimizer.cli import main
+
+    monkeypatch.setenv("OPTIMIZER_STUDIES_DIR", str(tmp_path / "studies"))
+    export = tmp_path / "presets.json"
+    code = main(["tune", *map(str, crops), "--formats", "jpeg", "--target", "ssim:0.9", "--profile", "fast",
+                 "--trials", "5", "--seed", "3", "--study", "cli", "--export", str(export)])
+    assert code == 0
+    assert (tmp_path / "studies" / "cli.db").exists()
+    data = json.loads(export.read_text())
+    assert data["tiers"] and data["tiers"][0]["settings"]["codec"] == "jpeg"
+    assert main(["tune", "--formats", "jpeg"]) == 2  # neither images nor --demo
+    assert main(["tune", str(crops[0]), "--target", "nope:1"]) == 2
+    assert not math.isnan(0.0)
