@@ -1,0 +1,254 @@
+"""``optimizer monitor`` (follow a folder pair, print alerts) and ``optimizer gate`` (CI budgets)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from ._app import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK, app, console, err_console, fail
+from ._parsing import split_list
+
+if TYPE_CHECKING:
+    from ..gate import GateReport
+    from ..monitor import Alert, MonitorConfig, MonitorStats
+
+STATE_NAME = ".optimizer-monitor-state.jsonl"
+_FAIL_ON = ("never", "warning", "critical")
+
+
+def default_monitor_config(window: int = 100) -> MonitorConfig:
+    """Used without ``--config``: composite warning below 0.7 (medium quality), critical below 0.5 (low),
+    and a warning when the rolling composite drifts 0.05 below the first full window."""
+    from ..monitor import DriftRule, MonitorConfig, Threshold
+
+    return MonitorConfig(
+        thresholds=(Threshold("composite", warning=0.7, critical=0.5),),
+        drift=(DriftRule("composite", warning=0.05),),
+        window=window,
+    )
+
+
+class _ConsoleSink:
+    """Prints each alert as one coloured line."""
+
+    STYLES = {"warning": "yellow", "critical": "bold red"}
+
+    def emit(self, alert: Alert) -> None:
+        from rich.markup import escape
+
+        style = self.STYLES.get(alert.severity, "white")
+        console.print(
+            f"{alert.timestamp} [{style}]{alert.severity.upper():8}[/] {alert.kind:9} {escape(alert.message)}",
+            highlight=False,
+        )
+
+
+@app.command("monitor")
+def monitor_command(
+    watch: Annotated[
+        tuple[Path, Path],
+        typer.Option("--watch", metavar="ORIG_DIR PROCESSED_DIR",
+                     help="Follow this folder pair: originals and their processed versions (same relative stem)."),
+    ],
+    profile: Annotated[Optional[str], typer.Option(help="Composite profile (default, seed, perceptual, fast).")] = None,
+    metrics: Annotated[
+        Optional[str], typer.Option(help="Comma-separated metrics (equal weights unless --profile, then added to it).")
+    ] = None,
+    config: Annotated[
+        Optional[Path], typer.Option(help="TOML file with thresholds, drift rules, window and cooldown.")
+    ] = None,
+    interval: Annotated[float, typer.Option(min=0.01, help="Seconds between scans of the folders.")] = 1.0,
+    settle: Annotated[
+        float, typer.Option(min=0.0, help="Seconds a file must stay unchanged before it is read.")
+    ] = 1.0,
+    alerts: Annotated[Optional[Path], typer.Option(help="Append alerts to this JSON-lines file.")] = None,
+    state: Annotated[
+        Optional[Path],
+        typer.Option(help=f"JSON-lines record of processed pairs (default: PROCESSED_DIR/{STATE_NAME}); a restart "
+                          "skips them and restores the statistics."),
+    ] = None,
+    window: Annotated[Optional[int], typer.Option(min=2, help="Rolling window size (overrides the config).")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Process what is there now and exit.")] = False,
+    fail_on: Annotated[
+        str, typer.Option("--fail-on", help="Exit 1 if this run raised an alert this severe: never, warning, critical.")
+    ] = "never",
+) -> None:
+    """Score new processed images as they appear and print threshold and drift alerts.
+
+    Without --config: composite warning below 0.7, critical below 0.5, and a drift warning when the rolling
+    composite falls 0.05 below its first full window. Ctrl-C stops after the current pair; everything already
+    read is in the state file, so the next run goes on where this one stopped.
+    """
+    from ..evaluator import Evaluator
+    from ..monitor import FolderWatcher, JsonLinesSink, QualityMonitor, load_monitor_config
+
+    if fail_on not in _FAIL_ON:
+        fail(f"--fail-on must be one of {', '.join(_FAIL_ON)}, got {fail_on!r}")
+    orig_dir, processed_dir = watch
+    for folder in (orig_dir, processed_dir):
+        if not folder.is_dir():
+            fail(f"--watch takes two folders; {folder} is not a folder")
+    settings = load_monitor_config(config) if config is not None else default_monitor_config()
+    if window is not None:
+        settings = replace(settings, window=window)
+    names = split_list(metrics)
+    tracked = list(dict.fromkeys([*names, *settings.metrics]))
+    if profile is None and names:  # as in `evaluate`: --metrics alone scores those, with equal weights
+        evaluator = Evaluator(metrics=tracked)
+    else:
+        evaluator = Evaluator(profile=profile or "default", metrics=tracked or None)
+    evaluator.load()
+
+    sinks: list[object] = [_ConsoleSink()]
+    if alerts is not None:
+        sinks.append(JsonLinesSink(alerts))
+    run_counts = {"warning": 0, "critical": 0}
+
+    def count(alert: Alert) -> None:
+        run_counts[alert.severity] = run_counts.get(alert.severity, 0) + 1
+
+    monitor = QualityMonitor.from_config(settings, sinks=[*sinks, count])  # type: ignore[list-item]
+    state_file = state if state is not None else processed_dir / STATE_NAME
+    watcher = FolderWatcher(orig_dir, processed_dir, evaluator, monitor=monitor, state_file=state_file,
+                            settle=settle)
+    console.print(
+        f"watching {orig_dir} -> {processed_dir} (profile {evaluator.profile.name}, metrics "
+        f"{', '.join(evaluator.metric_names)}); {watcher.replayed} pair(s) restored from {state_file}",
+        highlight=False,
+    )
+
+    interrupted = False
+    stop = threading.Event()
+    previous_handler = None
+    if not once and threading.current_thread() is threading.main_thread():
+        previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        if once:
+            watcher.once()
+        else:
+            watcher.run(interval=interval, stop_event=stop)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+    _print_stats(monitor.stats(), watcher.processed, watcher.pending)
+    console.print(f"state: {state_file}", highlight=False)
+    if interrupted:
+        err_console.print("stopped; every pair already read is recorded in the state file", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if fail_on != "never" and any(run_counts[s] for s in _FAIL_ON[_FAIL_ON.index(fail_on):]):
+        raise typer.Exit(EXIT_CHECK_FAILED)
+    raise typer.Exit(EXIT_OK)
+
+
+def _num(value: float | None, digits: str = ".4g") -> str:
+    return "-" if value is None else format(value, digits)
+
+
+def _print_stats(stats: MonitorStats, processed: int, pending: list[str]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{stats.observed} observation(s), {processed} new this run")
+    for column in ("metric", "count", "window mean", "trend/obs", "std", "last", "baseline", "drift"):
+        table.add_column(column, justify="left" if column in ("metric", "drift") else "right")
+    for name, s in stats.metrics.items():
+        table.add_row(name, str(s.count), _num(s.mean), _num(s.trend, "+.3g"), _num(s.std, ".3g"), _num(s.last),
+                      _num(s.baseline), s.drift_state or "ok")
+    console.print(table)
+    alerts = ", ".join(f"{n} {severity}" for severity, n in stats.alerts.items())
+    console.print(f"alerts: {alerts} ({stats.suppressed} suppressed by cooldown); unreadable: {stats.errors}",
+                  highlight=False)
+    if pending:
+        console.print(f"still being written (left for the next run): {', '.join(pending)}", highlight=False)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+@app.command("gate")
+def gate_command(
+    orig_dir: Annotated[Path, typer.Argument(metavar="ORIG_DIR", help="Folder of original images.")],
+    processed_dir: Annotated[Path, typer.Argument(metavar="PROCESSED_DIR", help="Folder of processed images.")],
+    budget: Annotated[Path, typer.Option("--budget", help="TOML file of [[budget]] tables.")],
+    profile: Annotated[Optional[str], typer.Option(help="Composite profile (overrides the budget file).")] = None,
+    junit: Annotated[Optional[Path], typer.Option(help="Write a JUnit XML report here (one test case per budget).")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    allow_missing: Annotated[
+        bool, typer.Option("--allow-missing", help="Unpaired or unreadable files do not fail the gate (still listed).")
+    ] = False,
+    report: Annotated[Optional[Path], typer.Option(help="Write the full JSON report here.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Processes for scoring.")] = 1,
+) -> None:
+    """Check quality and size budgets on a processed folder: exit 0 when all hold, 1 when any fails.
+
+    Unpaired or unreadable files fail the gate unless --allow-missing (or allow_missing = true in the file).
+    """
+    from ..gate import gate_evaluator, load_budgets, run_gate
+
+    if output_format not in ("table", "json"):
+        fail(f"--format must be table or json, got {output_format!r}")
+    settings = load_budgets(budget)
+    evaluator = gate_evaluator(settings.budgets, profile or settings.profile)
+    evaluator.load()
+    options = {"evaluator": evaluator, "allow_missing": True if allow_missing else None, "workers": workers}
+    if output_format == "table":
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("pairs", total=None)
+            result = run_gate(settings, orig_dir, processed_dir, **options,  # type: ignore[arg-type]
+                              progress=lambda done, total: bar.update(task, completed=done, total=total))
+    else:
+        result = run_gate(settings, orig_dir, processed_dir, **options)  # type: ignore[arg-type]
+    if junit is not None:
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        result.to_junit(junit)
+    if report is not None:
+        result.to_json(report)
+    if output_format == "json":
+        typer.echo(result.to_json())
+    else:
+        _print_gate(result)
+    raise typer.Exit(EXIT_OK if result.passed else EXIT_CHECK_FAILED)
+
+
+def _print_gate(result: GateReport) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ..gate import format_value
+
+    table = Table(title=f"quality gate: {len(result.batch.pairs)} pair(s), profile {result.batch.evaluator.get('profile')}")
+    for column in ("budget", "value", "limit", "result", "failing images"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    for r in result.results:
+        ratio = r.budget.max_ratio is not None
+        value = "-" if r.value is None else format_value(r.budget.metric, r.value, ratio=ratio)
+        shown = ", ".join(f"{escape(k)} ({format_value(r.budget.metric, v, ratio=ratio)})" for k, v in r.failing[:5])
+        if len(r.failing) > 5:
+            shown += f" +{len(r.failing) - 5} more"
+        verdict = "[green]pass[/]" if r.passed else "[bold red]FAIL[/]"
+        table.add_row(escape(r.budget.quantity), value, escape(r.budget.limit_text), verdict, shown)
+    console.print(table)
+    for issue in result.issues:
+        style = "yellow" if result.allow_missing else "red"
+        console.print(f"[{style}]{issue.kind}:[/] {escape(issue.path)}: {escape(issue.reason)}", highlight=False)
+    failed = len(result.failures)
+    if result.passed:
+        console.print(f"[green]gate passed[/]: {len(result.results)} budget(s) hold", highlight=False)
+    else:
+        reasons = []
+        if failed:
+            reasons.append(f"{failed} of {len(result.results)} budget(s) failed")
+        if not result.files_ok:
+            reasons.append(f"{len(result.issues)} file(s) unpaired or unreadable (--allow-missing to allow)")
+        if not result.batch.pairs:
+            reasons.append("no pair was scored")
+        console.print(f"[bold red]gate failed[/]: {'; '.join(reasons)}", highlight=False)
