@@ -23,6 +23,7 @@ from . import codecs_cmd as _codecs_cmd  # noqa: F401  (registers commands)
 from . import evaluate_cmd as _evaluate_cmd  # noqa: F401
 from . import tune_cmd as _tune_cmd  # noqa: F401
 from . import monitor_cmd as _monitor_cmd  # noqa: F401
+from . import presets_cmd as _presets_cmd  # noqa: F401
 
 __all__ = [
     "EXIT_CHECK_FAILED",

@@ -1,0 +1,235 @@
+"""``optimizer presets show|export|build`` and ``optimizer apply``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from ._app import EXIT_CHECK_FAILED, EXIT_INPUT, app, console, fail
+
+if TYPE_CHECKING:
+    from ..tuning.apply import ApplyReport
+    from ..tuning.presets import Preset
+
+presets_app = typer.Typer(help="Show, export and build encoder presets.", no_args_is_help=True)
+app.add_typer(presets_app, name="presets")
+
+
+@presets_app.command("show")
+def presets_show_command(
+    presets: Annotated[Path, typer.Argument(metavar="PRESETS", help="Preset file (JSON).")],
+    output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+) -> None:
+    """List a preset's tiers: target, codec and settings, expected bits per pixel and quality."""
+    from ..tuning.presets import Preset
+
+    if output_format not in ("table", "json"):
+        fail(f"--format must be table or json, got {output_format!r}")
+    preset = Preset.load(presets)
+    if output_format == "json":
+        typer.echo(preset.to_json())
+        return
+    _print_preset(preset, presets)
+
+
+def _print_preset(preset: Preset, path: Path) -> None:
+    from rich.table import Table
+
+    study = preset.study or {}
+    table = Table(title=f"{path}: {len(preset.tiers)} tier(s), {preset.mode} study {study.get('name')!r}")
+    for column in ("tier", "target", "settings", "bits/px", "bytes", "quality", "trial"):
+        table.add_column(column, justify="right" if column in ("bits/px", "bytes", "quality", "trial") else "left")
+    for row in preset.summary_rows():
+        name = row["tier"] + (" *" if row["default"] else "")
+        table.add_row(
+            name,
+            row["target"],
+            row["settings"],
+            _num(row["bits_per_pixel"], 3),
+            f"{row['total_bytes']:,}",
+            _num(row["quality"], 4),
+            "" if row["trial"] is None else str(row["trial"]),
+        )
+    console.print(table)
+    evaluator = preset.evaluator or {}
+    corpus = preset.corpus or {}
+    console.print(
+        f"* default tier. target {preset.target} ({preset.aggregate}); evaluator {evaluator.get('profile')} "
+        f"({', '.join(evaluator.get('metrics') or [])}); corpus {corpus.get('images')} images, fingerprint "
+        f"{corpus.get('fingerprint')}; storage {study.get('storage')}; created {preset.created} with optimizer "
+        f"{preset.optimizer_version}",
+        highlight=False,
+    )
+
+
+def _num(value: float, digits: int) -> str:
+    import math
+
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+@presets_app.command("export")
+def presets_export_command(
+    presets: Annotated[Path, typer.Argument(metavar="PRESETS", help="Preset file (JSON).")],
+    to: Annotated[str, typer.Option("--to", help="pillow, cjpeg, cwebp, avifenc, cjxl, imagemagick or sharp.")],
+    tier: Annotated[Optional[str], typer.Option(help="Tier name (default: the preset's default tier).")] = None,
+    input_name: Annotated[str, typer.Option("--input", help="Input file name used in the output.")] = "input.png",
+    output_name: Annotated[Optional[str], typer.Option("--output", help="Output file name (default output.EXT).")] = None,
+    program: Annotated[str, typer.Option(help="ImageMagick program: magick (7) or convert (6).")] = "magick",
+    output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    notes: Annotated[bool, typer.Option("--notes/--no-notes", help="Print where the tool differs.")] = True,
+) -> None:
+    """Print a tier as Pillow arguments, a command line or a sharp options object."""
+    from ..tuning.export import export_tier
+    from ..tuning.presets import Preset
+
+    if output_format not in ("text", "json"):
+        fail(f"--format must be text or json, got {output_format!r}")
+    preset = Preset.load(presets)
+    chosen = preset.tier(tier)
+    exports = export_tier(chosen, to, input=input_name, output=output_name, program=program)
+    if output_format == "json":
+        typer.echo(json.dumps({"tier": chosen.name, "exports": [e.to_dict() for e in exports]}, indent=2))
+        return
+    for i, export in enumerate(exports):
+        if len(exports) > 1:
+            typer.echo(f"{export.comment_prefix} width {export.width}")
+        typer.echo(export.render(notes=notes))
+        if i < len(exports) - 1:
+            typer.echo("")
+
+
+@presets_app.command("build")
+def presets_build_command(
+    study: Annotated[str, typer.Option("--study", help="Study name.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Preset file to write.")],
+    storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL (default: studies/NAME.db).")] = None,
+    tier: Annotated[
+        Optional[list[str]], typer.Option("--tier", help="Extra tier NAME=METRIC:VALUE (repeatable; constrained studies).")
+    ] = None,
+    point: Annotated[Optional[list[int]], typer.Option("--point", help="Trial number to export as a tier (repeatable).")] = None,
+) -> None:
+    """Build a preset file from an existing study (the same study always gives the same tiers)."""
+    from ..tuning.presets import build_preset
+    from ..tuning.study import load_study, redact_storage
+
+    tiers: dict[str, str] = {}
+    for item in tier or []:
+        name, sep, target = item.partition("=")
+        if not sep or not name.strip() or not target.strip():
+            fail(f"tiers are written NAME=METRIC:VALUE (e.g. high=ssimulacra2:90), got {item!r}")
+        tiers[name.strip()] = target.strip()
+    loaded, _ = load_study(study, storage)
+    preset = build_preset(
+        loaded, tiers=tiers or None, pareto_points=point or None, storage=redact_storage(storage) if storage else None
+    )
+    preset.save(output)
+    console.print(f"wrote {output}: {len(preset.tiers)} tier(s) ({', '.join(preset.tier_names)})", highlight=False)
+
+
+@app.command("apply")
+def apply_command(
+    presets: Annotated[Path, typer.Argument(metavar="PRESETS", help="Preset file (JSON).")],
+    in_dir: Annotated[Path, typer.Argument(metavar="IN_DIR", help="Folder (or file) of images to encode.")],
+    out_dir: Annotated[Path, typer.Argument(metavar="OUT_DIR", help="Folder to write into (subfolders mirrored).")],
+    tier: Annotated[Optional[str], typer.Option(help="Tier name (default: the preset's default tier).")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Score every output and report the misses.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Images encoded at a time.")] = 1,
+    output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    report: Annotated[Optional[Path], typer.Option(help="Also write the JSON report here.")] = None,
+) -> None:
+    """Encode a folder with a preset tier; exit 1 when --verify finds outputs below the tier's target.
+
+    Exit 3 when an input could not be read, encoded or written (existing outputs without --overwrite).
+    """
+    from ..tuning.apply import apply_preset
+    from ..tuning.presets import Preset
+
+    if output_format not in ("table", "json"):
+        fail(f"--format must be table or json, got {output_format!r}")
+    preset = Preset.load(presets)
+    if output_format == "table":
+        result = _apply_with_progress(apply_preset, preset, in_dir, out_dir, tier, verify, workers, overwrite)
+    else:
+        result = apply_preset(preset, in_dir, out_dir, tier=tier, verify=verify, workers=workers, overwrite=overwrite)
+    if report is not None:
+        result.to_json(report)
+    if output_format == "json":
+        typer.echo(result.to_json())
+    else:
+        _print_apply(result)
+    if result.misses:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+    if result.problems:
+        raise typer.Exit(EXIT_INPUT)
+
+
+def _apply_with_progress(apply_preset, preset, in_dir, out_dir, tier, verify, workers, overwrite) -> ApplyReport:  # type: ignore[no-untyped-def]
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("images", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return apply_preset(preset, in_dir, out_dir, tier=tier, verify=verify, workers=workers,
+                            overwrite=overwrite, progress=progress)
+
+
+def _print_apply(result: ApplyReport) -> None:
+    from rich.table import Table
+
+    totals = result.totals()
+    table = Table(title=f"tier {result.tier} ({result.codec}, target {result.target})")
+    columns = ["output", "size", "bytes in", "bytes out", "bits/px"]
+    if result.verified:
+        columns += ["quality", "met"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("output", "met") else "right")
+    for item in result.items:
+        row = [_escape(_relative(item.output, result.out_dir)), f"{item.width}x{item.height}", f"{item.bytes_in:,}", f"{item.bytes_out:,}",
+               f"{item.bits_per_pixel:.3f}"]
+        if result.verified:
+            row += [_num(item.quality, 4), "yes" if item.met else "[red]no[/]"]
+        table.add_row(*row)
+    console.print(table)
+    ratio = totals["byte_ratio"]
+    line = (
+        f"{totals['outputs']} output(s) from {totals['inputs']} input(s): {totals['bytes_out']:,} bytes "
+        f"({'-' if ratio is None else f'{ratio:.1%}'} of {totals['bytes_in']:,})"
+    )
+    if totals["bits_per_pixel"] is not None:
+        line += f", {totals['bits_per_pixel']:.3f} bits per pixel"
+    console.print(line, highlight=False)
+    if result.verified:
+        agg = totals["quality"]
+        console.print(
+            f"verified: {totals['met']} met, {totals['missed']} missed the target {result.target}; "
+            f"{totals['aggregate']} {'-' if agg is None else f'{agg:.4f}'} "
+            f"({'meets' if totals['aggregate_met'] else 'misses'} the target)",
+            highlight=False,
+        )
+        for item in result.misses:
+            console.print(f"[red]miss:[/] {_escape(item.output)}: {_num(item.quality, 4)}", highlight=False)
+    for issue in result.issues:
+        colour = "yellow" if issue.kind == "skipped" else "red"
+        console.print(f"[{colour}]{issue.kind}:[/] {_escape(issue.path)}: {_escape(issue.reason)}", highlight=False)
+
+
+def _relative(path: str, root: str) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

@@ -1,0 +1,472 @@
+"""Encode images with a preset tier, and optionally check every output against the tier's target.
+
+``apply_preset(preset, inputs, out_dir)`` runs a tier's settings (resize filter, sharpening, codec and its
+parameters) on a folder or a list of files:
+
+* outputs go to ``out_dir/<relative path><codec extension>`` (subfolders mirrored); a tier tuned for
+  responsive widths writes ``<name>-<width>w<ext>`` per width, skipping widths wider than the source (no
+  upscaling; a source narrower than every width is written once at its own width);
+* inputs are never overwritten, existing outputs only with ``overwrite=True``, and an input that cannot be
+  read or encoded is listed in the report with the reason while the others go on;
+* with ``verify=True`` every output is decoded and scored against its original, exactly as the study
+  scored its corpus: at a target width the reference is the original resized with the study's fixed
+  reference filter. The report lists the images that miss the tier's target and the aggregate (the
+  preset's ``mean``/``p10``/``worst``) over the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..batch import iter_image_files
+from ..errors import InvalidParameterError, OptimizerError
+from ..imageio import Image, load_image
+from ..transforms import Transform
+from .presets import Preset, PresetTier
+from .settings import EncodingSettings
+from .target import Target, aggregate
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..evaluator import Evaluator
+
+__all__ = ["ApplyIssue", "ApplyItem", "ApplyReport", "apply_preset", "evaluator_for_preset"]
+
+#: Issue kinds that mean an input produced no output it should have (``skipped`` widths are not problems).
+PROBLEM_KINDS = ("unreadable", "failed", "exists", "collision")
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ApplyItem:
+    """One written output: sizes, and with verification its quality and whether it met the target."""
+
+    source: str
+    output: str
+    width: int
+    height: int
+    bytes_in: int
+    bytes_out: int
+    seconds: float
+    target_width: int | None = None
+    quality: float | None = None
+    met: bool | None = None
+    scores: dict[str, float] | None = None
+
+    @property
+    def bits_per_pixel(self) -> float:
+        return self.bytes_out * 8.0 / (self.width * self.height)
+
+    @property
+    def byte_ratio(self) -> float:
+        return self.bytes_out / self.bytes_in if self.bytes_in else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "output": self.output,
+            "width": self.width,
+            "height": self.height,
+            "target_width": self.target_width,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "bits_per_pixel": self.bits_per_pixel,
+            "byte_ratio": _json_float(self.byte_ratio),
+            "seconds": self.seconds,
+            "quality": _json_float(self.quality),
+            "met": self.met,
+            "scores": None if self.scores is None else {k: _json_float(v) for k, v in self.scores.items()},
+        }
+
+
+@dataclass(frozen=True)
+class ApplyIssue:
+    """An input (or one of its widths) that produced no output, and why."""
+
+    path: str
+    reason: str
+    kind: str  # "unreadable" | "failed" | "exists" | "collision" | "skipped"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "reason": self.reason, "kind": self.kind}
+
+
+@dataclass
+class ApplyReport:
+    """What ``apply_preset`` wrote, what it could not, and (verified) which outputs miss the target."""
+
+    tier: str
+    target: str
+    codec: str
+    aggregate_by: str
+    verified: bool
+    items: list[ApplyItem]
+    issues: list[ApplyIssue]
+    preset: dict[str, Any] = field(default_factory=dict)
+    out_dir: str = ""
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def target_obj(self) -> Target:
+        return Target.parse(self.target)
+
+    @property
+    def misses(self) -> list[ApplyItem]:
+        """Verified outputs whose quality misses the tier's target (empty without verification)."""
+        return [item for item in self.items if item.met is False]
+
+    @property
+    def problems(self) -> list[ApplyIssue]:
+        """Issues that left an input without its output (not the widths skipped to avoid upscaling)."""
+        return [i for i in self.issues if i.kind in PROBLEM_KINDS]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.misses
+
+    def totals(self) -> dict[str, Any]:
+        """Counts, bytes in and out, bits per pixel and, verified, the aggregate quality and misses."""
+        sources = {item.source for item in self.items}
+        bytes_in = sum({item.source: item.bytes_in for item in self.items}.values())
+        bytes_out = sum(item.bytes_out for item in self.items)
+        pixels = sum(item.width * item.height for item in self.items)
+        out: dict[str, Any] = {
+            "inputs": len(sources),
+            "outputs": len(self.items),
+            "problems": len(self.problems),
+            "bytes_in": bytes_in,
+            "bytes_out": bytes_out,
+            "byte_ratio": bytes_out / bytes_in if bytes_in else None,
+            "bits_per_pixel": bytes_out * 8.0 / pixels if pixels else None,
+        }
+        if self.verified:
+            target = self.target_obj
+            qualities = [item.quality for item in self.items if item.quality is not None]
+            agg = aggregate(qualities, self.aggregate_by, target.higher_is_better) if qualities else math.nan
+            out.update(
+                {
+                    "quality": _json_float(agg),
+                    "aggregate": self.aggregate_by,
+                    "aggregate_met": bool(qualities) and target.is_met(agg),
+                    "met": sum(1 for item in self.items if item.met),
+                    "missed": len(self.misses),
+                }
+            )
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "created": self.created,
+            "preset": self.preset,
+            "tier": self.tier,
+            "target": self.target,
+            "codec": self.codec,
+            "out_dir": self.out_dir,
+            "verified": self.verified,
+            "totals": self.totals(),
+            "items": [item.to_dict() for item in self.items],
+            "issues": [issue.to_dict() for issue in self.issues],
+        }
+
+    def to_json(self, path: str | os.PathLike[str] | None = None, *, indent: int = 2) -> str:
+        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per output: paths, sizes, bytes, bits per pixel, quality, met flag and every score."""
+        import pandas as pd
+
+        rows = []
+        names: list[str] = []
+        for item in self.items:
+            row = {k: v for k, v in item.to_dict().items() if k != "scores"}
+            for name, value in (item.scores or {}).items():
+                row[name] = value
+                if name not in names:
+                    names.append(name)
+            rows.append(row)
+        columns = ["source", "output", "width", "height", "target_width", "bytes_in", "bytes_out",
+                   "bits_per_pixel", "byte_ratio", "seconds", "quality", "met", *names]
+        return pd.DataFrame(rows, columns=columns)
+
+
+# --------------------------------------------------------------------------------------------------
+# The job
+
+
+@dataclass(frozen=True)
+class _Job:
+    source: Path
+    base: Path  # output path without the width suffix, extension included
+
+
+def apply_preset(
+    preset: Preset | str | os.PathLike[str],
+    inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    tier: str | None = None,
+    verify: bool = False,
+    evaluator: Evaluator | None = None,
+    workers: int = 1,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> ApplyReport:
+    """Encode ``inputs`` (a folder, a file or a list of files/folders) with a preset tier into ``out_dir``.
+
+    ``tier`` defaults to the preset's default tier. ``workers > 1`` encodes (and scores) that many images
+    at a time in threads. See the module docs for naming, overwriting and verification.
+    """
+    if not isinstance(preset, Preset):
+        preset = Preset.load(preset)
+    chosen = preset.tier(tier)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InvalidParameterError(f"workers must be an integer >= 1, got {workers!r}")
+    target = chosen.target_obj
+    if verify:
+        evaluator = evaluator if evaluator is not None else evaluator_for_preset(preset, chosen)
+        if target.metric != "composite" and target.metric not in evaluator.metric_names:
+            raise InvalidParameterError(
+                f"the evaluator does not compute {target.metric!r}, the metric of tier {chosen.name!r}'s target "
+                f"({target}); it computes {', '.join(evaluator.metric_names)}"
+            )
+        evaluator.load()
+    out_root = Path(out_dir)
+    jobs, issues = _plan(inputs, out_root, chosen)
+    out_root.mkdir(parents=True, exist_ok=True)
+    inputs_resolved = {job.source.resolve() for job in jobs}
+
+    def run(job: _Job) -> tuple[list[ApplyItem], list[ApplyIssue]]:
+        return _apply_one(job, chosen, evaluator if verify else None, overwrite, inputs_resolved)
+
+    results: list[tuple[list[ApplyItem], list[ApplyIssue]]] = []
+    total = len(jobs)
+    if workers == 1 or total <= 1:
+        for i, job in enumerate(jobs, 1):
+            results.append(run(job))
+            if progress:
+                progress(i, total)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for i, result in enumerate(pool.map(run, jobs), 1):
+                results.append(result)
+                if progress:
+                    progress(i, total)
+    items: list[ApplyItem] = []
+    for done, problems in results:
+        items += done
+        issues += problems
+    return ApplyReport(
+        tier=chosen.name,
+        target=chosen.target,
+        codec=chosen.codec,
+        aggregate_by=preset.aggregate or "p10",
+        verified=verify,
+        items=items,
+        issues=issues,
+        preset={"study": preset.study.get("name"), "fingerprint": preset.fingerprint(), "created": preset.created},
+        out_dir=str(out_root),
+    )
+
+
+def evaluator_for_preset(preset: Preset, tier: PresetTier | None = None) -> Evaluator:
+    """An evaluator equal to the study's: its profile (or custom weights) and metrics, plus the tier's metric."""
+    from ..evaluator import PROFILES, Evaluator
+
+    info = preset.evaluator or {}
+    metrics = [str(m) for m in info.get("metrics") or []]
+    if tier is not None:
+        metric = tier.target_obj.metric
+        if metric != "composite" and metric not in metrics:
+            metrics.append(metric)
+    name = info.get("profile")
+    weights = info.get("weights") or {}
+    if name in PROFILES and _same_weights(PROFILES[name].normalised_weights, weights):
+        return Evaluator(profile=name, metrics=metrics or None)
+    if weights:
+        return Evaluator(weights={str(k): float(v) for k, v in weights.items()}, metrics=metrics or None)
+    return Evaluator(metrics=metrics or None)
+
+
+def _same_weights(a: dict[str, float], b: dict[str, Any]) -> bool:
+    if set(a) != set(b):
+        return False
+    return all(abs(float(a[k]) - float(b[k])) < 1e-9 for k in a)
+
+
+def _plan(
+    inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], out_root: Path, tier: PresetTier
+) -> tuple[list[_Job], list[ApplyIssue]]:
+    """Pair every input with its output path; collisions and missing paths become issues."""
+    ext = tier.settings.extension
+    out_resolved = out_root.resolve()
+    pairs: list[tuple[Path, Path]] = []
+    issues: list[ApplyIssue] = []
+    entries = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if not entries:
+        raise InvalidParameterError("no inputs given: pass a folder, a file or a list of files")
+    for entry in entries:
+        path = Path(entry)
+        if path.is_dir():
+            nested = out_resolved != path.resolve() and path.resolve() in out_resolved.parents
+            for file in iter_image_files(path):
+                if nested and out_resolved in file.resolve().parents:
+                    continue  # earlier outputs in an output folder inside the input folder are not inputs
+                pairs.append((file, file.relative_to(path)))
+        elif path.is_file():
+            pairs.append((path, Path(path.name)))
+        else:
+            issues.append(ApplyIssue(str(path), "no such file or folder", "unreadable"))
+    jobs: list[_Job] = []
+    taken: dict[str, Path] = {}
+    for source, rel in pairs:
+        base = out_root / rel.with_suffix(ext)
+        key = base.as_posix()
+        if key in taken:
+            issues.append(
+                ApplyIssue(str(source), f"its output {base} would also be written for {taken[key]}", "collision")
+            )
+            continue
+        taken[key] = source
+        jobs.append(_Job(source, base))
+    return jobs, issues
+
+
+def _output_path(base: Path, width: int | None) -> Path:
+    return base if width is None else base.with_name(f"{base.stem}-{width}w{base.suffix}")
+
+
+def _apply_one(
+    job: _Job, tier: PresetTier, evaluator: Evaluator | None, overwrite: bool, inputs: set[Path]
+) -> tuple[list[ApplyItem], list[ApplyIssue]]:
+    items: list[ApplyItem] = []
+    issues: list[ApplyIssue] = []
+    try:
+        image = load_image(job.source)
+        bytes_in = job.source.stat().st_size
+    except (OptimizerError, OSError) as exc:
+        return [], [ApplyIssue(str(job.source), _reason(exc, job.source), "unreadable")]
+    widths: list[int | None]
+    if tier.widths:
+        fitting = [w for w in tier.widths if w <= image.width]
+        for w in tier.widths:
+            if w > image.width:
+                issues.append(
+                    ApplyIssue(str(job.source), f"{image.width} px wide, narrower than width {w}: not upscaled", "skipped")
+                )
+        widths = list(fitting) or [image.width]
+    else:
+        widths = [None]
+    for width in widths:
+        output = _output_path(job.base, width)
+        if output.resolve() in inputs:
+            issues.append(ApplyIssue(str(job.source), f"its output {output} is an input file; not overwritten", "failed"))
+            continue
+        if output.exists() and not overwrite:
+            issues.append(
+                ApplyIssue(str(job.source), f"{output} exists (pass overwrite=True / --overwrite to replace it)", "exists")
+            )
+            continue
+        try:
+            items.append(_encode_one(job.source, image, bytes_in, output, width, tier, evaluator))
+        except (OptimizerError, OSError) as exc:
+            issues.append(ApplyIssue(str(job.source), _reason(exc, job.source), "failed"))
+    return items, issues
+
+
+def _encode_one(
+    source: Path,
+    image: Image,
+    bytes_in: int,
+    output: Path,
+    width: int | None,
+    tier: PresetTier,
+    evaluator: Evaluator | None,
+) -> ApplyItem:
+    started = time.perf_counter()
+    transform = _candidate_transform(tier.settings.transform, width)
+    settings = EncodingSettings(tier.settings.codec, tier.settings.params, transform)
+    encoded = settings.encode(image)
+    _write_atomic(output, encoded.data)
+    quality = met = scores = None
+    if evaluator is not None:
+        reference = image if width is None else _reference_transform(tier, width).apply(image)
+        result = evaluator.for_reference(reference).score(encoded.decoded)
+        target = tier.target_obj
+        quality = target.value_of(result)
+        met = target.is_met(quality)
+        scores = dict(result.scores)
+        scores["composite"] = result.composite
+    return ApplyItem(
+        source=str(source),
+        output=str(output),
+        width=encoded.width,
+        height=encoded.height,
+        bytes_in=bytes_in,
+        bytes_out=encoded.bytes,
+        seconds=time.perf_counter() - started,
+        target_width=width,
+        quality=quality,
+        met=met,
+        scores=scores,
+    )
+
+
+def _candidate_transform(transform: Transform, width: int | None) -> Transform:
+    """The tier's transform at ``width``, built as each study trial built it (``CorpusItem.candidate_transform``)."""
+    if width is None:
+        return transform
+    return Transform(
+        width=width,
+        filter=transform.filter,
+        linear_light=transform.linear_light,
+        sharpen_amount=transform.sharpen_amount,
+        sharpen_radius=transform.sharpen_radius,
+        sharpen_threshold=transform.sharpen_threshold,
+    )
+
+
+def _reference_transform(tier: PresetTier, width: int) -> Transform:
+    """The study's reference at ``width``: the fixed high-quality resize (``SearchSpace.reference_transform``)."""
+    return Transform(width=width, filter=tier.reference_filter, linear_light=tier.settings.transform.linear_light)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _reason(exc: BaseException, source: Path) -> str:
+    """The error message without a leading ``<source>: `` (the issue already names the file)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
+    text = str(exc) or type(exc).__name__
+    return text.removeprefix(f"{source}: ")
+
+
+def _json_float(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
