@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# Tests never download network weights: a missing file must surface as WeightsNotFoundError.
+os.environ.setdefault("OPTIMIZER_ALLOW_DOWNLOAD", "0")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("OPTIMIZER_DATASETS", REPO_ROOT.parent / "shared" / "datasets"))
 
