@@ -52,6 +52,26 @@ _LAZY: dict[str, str] = {
     "evaluate_folders": ".batch",
     "BatchReport": ".batch",
     "evaluate_set": ".metrics.fid",
+    "FIDResult": ".metrics.fid",
+    "tune": ".tuning.study",
+    "TuningResult": ".tuning.study",
+    "load_study": ".tuning.study",
+    "SearchSpace": ".tuning.space",
+    "Target": ".tuning.target",
+    "EncodingSettings": ".tuning.settings",
+    "Preset": ".tuning.presets",
+    "PresetTier": ".tuning.presets",
+    "build_preset": ".tuning.presets",
+    "apply_preset": ".tuning.apply",
+    "ApplyReport": ".tuning.apply",
+    "compress": ".tuning.adaptive",
+    "CompressReport": ".tuning.adaptive",
+    "CompressResult": ".tuning.adaptive",
+    "QualityMonitor": ".monitor",
+    "Alert": ".monitor",
+    "FolderWatcher": ".monitor",
+    "run_gate": ".gate",
+    "GateReport": ".gate",
 }
 
 __all__ = [
@@ -98,5 +118,14 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from .imageio import Image, ImageInfo, load_image, set_max_pixels
     from .metrics import MetricSpec, create_metric, get_spec, metric_names
-    from .metrics.fid import evaluate_set
+    from .gate import GateReport, run_gate
+    from .metrics.fid import FIDResult, evaluate_set
+    from .monitor import Alert, FolderWatcher, QualityMonitor
     from .transforms import Transform, resize, sharpen
+    from .tuning.adaptive import CompressReport, CompressResult, compress
+    from .tuning.apply import ApplyReport, apply_preset
+    from .tuning.presets import Preset, PresetTier, build_preset
+    from .tuning.settings import EncodingSettings
+    from .tuning.space import SearchSpace
+    from .tuning.study import TuningResult, load_study, tune
+    from .tuning.target import Target
