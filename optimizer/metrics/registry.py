@@ -93,7 +93,8 @@ register_metric(
         needs_weights=False,
         version="1",
         description="MS-SSIM (Wang, Simoncelli, Bovik 2003): 5 scales, contrast-structure at each, "
-        "luminance at the coarsest, mean over RGB.",
+        "luminance at the coarsest, mean over RGB; images with a side of 160 px or less use the scales "
+        "that fit, weights renormalised.",
         factory=_lazy(".ssim", "MSSSIM"),
     )
 )

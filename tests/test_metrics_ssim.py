@@ -1,0 +1,292 @@
+"""PSNR, SSIM and MS-SSIM: agreement with skimage / pytorch-msssim / numpy, properties, caching, sharing."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from optimizer.errors import ImageSizeMismatchError, InvalidImageError
+from optimizer.metrics import create_metric, get_spec
+from optimizer.metrics._gaussian import gaussian_taps, symmetric_pad, valid_filter
+from optimizer.metrics.ssim import MS_SSIM_WEIGHTS, MSSSIM, PSNR, SSIM, ms_ssim_scales
+
+TOL = 1e-4
+KODAK = ("kodim01.png", "kodim04.png", "kodim13.png")  # 768x512, 512x768 (portrait), 768x512
+
+
+def _load(source: Path | bytes) -> np.ndarray:
+    pil = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source).convert("RGB")
+    return np.asarray(pil, dtype=np.float32) / 255.0
+
+
+def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(np.round(rgb * 255).astype(np.uint8)).save(buf, "JPEG", quality=quality)
+    return _load(buf.getvalue())
+
+
+def _noisy(rgb: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    noise = np.random.default_rng(seed).normal(0.0, sigma, rgb.shape)
+    return np.clip(rgb + noise, 0.0, 1.0).astype(np.float32)
+
+
+def _t(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def _skimage_ssim(ref: np.ndarray, dist: np.ndarray, full: bool = False):
+    from skimage.metrics import structural_similarity
+
+    return structural_similarity(
+        ref.astype(np.float64),
+        dist.astype(np.float64),
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=1,
+        channel_axis=2,
+        full=full,
+    )
+
+
+def _pytorch_msssim(ref: np.ndarray, dist: np.ndarray, **kwargs) -> float:
+    from pytorch_msssim import ms_ssim
+
+    return float(ms_ssim(_t(ref), _t(dist), data_range=1, size_average=True, win_size=11, win_sigma=1.5, **kwargs))
+
+
+@pytest.fixture(scope="module")
+def kodak(kodak_dir: Path) -> dict[str, np.ndarray]:
+    return {name: _load(kodak_dir / name) for name in KODAK}
+
+
+@pytest.fixture(scope="module")
+def pairs(kodak: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Kodak references with JPEG at three qualities and Gaussian noise."""
+    out = []
+    for name, ref in kodak.items():
+        for q in (10, 40, 85):
+            out.append((f"{name} jpeg q{q}", ref, _jpeg(ref, q)))
+        out.append((f"{name} noise 0.03", ref, _noisy(ref, 0.03)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def crop(kodak: dict[str, np.ndarray]) -> np.ndarray:
+    """A 200x176 crop (both sides above 160, one odd after pooling) for the cheaper property tests."""
+    return kodak["kodim13.png"][100:276, 300:500]
+
+
+# --------------------------------------------------------------------------------------- agreement
+
+
+def test_ssim_matches_skimage(pairs) -> None:
+    metric = SSIM()
+    diffs = {label: abs(metric(_t(ref), _t(dist)) - _skimage_ssim(ref, dist)) for label, ref, dist in pairs}
+    assert max(diffs.values()) < TOL, diffs
+
+
+def test_ms_ssim_matches_pytorch_msssim(pairs) -> None:
+    metric = MSSSIM()
+    diffs = {label: abs(metric(_t(ref), _t(dist)) - _pytorch_msssim(ref, dist)) for label, ref, dist in pairs}
+    assert max(diffs.values()) < TOL, diffs
+
+
+def test_ms_ssim_matches_pytorch_msssim_on_odd_sizes(kodak) -> None:
+    """Odd sides go through pytorch-msssim's padded pooling at some scales: 333x251 -> 167x126 -> ..."""
+    ref = kodak["kodim01.png"][7:258, 11:344]
+    for dist in (_jpeg(ref, 20), _noisy(ref, 0.05, seed=3)):
+        assert abs(MSSSIM()(_t(ref), _t(dist)) - _pytorch_msssim(ref, dist)) < TOL
+
+
+def test_psnr_matches_numpy(pairs) -> None:
+    metric = PSNR()
+    for label, ref, dist in pairs:
+        expected = 10 * math.log10(1.0 / np.mean((ref.astype(np.float64) - dist) ** 2))
+        assert metric(_t(ref), _t(dist)) == pytest.approx(expected, abs=1e-4), label
+
+
+def test_ssim_map_matches_skimage_full_map(crop) -> None:
+    dist = _jpeg(crop, 25)
+    metric = SSIM()
+    ssim_map = metric.compute_map(metric.prepare(_t(crop), {}), _t(dist), {})
+    expected_score, expected = _skimage_ssim(crop, dist, full=True)
+    assert ssim_map.shape == crop.shape[:2] and ssim_map.dtype == np.float32
+    assert np.abs(ssim_map - expected.mean(axis=2)).max() < 2e-3  # float32 variance cancellation, per pixel
+    assert np.abs(ssim_map - expected.mean(axis=2)).mean() < 1e-5
+    assert float(ssim_map[5:-5, 5:-5].mean(dtype=np.float64)) == pytest.approx(expected_score, abs=1e-6)
+
+
+def test_valid_filter_equals_cropped_reflect_filter() -> None:
+    """skimage's reflect-padded filter, cropped by the radius, is exactly the valid convolution."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(1)
+    plane = rng.random((40, 57))
+    taps = gaussian_taps(1.5, 3.5)
+    assert len(taps) == 11 and sum(taps) == pytest.approx(1.0, abs=1e-6)
+    reflect = gaussian_filter(plane, sigma=1.5, truncate=3.5, mode="reflect")[5:-5, 5:-5]
+    x = torch.from_numpy(plane).float()[None]
+    ours = valid_filter(x, taps, out=torch.empty(1, 30, 47), tmp=torch.empty(1, 30, 57))[0].numpy()
+    assert np.abs(ours - reflect).max() < 1e-6
+    padded = symmetric_pad(x, 5)[0].numpy()
+    assert np.array_equal(padded, np.pad(plane.astype(np.float32), 5, mode="symmetric"))
+
+
+# --------------------------------------------------------------------------------------- properties
+
+
+@pytest.mark.parametrize("size", [(512, 768), (175, 203), (97, 61), (11, 11)])
+def test_identity_is_exactly_best(kodak, size) -> None:
+    h, w = size
+    ref = _t(kodak["kodim04.png"][:h, :w])
+    assert SSIM()(ref, ref.clone()) == 1.0
+    assert MSSSIM()(ref, ref.clone()) == 1.0
+    assert PSNR()(ref, ref.clone()) == math.inf
+
+
+def test_symmetry(crop) -> None:
+    a, b = _t(crop), _t(_jpeg(crop, 30))
+    for metric in (SSIM(), MSSSIM(), PSNR()):
+        assert metric(a, b) == pytest.approx(metric(b, a), abs=1e-6), metric.name
+
+
+def test_bounds_and_negative_correlation(crop) -> None:
+    ref = _t(crop)
+    inverted = 1.0 - ref
+    ssim, ms_ssim = SSIM()(ref, inverted), MSSSIM()(ref, inverted)
+    assert -1.0 <= ssim < 0.0  # anti-correlated structure
+    assert 0.0 <= ms_ssim <= 1.0 and not math.isnan(ms_ssim)  # negative terms clipped before the power
+    assert ms_ssim == pytest.approx(_pytorch_msssim(crop, 1.0 - crop), abs=TOL)
+    for dist in (_jpeg(crop, 5), _noisy(crop, 0.2)):
+        assert -1.0 <= SSIM()(ref, _t(dist)) <= 1.0
+        assert 0.0 <= MSSSIM()(ref, _t(dist)) <= 1.0
+        assert 0.0 < PSNR()(ref, _t(dist)) < math.inf
+
+
+def test_monotone_in_jpeg_quality(kodak) -> None:
+    ref = kodak["kodim01.png"]
+    prepared = {m: (m, m.prepare(_t(ref), {})) for m in (SSIM(), MSSSIM(), PSNR())}
+    scores: dict[str, list[float]] = {m.name: [] for m in prepared}
+    for q in (10, 30, 50, 70, 90):
+        dist = _t(_jpeg(ref, q))
+        for metric, state in prepared.values():
+            scores[metric.name].append(metric.compute(state, dist, {}))
+    for name, values in scores.items():
+        assert values == sorted(values) and len(set(values)) == len(values), (name, values)
+
+
+# --------------------------------------------------------------------------------------- caching, sharing
+
+
+def test_cached_equals_uncached(kodak) -> None:
+    ref = kodak["kodim13.png"]
+    candidates = [_jpeg(ref, q) for q in (20, 60)] + [_noisy(ref, 0.02)]
+    for cls in (SSIM, MSSSIM, PSNR):
+        metric = cls()
+        state = metric.prepare(_t(ref), {})
+        cached = [metric.compute(state, _t(d), {}) for d in candidates]
+        # other sizes in between exercise the scratch buffers growing and shrinking
+        other = kodak["kodim04.png"]
+        metric(_t(other), _t(_jpeg(other, 50)))
+        cached += [metric.compute(state, _t(d), {}) for d in candidates]
+        fresh = [cls()(_t(ref), _t(d)) for d in candidates]
+        assert cached == fresh + fresh, cls.__name__
+
+
+def test_sharing_in_either_order(kodak) -> None:
+    ref, dist = _t(kodak["kodim01.png"]), _t(_jpeg(kodak["kodim01.png"], 35))
+    alone = {"ssim": SSIM()(ref, dist), "ms_ssim": MSSSIM()(ref, dist)}
+    for order in (("ssim", "ms_ssim"), ("ms_ssim", "ssim")):
+        metrics = [create_metric(name) for name in order]
+        ref_shared: dict = {}
+        states = [m.prepare(ref, ref_shared) for m in metrics]
+        for _ in range(2):  # a second candidate reuses the reference side again
+            pair_shared: dict = {}
+            got = {m.name: m.compute(s, dist, pair_shared) for m, s in zip(metrics, states)}
+            assert got == alone, order
+            assert "gauss1.5:ssim_cs:scale0@cpu" in pair_shared
+        assert {f"gauss1.5:stats:scale{k}@cpu" for k in range(5)} <= set(ref_shared)
+    ssim_state, ms_state = SSIM().prepare(ref, ref_shared), MSSSIM().prepare(ref, ref_shared)
+    assert ms_state.scales[0] is ssim_state  # the full-resolution reference statistics are computed once
+
+
+def test_registry_builds_these_classes() -> None:
+    for name, cls in (("psnr", PSNR), ("ssim", SSIM), ("ms_ssim", MSSSIM)):
+        metric = create_metric(name)
+        assert type(metric) is cls and metric.spec is get_spec(name)
+    assert get_spec("ssim").has_map
+
+
+# --------------------------------------------------------------------------------------- errors, sizes
+
+
+@pytest.mark.parametrize("cls", [SSIM, MSSSIM, PSNR])
+def test_mismatched_sizes_raise(cls) -> None:
+    ref, dist = torch.rand(1, 3, 200, 180), torch.rand(1, 3, 180, 200)
+    metric = cls()
+    with pytest.raises(ImageSizeMismatchError, match="expected equal sizes, got 180x200 and 200x180"):
+        metric(ref, dist)
+    with pytest.raises(ImageSizeMismatchError):
+        metric.compute(metric.prepare(ref, {}), dist, {})
+
+
+def test_bad_tensor_shape_raises() -> None:
+    with pytest.raises(InvalidImageError, match="1 x C x H x W"):
+        SSIM()(torch.rand(3, 64, 64), torch.rand(3, 64, 64))
+
+
+def test_too_small_images_raise_clearly() -> None:
+    tiny = torch.rand(1, 3, 10, 40)
+    with pytest.raises(InvalidImageError, match=r"SSIM needs both sides of at least 11 pixels.*got 40x10"):
+        SSIM()(tiny, tiny)
+    with pytest.raises(InvalidImageError, match=r"MS-SSIM needs both sides of at least 11 pixels.*got 40x10"):
+        MSSSIM()(tiny, tiny)
+    small = torch.rand(1, 3, 160, 300)
+    with pytest.raises(InvalidImageError, match=r"5 scales needs both sides of at least 161 pixels.*got 300x160"):
+        MSSSIM(allow_fewer_scales=False)(small, small)
+    big_enough = torch.rand(1, 3, 161, 161)
+    assert MSSSIM(allow_fewer_scales=False)(big_enough, big_enough) == 1.0
+
+
+def test_fewer_scales_for_small_images(crop) -> None:
+    assert [ms_ssim_scales(s, 1000) for s in (10, 11, 20, 21, 40, 41, 160, 161)] == [0, 1, 1, 2, 2, 3, 4, 5]
+    # one scale: MS-SSIM is SSIM clipped at zero
+    ref = _t(crop[:15, :30])
+    dist = _t(_noisy(crop[:15, :30], 0.05))
+    assert MSSSIM()(ref, dist) == pytest.approx(max(SSIM()(ref, dist), 0.0), abs=1e-6)
+    # three scales (42..81 px): the first three weights, renormalised
+    ref, dist = crop[:64, :96], _jpeg(crop[:64, :96], 30)
+    weights = [w / sum(MS_SSIM_WEIGHTS[:3]) for w in MS_SSIM_WEIGHTS[:3]]
+    value = MSSSIM()(_t(ref), _t(dist))
+    assert value == pytest.approx(_pytorch_msssim_forced(ref, dist, weights), abs=TOL)
+    assert 0.0 < value < 1.0
+
+
+def _pytorch_msssim_forced(ref: np.ndarray, dist: np.ndarray, weights: list[float]) -> float:
+    """pytorch-msssim's MS-SSIM with fewer weights, bypassing its 5-scale size assertion."""
+    from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
+    import torch.nn.functional as F
+
+    x, y = _t(ref), _t(dist)
+    win = _fspecial_gauss_1d(11, 1.5).repeat(3, 1, 1, 1)
+    values = []
+    for k in range(len(weights)):
+        ssim_c, cs_c = _ssim(x, y, data_range=1, win=win, size_average=False)
+        values.append(torch.relu(cs_c if k < len(weights) - 1 else ssim_c))
+        padding = [s % 2 for s in x.shape[2:]]
+        x, y = F.avg_pool2d(x, 2, padding=padding), F.avg_pool2d(y, 2, padding=padding)
+    stacked = torch.stack(values)
+    return float(torch.prod(stacked ** torch.tensor(weights).view(-1, 1, 1), dim=0).mean())
+
+
+def test_results_are_python_floats(crop) -> None:
+    ref, dist = _t(crop), _t(_jpeg(crop, 50))
+    for metric in (SSIM(), MSSSIM(), PSNR()):
+        assert type(metric(ref, dist)) is float
