@@ -56,14 +56,18 @@ def create_metric(name: str, **options: Any) -> Metric:
     return get_spec(name).factory(**options)
 
 
-# Norm ranges: see MetricSpec. They are calibrated on Kodak (JPEG, WebP, AVIF at many qualities) so that a
-# normalised score tracks SSIMULACRA 2 / 100: 0.9 visually lossless, 0.8 high, 0.7 medium, 0.5 low.
+# Norm ranges: see MetricSpec. PSNR, SSIM and MS-SSIM are fitted by benchmarks/calibrate_norm_ranges.py on
+# 12 Kodak images encoded with JPEG, WebP and AVIF over their quality ranges, so that a normalised score
+# tracks SSIMULACRA 2 / 100 (0.9 visually lossless, 0.8 high, 0.7 medium, 0.5 low); the best end stays at
+# the metric's best value so identical images normalise to 1. LPIPS and DISTS need pretrained weights that
+# were not available for the fit: their ranges come from typical published JPEG values (LPIPS-alex about
+# 0.08 and DISTS about 0.1 at high quality) and should be refitted with the same script where the weights are.
 register_metric(
     MetricSpec(
         name="psnr",
         higher_is_better=True,
         value_range=(0.0, float("inf")),
-        norm_range=(20.0, 50.0),
+        norm_range=(15.0, 45.0),
         needs_weights=False,
         version="1",
         description="Peak signal-to-noise ratio over RGB, data range 1 (infinite for identical images).",
@@ -76,7 +80,7 @@ register_metric(
         name="ssim",
         higher_is_better=True,
         value_range=(-1.0, 1.0),
-        norm_range=(0.5, 1.0),
+        norm_range=(0.76, 1.0),
         needs_weights=False,
         version="1",
         description="SSIM (Wang et al. 2004): Gaussian window sigma 1.5, K1 0.01, K2 0.03, mean over RGB.",
@@ -89,7 +93,7 @@ register_metric(
         name="ms_ssim",
         higher_is_better=True,
         value_range=(0.0, 1.0),
-        norm_range=(0.7, 1.0),
+        norm_range=(0.94, 1.0),
         needs_weights=False,
         version="1",
         description="MS-SSIM (Wang, Simoncelli, Bovik 2003): 5 scales, contrast-structure at each, "
@@ -117,7 +121,7 @@ register_metric(
         name="lpips",
         higher_is_better=False,
         value_range=(0.0, float("inf")),
-        norm_range=(0.0, 0.5),
+        norm_range=(0.0, 0.4),
         needs_weights=True,
         version="0.1",
         description="LPIPS v0.1 (Zhang et al. 2018), AlexNet by default; a learned distance, lower is better.",
@@ -130,7 +134,7 @@ register_metric(
         name="dists",
         higher_is_better=False,
         value_range=(0.0, 1.0),
-        norm_range=(0.0, 0.3),
+        norm_range=(0.0, 0.5),
         needs_weights=True,
         version="1",
         description="DISTS (Ding et al. 2020): VGG16 with L2 pooling and learned structure/texture weights.",
