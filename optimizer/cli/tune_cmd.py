@@ -272,8 +272,8 @@ def _print_summary(result: TuningResult) -> None:
         table.add_row(
             tier.name,
             tier.settings.label(),
-            f"{expected['bits_per_pixel']:.3f}",
-            f"{expected['quality']:.3f}",
-            f"{expected['total_bytes']:,}",
+            f"{expected.bits_per_pixel:.3f}",
+            f"{expected.quality:.3f}",
+            f"{expected.total_bytes:,}",
         )
     console.print(table)
