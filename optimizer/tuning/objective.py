@@ -13,7 +13,8 @@ Modes:
     total encode time as a third.
 
 Every trial records, as user attributes, what the Optuna dashboard, the reports and the presets need:
-per-image bytes, bits per pixel, every metric, encode/decode time, and the aggregates.
+per-image bytes, bits per pixel, every metric, encode/decode time, and the aggregates (also flat, as
+``agg_<metric>``, so the dashboard can sort and filter by them).
 """
 
 from __future__ import annotations
@@ -196,6 +197,8 @@ class Objective:
         trial.set_user_attr(ATTR_BPP, record.bits_per_pixel)
         trial.set_user_attr(ATTR_QUALITY, _finite(agg))
         trial.set_user_attr(ATTR_AGGREGATES, aggregates)
+        for name, value in aggregates.items():  # flat copies: sortable and filterable in optuna-dashboard
+            trial.set_user_attr(f"agg_{name}", value)
         trial.set_user_attr(ATTR_ENCODE_SECONDS, record.encode_seconds)
         constraint = _finite(-self.target.margin(agg)) if not math.isnan(agg) else 1.0
         if not complete:  # pruned trials are infeasible by construction

@@ -1,0 +1,93 @@
+"""``optimizer report``: one self-contained HTML page of a study, to choose a preset by looking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._app import EXIT_USAGE, app, console, err_console, fail
+
+_MAPS = ("ssim", "difference")
+
+
+@app.command("report")
+def report_command(
+    study: Annotated[str, typer.Option("--study", help="Name of the study to report on.")],
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="HTML file to write (default: STUDY-report.html).")
+    ] = None,
+    storage: Annotated[
+        Optional[str], typer.Option(help="Optuna storage URL (default: the SQLite file under studies/).")
+    ] = None,
+    presets: Annotated[
+        Optional[Path], typer.Option(help="Preset file whose tiers to show (default: tiers built from the study).")
+    ] = None,
+    images: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            "--images",
+            metavar="PATH",
+            help="The study's images (files or folders; repeat the option for several) for the crops; verified "
+            "against the study's corpus fingerprint.",
+        ),
+    ] = None,
+    crops: Annotated[int, typer.Option(min=1, help="Hardest images shown per tier.")] = 3,
+    crop_size: Annotated[int, typer.Option("--crop-size", min=16, help="Side of each crop in pixels.")] = 160,
+    damage_map: Annotated[str, typer.Option("--map", help="Damage map beside each crop: ssim or difference.")] = "ssim",
+    importance: Annotated[
+        str, typer.Option(help="Importance method: fanova (needs scikit-learn), ped-anova or mdi.")
+    ] = "fanova",
+    baseline: Annotated[
+        bool, typer.Option("--baseline/--no-baseline", help="With --images: savings against JPEG quality 85.")
+    ] = True,
+) -> None:
+    """Write an HTML report of a study: rate-quality, Pareto front, importances, tiers and crops."""
+    from ..plots import IMPORTANCE_EVALUATORS
+    from ..report import build_report
+    from ..tuning.study import TuningResult, load_study, redact_storage, studies_dir
+
+    if damage_map not in _MAPS:
+        fail(f"--map must be one of {', '.join(_MAPS)}, got {damage_map!r}")
+    if importance not in IMPORTANCE_EVALUATORS:
+        fail(f"--importance must be one of {', '.join(IMPORTANCE_EVALUATORS)}, got {importance!r}")
+    if storage is None:
+        # Opening a missing SQLite file would create an empty one: say where the study was looked for instead.
+        default = studies_dir() / f"{study}.db"
+        if not default.is_file():
+            fail(f"no study database at {default}; pass --storage URL (e.g. sqlite:///path/to/{study}.db)", EXIT_USAGE)
+        storage = f"sqlite:///{default}"
+    else:
+        for prefix in ("sqlite:///", "journal:"):
+            if storage.startswith(prefix) and storage != "sqlite:///:memory:":
+                path = Path(storage.removeprefix(prefix))
+                if not path.is_file():
+                    fail(f"no study storage at {path} (from --storage {redact_storage(storage)})", EXIT_USAGE)
+    loaded, definition = load_study(study, storage)
+    result = TuningResult(study=loaded, definition=definition, storage=redact_storage(storage))
+    report = build_report(
+        result,
+        presets=presets if presets is not None else "auto",
+        images=list(images) if images else None,
+        count=crops,
+        crop=crop_size,
+        damage_map=damage_map,
+        baseline=baseline,
+        importance=importance,
+        storage=storage,
+    )
+    target = output if output is not None else Path(f"{study}-report.html")
+    report.save(target)
+    for note in report.notes:
+        err_console.print(f"[yellow]note:[/] {_escape(note)}", highlight=False)
+    size = target.stat().st_size
+    tiers = ", ".join(report.tiers) or "none"
+    crops_text = "with crops" if report.crops else "without crops"
+    console.print(f"report written to {target} ({size / 1024:.0f} KiB; tiers: {tiers}; {crops_text})", highlight=False)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
