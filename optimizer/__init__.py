@@ -71,6 +71,8 @@ _LAZY: dict[str, str] = {
     "Alert": ".monitor",
     "FolderWatcher": ".monitor",
     "run_gate": ".gate",
+    "create_app": ".service",
+    "ServiceConfig": ".service",
     "GateReport": ".gate",
 }
 
@@ -121,6 +123,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .gate import GateReport, run_gate
     from .metrics.fid import FIDResult, evaluate_set
     from .monitor import Alert, FolderWatcher, QualityMonitor
+    from .service import ServiceConfig, create_app
     from .transforms import Transform, resize, sharpen
     from .tuning.adaptive import CompressReport, CompressResult, compress
     from .tuning.apply import ApplyReport, apply_preset

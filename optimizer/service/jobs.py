@@ -1,0 +1,269 @@
+"""The CPU work behind the endpoints, as plain functions that run in the work pool (no HTTP in here).
+
+Evaluators are built and loaded once, at start-up, one per allowed profile (:class:`Models`); requests only
+choose among them. A request naming ``metrics`` is scored by the smallest loaded evaluator that computes
+them all, and its composite is recomputed with the weights the request implies (equal weights over the
+named metrics, or the profile's when a profile is named too), so no request ever builds a model.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..batch import IMAGE_EXTENSIONS, BatchReport, PairIssue, PairResult
+from ..errors import ImageSizeMismatchError, OptimizerError, UnknownNameError
+from ..evaluator import EvaluationResult, Evaluator, get_profile
+from ..imageio import Image, load_image
+from ..metrics.registry import get_spec
+from .config import ServiceConfig
+from .errors import ServiceError, from_exception
+from .uploads import InputIssue, Upload, read_zip_pairs
+
+__all__ = ["Models", "ScoringPlan", "compress_upload", "evaluate_batch", "evaluate_single", "pair_payload"]
+
+
+@dataclass(frozen=True)
+class ScoringPlan:
+    """Which loaded evaluator scores a request, which of its metrics, and whose weights make the composite."""
+
+    source: Evaluator
+    composer: Evaluator
+    metrics: tuple[str, ...] | None = None
+
+    @property
+    def profile(self) -> str:
+        return self.composer.profile.name
+
+    def describe(self) -> dict[str, Any]:
+        return self.composer.describe()
+
+
+class Models:
+    """One loaded :class:`Evaluator` per allowed profile."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.evaluators: dict[str, Evaluator] = {
+            name: Evaluator(profile=name, device=config.device) for name in config.profiles
+        }
+
+    def load(self) -> None:
+        """Build every metric now (weights included): a missing file stops start-up, not a request."""
+        for evaluator in self.evaluators.values():
+            evaluator.load()
+
+    def warm_up(self) -> None:
+        """Score one small synthetic pair per profile, so the first request pays no first-call costs."""
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        base = rng.random((64, 64, 3), dtype=np.float32)
+        reference = Image(base)
+        distorted = Image((np.round(base * 16.0) / 16.0).astype(np.float32))
+        for evaluator in self.evaluators.values():
+            evaluator.evaluate(reference, distorted)
+
+    @property
+    def metric_names(self) -> list[str]:
+        """Every metric some loaded evaluator computes, in profile order."""
+        return list(dict.fromkeys(m for ev in self.evaluators.values() for m in ev.metric_names))
+
+    def evaluator(self, profile: str | None) -> Evaluator:
+        name = profile or self.config.default_profile
+        evaluator = self.evaluators.get(name)
+        if evaluator is None:
+            try:
+                get_profile(name)
+                problem = "is not enabled on this server"
+            except UnknownNameError:
+                problem = "does not exist"
+            raise ServiceError(422, "unknown_name", f"profile {name!r} {problem}; enabled: "
+                               f"{', '.join(self.evaluators)}", kind="profile", name=name, known=list(self.evaluators))
+        return evaluator
+
+    def plan(self, profile: str | None, metrics: Sequence[str] | None) -> ScoringPlan:
+        """The :class:`ScoringPlan` for a request's ``profile`` and ``metrics`` (422 for what is not loaded)."""
+        names = list(dict.fromkeys(metrics or ()))
+        if not names:
+            evaluator = self.evaluator(profile)
+            return ScoringPlan(evaluator, evaluator)
+        for name in names:
+            get_spec(name)
+        if profile is not None:
+            composer = Evaluator(profile=self.evaluator(profile).profile, metrics=names, device=self.config.device)
+        else:
+            composer = Evaluator(metrics=names, device=self.config.device)
+        needed = composer.metric_names
+        candidates = [ev for ev in self.evaluators.values() if set(needed) <= set(ev.metric_names)]
+        if not candidates:
+            missing = [m for m in needed if m not in self.metric_names]
+            raise ServiceError(
+                422, "unknown_name",
+                f"metric(s) {', '.join(missing) or ', '.join(needed)} are not loaded by this server"
+                + ("" if missing else " in one profile") + f"; available: {', '.join(self.metric_names)}",
+                kind="metric", name=",".join(missing or needed), known=self.metric_names,
+            )
+        source = min(candidates, key=lambda ev: len(ev.metric_names))
+        subset = None if set(needed) == set(source.metric_names) else tuple(needed)
+        return ScoringPlan(source, composer, subset)
+
+    def compress_evaluator(self, profile: str | None, metric: str) -> Evaluator:
+        """The evaluator for a compress target on ``metric`` (``composite`` uses the profile's)."""
+        if profile is not None or metric == "composite":
+            return self.evaluator(profile)
+        default = self.evaluator(None)
+        if metric in default.metric_names:
+            return default
+        candidates = [ev for ev in self.evaluators.values() if metric in ev.metric_names]
+        if not candidates:
+            raise ServiceError(422, "unknown_name", f"metric {metric!r} is not loaded by this server; available: "
+                               f"{', '.join(self.metric_names)}", kind="metric", name=metric, known=self.metric_names)
+        return min(candidates, key=lambda ev: len(ev.metric_names))
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def _load(upload: Upload, max_pixels: int) -> Image:
+    return load_image(upload.data, max_pixels=max_pixels, name=upload.label)
+
+
+def _score(plan: ScoringPlan, original: Upload, processed: Upload, max_pixels: int) -> EvaluationResult:
+    reference = _load(original, max_pixels)
+    distorted = _load(processed, max_pixels)
+    if reference.size != distorted.size:
+        raise ImageSizeMismatchError(
+            f"expected equal sizes, got {reference.width}x{reference.height} (original {original.label!r}) and "
+            f"{distorted.width}x{distorted.height} (processed {processed.label!r})"
+        )
+    raw = plan.source.for_reference(reference).score(distorted, metrics=plan.metrics)
+    if plan.composer is plan.source:
+        return raw
+    return plan.composer.result_from_scores(
+        raw.scores, width=raw.width, height=raw.height, reference=raw.reference, distorted=raw.distorted,
+        seconds=raw.seconds,
+    )
+
+
+def pair_payload(key: str, original: Upload, processed: Upload, result: EvaluationResult) -> dict[str, Any]:
+    """The JSON of one scored pair: the batch report's pair shape (bytes, bits per pixel, every score)."""
+    pair = PairResult(key, original.label, processed.label, result, original.size, processed.size)
+    return _finite(pair.to_dict())
+
+
+def evaluate_single(
+    plan: ScoringPlan, original: Upload, processed: Upload, max_pixels: int
+) -> tuple[dict[str, Any], EvaluationResult]:
+    """One pair's JSON and its result (for the metrics); errors are raised for the app to map."""
+    result = _score(plan, original, processed, max_pixels)
+    return pair_payload(processed.label, original, processed, result), result
+
+
+def evaluate_batch(
+    plan: ScoringPlan,
+    config: ServiceConfig,
+    *,
+    pairs: list[tuple[str, Upload, Upload]] | None = None,
+    archive: Upload | None = None,
+    issues: list[InputIssue] | None = None,
+    cancelled: threading.Event | None = None,
+) -> tuple[dict[str, Any], list[EvaluationResult]]:
+    """Score explicit pairs, or the pairs of a zip archive; failures are listed per pair, never raised."""
+    issues = list(issues or [])
+    if archive is not None:
+        pairs, zip_issues = read_zip_pairs(
+            archive.data,
+            image_extensions=IMAGE_EXTENSIONS,
+            max_entries=config.max_zip_entries,
+            max_file_bytes=config.max_file_bytes,
+            max_total_bytes=config.max_request_bytes,
+            max_ratio=config.max_zip_ratio,
+            max_pairs=config.max_batch_pairs,
+        )
+        issues += zip_issues
+    scored: list[PairResult] = []
+    payloads: list[dict[str, Any]] = []
+    results: list[EvaluationResult] = []
+    for key, original, processed in pairs or []:
+        if cancelled is not None and cancelled.is_set():
+            issues.append(InputIssue(processed.label, "not scored: the request ran out of time", "failed",
+                                     "timeout"))
+            continue
+        try:
+            result = _score(plan, original, processed, config.max_pixels)
+        except OptimizerError as exc:
+            issues.append(InputIssue(processed.label, str(exc), "failed", from_exception(exc).type))
+            continue
+        except MemoryError:
+            issues.append(InputIssue(processed.label, "the server ran out of memory for this pair", "failed",
+                                     "out_of_memory"))
+            continue
+        scored.append(PairResult(key, original.label, processed.label, result, original.size, processed.size))
+        payloads.append(_finite(scored[-1].to_dict()))
+        results.append(result)
+    report = BatchReport(pairs=scored, issues=[PairIssue(i.path, i.reason, i.kind) for i in issues],
+                         evaluator=plan.describe())
+    body = {
+        "evaluator": _finite(report.evaluator),
+        "summary": _finite(report.summary()),
+        "pairs": payloads,
+        "issues": [{"path": i.path, "reason": i.reason, "kind": i.kind, "type": i.type} for i in issues],
+    }
+    return body, results
+
+
+# --------------------------------------------------------------------------------------------------
+# Compression
+
+
+def compress_upload(
+    evaluator: Evaluator,
+    upload: Upload,
+    *,
+    target: str,
+    formats: Sequence[str] | None,
+    max_probes: int,
+    max_pixels: int,
+) -> tuple[dict[str, Any], bytes]:
+    """The adaptive search's smallest encoding of one upload that meets ``target``: (report, file bytes)."""
+    from ..codecs import get_codec
+    from ..tuning.adaptive import compress
+
+    image = _load(upload, max_pixels)
+    report = compress(image, target=target, formats=list(formats) if formats else None, evaluator=evaluator,
+                      max_probes=max_probes, keep_original_if_smaller=False)
+    if report.failures:
+        raise ServiceError(422, "compress_failed", report.failures[0].reason)
+    result = report.results[0]
+    if result.data is None:  # pragma: no cover - nothing is written to disk without out_dir
+        raise ServiceError(422, "compress_failed", "the search returned no encoded bytes")
+    payload = result.to_dict()
+    payload.pop("output", None)
+    payload["input"] = upload.label
+    payload["original_bytes"] = upload.size
+    payload["saved"] = 1.0 - result.bytes / upload.size if upload.size else None
+    try:
+        codec = get_codec(result.format, require_available=False)
+        payload["media_type"], payload["extension"] = codec.mime_type, codec.extension
+    except UnknownNameError:  # pragma: no cover - the result always names a codec here
+        payload["media_type"], payload["extension"] = "application/octet-stream", ""
+    payload["evaluator"] = report.evaluator
+    return _finite(payload), result.data
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: non-finite floats become the strings "nan", "inf", "-inf"."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
