@@ -27,6 +27,7 @@ from . import presets_cmd as _presets_cmd  # noqa: F401
 from . import compress_cmd as _compress_cmd  # noqa: F401
 from . import report_cmd as _report_cmd  # noqa: F401
 from . import serve_cmd as _serve_cmd  # noqa: F401
+from . import worker_cmd as _worker_cmd  # noqa: F401
 
 __all__ = [
     "EXIT_CHECK_FAILED",

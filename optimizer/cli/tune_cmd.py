@@ -252,6 +252,7 @@ def _print_summary(result: TuningResult) -> None:
     from rich.table import Table
 
     from ..tuning.study import feasible_trials, finished_trials
+    from ..tuning.target import Target
 
     definition = result.definition
     done = finished_trials(result.study)
@@ -262,7 +263,9 @@ def _print_summary(result: TuningResult) -> None:
         highlight=False,
     )
     if result.presets is None or not result.presets.tiers:
-        console.print("[yellow]no preset: no trial met the target[/]")
+        reason = result.preset_error or "no trial met the target"
+        console.print(f"[yellow]no preset:[/] {reason}; raise --trials, widen the space or lower the target",
+                      highlight=False)
         return
     table = Table(title="Presets")
     for column in ("tier", "settings", "bits/pixel", "quality", "bytes"):
@@ -277,3 +280,12 @@ def _print_summary(result: TuningResult) -> None:
             f"{expected.total_bytes:,}",
         )
     console.print(table)
+    baseline, saving = result.baseline, result.savings()
+    if baseline and saving is not None:
+        tier = result.presets.tiers[0]
+        console.print(
+            f"{tier.name}: {saving:.0%} {'smaller' if saving >= 0 else 'larger'} than JPEG q85 4:2:0 on these images "
+            f"({tier.expected.total_bytes:,} vs {baseline['total_bytes']:,} bytes; {definition.aggregate} "
+            f"{Target.parse(definition.target).metric} {tier.expected.quality:.2f} vs {baseline['quality']:.2f})",
+            highlight=False,
+        )

@@ -19,6 +19,7 @@ per-image bytes, bits per pixel, every metric, encode/decode time, and the aggre
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import EncodeError, InvalidParameterError
 from ..evaluator import Evaluator, ReferenceScorer
 from ..metrics.registry import get_spec
-from .corpus import Corpus
+from .corpus import Corpus, CorpusItem
+from .settings import EncodingSettings
 from .space import SearchSpace
 from .target import AGGREGATES, COMPOSITE, Target, aggregate
 
@@ -96,6 +98,7 @@ class Objective:
         tradeoff_lambda: float = 0.05,
         time_objective: bool = False,
         prune: bool = True,
+        prune_target: Target | None = None,
     ) -> None:
         if mode not in MODES:
             raise InvalidParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -116,8 +119,12 @@ class Objective:
         self.aggregate_by = aggregate_by
         self.tradeoff_lambda = tradeoff_lambda
         self.time_objective = time_objective
+        # A trial is pruned once it cannot reach ``prune_target`` (default: the target itself; a looser bar
+        # when extra preset tiers are chosen from the same trials).
+        self.prune_target = prune_target or target
         self.prune = prune and mode == "constrained"
         self._scorers: list[ReferenceScorer] | None = None
+        self._memo: dict[tuple[str, str], dict[str, Any]] = {}
 
     @property
     def scorers(self) -> list[ReferenceScorer]:
@@ -140,33 +147,17 @@ class Objective:
         record = TrialRecord(images=[])
         qualities: list[float] = []
         for index, (item, scorer) in enumerate(zip(self.corpus.items, self.scorers)):
-            item_settings = type(settings)(settings.codec, settings.params, item.candidate_transform(settings.transform))
             try:
-                encoded = item_settings.encode(item.source)
+                image = self._measure(item, scorer, settings)
             except EncodeError as exc:
                 trial.set_user_attr(ATTR_ERROR, f"{item.name}: {exc}")
                 raise
-            result = scorer.score(encoded.decoded)
-            quality = self.target.value_of(result)
-            qualities.append(quality)
-            record.images.append(
-                {
-                    "name": item.name,
-                    "width": encoded.width,
-                    "height": encoded.height,
-                    "bytes": encoded.bytes,
-                    "bits_per_pixel": encoded.bits_per_pixel,
-                    "scores": {k: _finite(v) for k, v in result.scores.items()},
-                    "composite": result.composite,
-                    "encode_seconds": encoded.encode_seconds,
-                    "decode_seconds": encoded.decode_seconds,
-                    "score_seconds": result.seconds,
-                }
-            )
-            record.total_bytes += encoded.bytes
-            record.pixels += encoded.width * encoded.height
-            record.encode_seconds += encoded.encode_seconds
-            if self.prune and self._certainly_fails(qualities):
+            qualities.append(_quality(image, self.target))
+            record.images.append(image)
+            record.total_bytes += image["bytes"]
+            record.pixels += image["width"] * image["height"]
+            record.encode_seconds += image["encode_seconds"]
+            if self.prune and self._certainly_fails([_quality(i, self.prune_target) for i in record.images]):
                 self._write(trial, record, qualities, complete=False)
                 trial.set_user_attr(ATTR_PRUNED_AFTER, index + 1)
                 trial.report(float(record.total_bytes), step=index)
@@ -176,6 +167,48 @@ class Objective:
                 )
         agg = self._write(trial, record, qualities, complete=True)
         return self._values(record, agg)
+
+    def _measure(self, item: CorpusItem, scorer: ReferenceScorer, settings: EncodingSettings) -> dict[str, Any]:
+        """Encode, decode and score one corpus item; identical settings are measured once per study run
+        (samplers often propose the same integer parameters again)."""
+        item_settings = EncodingSettings(settings.codec, settings.params, item.candidate_transform(settings.transform))
+        key = (item.name, json.dumps(item_settings.to_dict(), sort_keys=True))
+        cached = self._memo.get(key)
+        if cached is not None:
+            return cached
+        encoded = item_settings.encode(item.source)
+        result = scorer.score(encoded.decoded)
+        image = {
+            "name": item.name,
+            "width": encoded.width,
+            "height": encoded.height,
+            "bytes": encoded.bytes,
+            "bits_per_pixel": encoded.bits_per_pixel,
+            "scores": {k: _finite(v) for k, v in result.scores.items()},
+            "composite": result.composite,
+            "encode_seconds": encoded.encode_seconds,
+            "decode_seconds": encoded.decode_seconds,
+            "score_seconds": result.seconds,
+        }
+        self._memo[key] = image
+        return image
+
+    def measure_settings(self, settings: EncodingSettings | dict[str, Any]) -> dict[str, Any]:
+        """Bytes and aggregate qualities of fixed ``settings`` on the whole corpus, outside any trial
+        (baselines such as JPEG q85 to report savings against)."""
+        if not isinstance(settings, EncodingSettings):
+            settings = EncodingSettings.from_dict(settings)
+        images = [self._measure(item, scorer, settings) for item, scorer in zip(self.corpus.items, self.scorers)]
+        total = sum(img["bytes"] for img in images)
+        pixels = sum(img["width"] * img["height"] for img in images)
+        quality = aggregate([_quality(img, self.target) for img in images], self.aggregate_by, self.target.higher_is_better)
+        return {
+            "settings": settings.to_dict(),
+            "total_bytes": total,
+            "bits_per_pixel": total * 8.0 / pixels,
+            "quality": _finite(quality),
+            "aggregates": self._aggregates(images),
+        }
 
     def _values(self, record: TrialRecord, quality: float) -> float | tuple[float, ...]:
         if self.mode == "constrained":
@@ -222,14 +255,19 @@ class Objective:
         Every aggregate is monotone in each image's quality, so the trial is hopeless exactly when even
         the best possible score on every remaining image leaves the aggregate short of the target.
         """
-        if all(self.target.is_met(q) for q in qualities):
+        if all(self.prune_target.is_met(q) for q in qualities):
             return False
-        best = self.target.best_value
-        if self.target.metric != COMPOSITE and math.isinf(best):
+        best = self.prune_target.best_value
+        if self.prune_target.metric != COMPOSITE and math.isinf(best):
             return False  # an unbounded best (PSNR) can rescue any mean or percentile
         remaining = len(self.corpus) - len(qualities)
-        best_case = aggregate(list(qualities) + [best] * remaining, self.aggregate_by, self.target.higher_is_better)
-        return not self.target.is_met(best_case)
+        best_case = aggregate(list(qualities) + [best] * remaining, self.aggregate_by, self.prune_target.higher_is_better)
+        return not self.prune_target.is_met(best_case)
+
+
+def _quality(image: dict[str, Any], target: Target) -> float:
+    """One image record's value of the quantity ``target`` is about."""
+    return image["composite"] if target.metric == COMPOSITE else image["scores"][target.metric]
 
 
 def _finite(value: float) -> float:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..codecs import get_codec
 from ..errors import EncodeError, InvalidParameterError, StudyError
 from ..evaluator import Evaluator
 from ..imageio import Image, ImageSource
@@ -70,6 +71,9 @@ __all__ = [
 ]
 
 DEFINITION_ATTR = "optimizer_definition"
+BASELINE_ATTR = "optimizer_baseline"
+#: what savings are reported against: the JPEG most pipelines ship
+BASELINE_SETTINGS = {"codec": "jpeg", "params": {"quality": 85, "subsampling": "4:2:0"}}
 #: trial system attribute where the journal storage records a running trial's last heartbeat (epoch seconds)
 HEARTBEAT_ATTR = "optimizer:heartbeat"
 DEFAULT_HEARTBEAT_INTERVAL = 10
@@ -144,6 +148,7 @@ def resolve_storage(
     if not isinstance(storage, str):
         return storage
     if storage.startswith("sqlite:"):
+        _make_sqlite_folder(storage)
         # A generous busy timeout: several threads (--jobs) write to one SQLite file.
         return optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 60}})
     interval = heartbeat_interval or _env_int("OPTIMIZER_HEARTBEAT_INTERVAL", DEFAULT_HEARTBEAT_INTERVAL, 1)
@@ -155,24 +160,31 @@ def resolve_storage(
     retries = max_retry if max_retry is not None else _env_int("OPTIMIZER_MAX_RETRY", DEFAULT_MAX_RETRY, 0)
     retry = _retry_callback(retries)
     if storage.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend
+        from .workers import HeartbeatJournalStorage, journal_backend
 
         path = Path(storage.removeprefix("journal:"))
         if not path.name:
             raise InvalidParameterError(f"journal storage needs a file path (journal:PATH), got {storage!r}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        from .workers import HeartbeatJournalStorage
+        return HeartbeatJournalStorage(journal_backend(path), interval, grace, retry)
+    from .workers import HeartbeatRDBStorage
 
-        return HeartbeatJournalStorage(JournalFileBackend(str(path)), interval, grace, retry)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
+        return HeartbeatRDBStorage(
             storage,
             heartbeat_interval=interval,
             grace_period=grace,
             engine_kwargs={"pool_pre_ping": True},
             **_retry_keyword(retry),
         )
+
+
+def _make_sqlite_folder(url: str) -> None:
+    """Create the folder of a ``sqlite:///path/file.db`` URL (SQLite creates the file, not its folder)."""
+    path = url.removeprefix("sqlite:///").split("?", 1)[0]
+    if url.startswith("sqlite:///") and path and path != ":memory:" and not path.startswith("file:"):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
 def _retry_callback(max_retry: int) -> Any:
@@ -210,6 +222,7 @@ class StudyDefinition:
     n_trials: int | None = None
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     optimizer_version: str = __version__
+    library_versions: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -224,6 +237,7 @@ class StudyDefinition:
             "n_trials": self.n_trials,
             "created": self.created,
             "optimizer_version": self.optimizer_version,
+            "library_versions": self.library_versions,
         }
 
     @classmethod
@@ -320,6 +334,9 @@ def open_study(
         if study.trials:
             raise StudyError(f"study {study_name!r} exists but was not created by optimizer (no stored definition)")
         study.set_user_attr(DEFINITION_ATTR, definition.to_dict())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(objective_names(definition.mode, definition.target_obj, definition.time_objective))
     else:
         existing = StudyDefinition.from_dict(stored)
         diff = existing.differences(definition)
@@ -332,6 +349,15 @@ def open_study(
             # The budget is the one part a resume may change; workers read it from here.
             study.set_user_attr(DEFINITION_ATTR, {**stored, "n_trials": definition.n_trials})
     return study
+
+
+def objective_names(mode: str, target: Target, time_objective: bool = False) -> list[str]:
+    """Names of a mode's objective values, as the Optuna dashboard shows them."""
+    if mode == "constrained":
+        return ["total_bytes"]
+    if mode == "tradeoff":
+        return ["quality_minus_lambda_bpp"]
+    return ["total_bytes", f"{target.metric}_quality"] + (["encode_seconds"] if time_objective else [])
 
 
 def load_study(
@@ -347,8 +373,12 @@ def load_study(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = storage if storage is not None else default_storage(study_name)
+    for prefix in ("sqlite:///", "journal:"):
+        if isinstance(url, str) and url.startswith(prefix) and not Path(url.removeprefix(prefix)).exists():
+            raise StudyError(f"no study named {study_name!r}: {url.removeprefix(prefix)} does not exist")
     resolved = resolve_storage(
-        storage, study_name, heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retry=max_retry
+        url, study_name, heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retry=max_retry
     )
     try:
         study = optuna.load_study(study_name=study_name, storage=resolved, sampler=sampler)
@@ -382,6 +412,14 @@ class TuningResult:
     definition: StudyDefinition
     storage: str
     presets: Preset | None = None
+    preset_error: str | None = None
+    baseline: dict[str, Any] | None = None
+
+    def savings(self) -> float | None:
+        """Fractional byte saving of the first preset tier against the baseline (JPEG q85 4:2:0)."""
+        if not self.presets or not self.presets.tiers or not self.baseline:
+            return None
+        return 1.0 - self.presets.tiers[0].expected.total_bytes / self.baseline["total_bytes"]
 
     @property
     def study_name(self) -> str:
@@ -496,6 +534,7 @@ def tune(
         time_objective=time_objective,
         prune=prune,
         corpus=corpus,
+        tiers=tiers,
     )
     run_trials(prepared.study, prepared.objective, n_trials=n_trials, timeout=timeout, n_jobs=n_jobs, callbacks=callbacks)
     return prepared.result(tiers)
@@ -515,12 +554,29 @@ class PreparedStudy:
         return self.study.study_name
 
     def result(self, tiers: Mapping[str, Target | str] | None = None) -> TuningResult:
-        """The study's :class:`TuningResult`, presets built from the trials it holds now."""
-        result = TuningResult(study=self.study, definition=self.definition, storage=redact_storage(self.storage))
+        """The study's :class:`TuningResult`: presets built from the trials it holds now, and the baseline.
+
+        A study in which no trial met the target still gives a result; ``presets`` is then None and
+        ``preset_error`` says why.
+        """
+        from ..errors import PresetError
         from .presets import build_preset
 
-        result.presets = build_preset(self.study, tiers=tiers, storage=result.storage)
+        result = TuningResult(study=self.study, definition=self.definition, storage=redact_storage(self.storage))
+        try:
+            result.presets = build_preset(self.study, tiers=tiers, storage=result.storage)
+        except PresetError as exc:
+            result.preset_error = str(exc)
+        result.baseline = self.baseline()
         return result
+
+    def baseline(self) -> dict[str, Any]:
+        """Bytes and aggregate quality of JPEG q85 4:2:0 on the corpus, measured once and stored."""
+        stored = self.study.user_attrs.get(BASELINE_ATTR)
+        if stored is None:
+            stored = self.objective.measure_settings(BASELINE_SETTINGS)
+            self.study.set_user_attr(BASELINE_ATTR, stored)
+        return stored
 
 
 def prepare_study(
@@ -543,6 +599,7 @@ def prepare_study(
     corpus: Corpus | None = None,
     default_storage_for: Callable[[str], str] = default_storage,
     constant_liar: bool = False,
+    tiers: Mapping[str, Target | str] | None = None,
 ) -> PreparedStudy:
     """Validate the options, load the corpus, create or resume the study and store its definition.
 
@@ -575,7 +632,9 @@ def prepare_study(
         evaluator=evaluator.describe(),
         corpus=corpus.describe(),
         n_trials=n_trials,
+        library_versions={fmt: get_codec(fmt).library_versions() for fmt in search.formats},
     )
+    prune_target = _prune_target(goal, tiers)
     name = study_name or f"study-{corpus.fingerprint[:8]}-{search.fingerprint()[:6]}"
     storage_url = storage if storage is not None else default_storage_for(name)
     study = open_study(
@@ -593,9 +652,22 @@ def prepare_study(
         aggregate_by=aggregate,
         tradeoff_lambda=tradeoff_lambda,
         time_objective=time_objective,
-        prune=prune,
+        prune=prune and prune_target is not None,
+        prune_target=prune_target,
     )
     return PreparedStudy(study=study, definition=definition, objective=objective, storage=str(storage_url))
+
+
+def _prune_target(goal: Target, tiers: Mapping[str, Target | str] | None) -> Target | None:
+    """The bar below which a trial may be pruned: the loosest of the study target and the extra tiers.
+
+    Extra tiers are chosen from complete trials, so a trial pruned for missing the study target could have
+    served a looser tier. With a tier on another metric, nothing can be pruned safely (None).
+    """
+    targets = [goal, *(Target.parse(t) for t in (tiers or {}).values())]
+    if any(t.metric != goal.metric for t in targets):
+        return None
+    return min(targets, key=lambda t: t.value if t.higher_is_better else -t.value)
 
 
 def run_trials(
