@@ -22,10 +22,10 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
-import warnings
 
 warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
 

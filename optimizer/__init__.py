@@ -118,9 +118,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         ReferenceScorer,
         get_profile,
     )
+    from .gate import GateReport, run_gate
     from .imageio import Image, ImageInfo, load_image, set_max_pixels
     from .metrics import MetricSpec, create_metric, get_spec, metric_names
-    from .gate import GateReport, run_gate
     from .metrics.fid import FIDResult, evaluate_set
     from .monitor import Alert, FolderWatcher, QualityMonitor
     from .service import ServiceConfig, create_app

@@ -24,14 +24,14 @@ import hashlib
 import html
 import io
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from ._files import write_atomic
 from .errors import OptimizerError
 
 if TYPE_CHECKING:
@@ -174,17 +174,7 @@ class StudyReport:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the page (atomically); returns the path."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self.html)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        return write_atomic(path, self.html)
 
 
 def build_report(
@@ -493,7 +483,7 @@ def _attribute_notes(result: TuningResult) -> list[str]:
 
 def _page(result: TuningResult, sections: list[str], notes: list[str]) -> str:
     title = f"Study {result.study_name}: optimizer report"
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    created = datetime.now(UTC).isoformat(timespec="seconds")
     notes_html = ""
     if notes:
         items = "".join(f"<li>{_esc(n)}</li>" for n in notes)

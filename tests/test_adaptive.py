@@ -217,7 +217,7 @@ def test_impossible_target_keeps_the_best_candidate(crops: list[Path], ssim: Eva
     assert not result.kept_original and "best-quality candidate" in (result.reason or "")
     assert "ssim:0.99999" in result.reason  # type: ignore[operator]
     # the kept file is the best quality either format reached
-    best = max((o.quality for o in result.formats if o.quality is not None))
+    best = max(o.quality for o in result.formats if o.quality is not None)
     assert result.quality == pytest.approx(best, abs=1e-6)
     assert _score(ssim, crops[0], Path(result.output)) == pytest.approx(result.quality, abs=1e-6)
     original = compress(crops[:1], target="ssim:0.99999", formats=["jpeg"], out_dir=tmp_path / "o", evaluator=ssim,

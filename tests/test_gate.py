@@ -24,7 +24,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory, kodak_paths: list[Path]) -
     orig, proc = root / "orig", root / "proc"
     for path, key in zip(kodak_paths[:3], QUALITIES):
         image = PILImage.open(path).convert("RGB").crop((256, 160, 384, 288))
-        for folder, suffix in ((orig, ".png"), (proc, ".jpg")):
+        for folder in (orig, proc):
             (folder / key).parent.mkdir(parents=True, exist_ok=True)
         image.save(orig / f"{key}.png")
         image.save(proc / f"{key}.jpg", quality=QUALITIES[key])

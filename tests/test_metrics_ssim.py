@@ -271,8 +271,8 @@ def test_fewer_scales_for_small_images(crop) -> None:
 
 def _pytorch_msssim_forced(ref: np.ndarray, dist: np.ndarray, weights: list[float]) -> float:
     """pytorch-msssim's MS-SSIM with fewer weights, bypassing its 5-scale size assertion."""
-    from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
     import torch.nn.functional as F
+    from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
 
     x, y = _t(ref), _t(dist)
     win = _fspecial_gauss_1d(11, 1.5).repeat(3, 1, 1, 1)

@@ -37,7 +37,6 @@ from optimizer.service import jobs as jobs_module  # noqa: E402
 from optimizer.tuning.presets import Expected, Preset, PresetTier  # noqa: E402
 from optimizer.tuning.settings import EncodingSettings  # noqa: E402
 
-
 KIB = 1024
 MIB = 1024 * KIB
 

@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 import pytest
 from optuna.trial import TrialState
+from pg_fixture import postgres_url  # noqa: F401  (session fixture: a throwaway PostgreSQL server)
 
 from optimizer.errors import InvalidParameterError, StudyError
 from optimizer.imageio import load_image
@@ -29,7 +30,6 @@ from optimizer.tuning.workers import (
     study_counts,
     worker_command,
 )
-from pg_fixture import postgres_url  # noqa: F401  (session fixture: a throwaway PostgreSQL server)
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize"),

@@ -18,16 +18,26 @@ Exit codes:
 
 from __future__ import annotations
 
-from ._app import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_DEPENDENCY, EXIT_INPUT, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, app, main
 from . import codecs_cmd as _codecs_cmd  # noqa: F401  (registers commands)
+from . import compress_cmd as _compress_cmd  # noqa: F401
 from . import evaluate_cmd as _evaluate_cmd  # noqa: F401
-from . import tune_cmd as _tune_cmd  # noqa: F401
 from . import monitor_cmd as _monitor_cmd  # noqa: F401
 from . import presets_cmd as _presets_cmd  # noqa: F401
-from . import compress_cmd as _compress_cmd  # noqa: F401
 from . import report_cmd as _report_cmd  # noqa: F401
 from . import serve_cmd as _serve_cmd  # noqa: F401
+from . import tune_cmd as _tune_cmd  # noqa: F401
 from . import worker_cmd as _worker_cmd  # noqa: F401
+from ._app import (
+    EXIT_CHECK_FAILED,
+    EXIT_DEPENDENCY,
+    EXIT_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    app,
+    main,
+)
 
 __all__ = [
     "EXIT_CHECK_FAILED",

@@ -134,46 +134,26 @@ def tune_command(
     progress = _Progress(trials)
     try:
         with progress:
+            options = dict(
+                space=search,
+                target=target,
+                mode=mode,
+                aggregate=aggregate,
+                profile=profile,
+                storage=storage,
+                study_name=study_name,
+                n_trials=trials,
+                timeout=timeout,
+                seed=seed,
+                sampler=sampler,
+                tradeoff_lambda=tradeoff_lambda,
+                time_objective=time_objective,
+                tiers=parse_tiers(tiers),
+            )
             if workers != 1:
-                result = _tune_with_workers(
-                    sources,
-                    workers=workers,
-                    progress=progress,
-                    space=search,
-                    target=target,
-                    mode=mode,
-                    aggregate=aggregate,
-                    profile=profile,
-                    storage=storage,
-                    study_name=study_name,
-                    n_trials=trials,
-                    timeout=timeout,
-                    seed=seed,
-                    sampler=sampler,
-                    tradeoff_lambda=tradeoff_lambda,
-                    time_objective=time_objective,
-                    tiers=parse_tiers(tiers),
-                )
+                result = _tune_with_workers(sources, workers=workers, progress=progress, **options)
             else:
-                result = tune(
-                    sources,
-                    space=search,
-                    target=target,
-                    mode=mode,
-                    aggregate=aggregate,
-                    profile=profile,
-                    storage=storage,
-                    study_name=study_name,
-                    n_trials=trials,
-                    timeout=timeout,
-                    n_jobs=jobs,
-                    seed=seed,
-                    sampler=sampler,
-                    tradeoff_lambda=tradeoff_lambda,
-                    time_objective=time_objective,
-                    tiers=parse_tiers(tiers),
-                    callbacks=[progress.callback],
-                )
+                result = tune(sources, n_jobs=jobs, callbacks=[progress.callback], **options)
     except KeyboardInterrupt:
         console.print(
             f"interrupted after {progress.seen} trials this run; finished trials are stored. "

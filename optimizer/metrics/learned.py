@@ -27,8 +27,9 @@ import os
 import sys
 import types
 import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 

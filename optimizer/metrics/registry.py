@@ -8,7 +8,8 @@ everywhere in the package derive from these specs; nothing else branches on a me
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import UnknownNameError
 from .base import Metric, MetricSpec

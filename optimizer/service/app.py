@@ -51,7 +51,7 @@ from .schemas import (
     ReadyResponse,
 )
 from .telemetry import MetricsMiddleware, Telemetry
-from .uploads import Form, Upload, InputIssue, discard_body, read_form
+from .uploads import Form, InputIssue, Upload, discard_body, read_form
 
 __all__ = ["ServiceState", "create_app", "create_app_from_environment"]
 

@@ -123,7 +123,7 @@ class WorkPool:
         future.add_done_callback(self._release)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             future.cancel()  # frees the slot now if the job had not started
             if cancelled is not None:
                 cancelled.set()

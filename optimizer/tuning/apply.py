@@ -19,15 +19,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._files import write_atomic
 from ..batch import iter_image_files
 from ..errors import InvalidParameterError, OptimizerError
 from ..imageio import Image, load_image
@@ -116,7 +116,7 @@ class ApplyReport:
     issues: list[ApplyIssue]
     preset: dict[str, Any] = field(default_factory=dict)
     out_dir: str = ""
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
     def target_obj(self) -> Target:
@@ -401,7 +401,7 @@ def _encode_one(
     transform = _candidate_transform(tier.settings.transform, width)
     settings = EncodingSettings(tier.settings.codec, tier.settings.params, transform)
     encoded = settings.encode(image)
-    _write_atomic(output, encoded.data)
+    write_atomic(output, encoded.data)
     quality = met = scores = None
     if evaluator is not None:
         reference = image if width is None else _reference_transform(tier, width).apply(image)
@@ -443,18 +443,6 @@ def _candidate_transform(transform: Transform, width: int | None) -> Transform:
 def _reference_transform(tier: PresetTier, width: int) -> Transform:
     """The study's reference at ``width``: the fixed high-quality resize (``SearchSpace.reference_transform``)."""
     return Transform(width=width, filter=tier.reference_filter, linear_light=tier.settings.transform.linear_light)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _reason(exc: BaseException, source: Path) -> str:

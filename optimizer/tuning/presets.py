@@ -35,14 +35,14 @@ import math
 import os
 import platform
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from .._files import write_atomic
 from ..codecs import get_codec
 from ..errors import CodecUnavailableError, OptimizerError, PresetError, UnknownNameError
 from .settings import EncodingSettings
@@ -262,7 +262,7 @@ class Preset:
     optimizer_version: str = __version__
     python_version: str = field(default_factory=platform.python_version)
     optuna_version: str = field(default_factory=lambda: _optuna_version())
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def __post_init__(self) -> None:
         if not self.tiers:
@@ -336,17 +336,7 @@ class Preset:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the preset as JSON (atomically: a reader never sees half a file); returns the path."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self.to_json() + "\n")
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        return write_atomic(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Preset:

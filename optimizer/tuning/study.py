@@ -22,7 +22,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -220,7 +220,7 @@ class StudyDefinition:
     evaluator: dict[str, Any]
     corpus: dict[str, Any]
     n_trials: int | None = None
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     optimizer_version: str = __version__
     library_versions: dict[str, dict[str, str]] = field(default_factory=dict)
 
