@@ -16,12 +16,19 @@ if TYPE_CHECKING:
     from ..evaluator import EvaluationResult, Evaluator
 
 
-def build_evaluator(profile: str | None, metrics: str | None, resize_to_reference: bool = False) -> Evaluator:
-    """An evaluator from the ``--profile`` / ``--metrics`` options shared by several commands."""
-    from ..evaluator import Evaluator
+def build_evaluator(
+    profile: str | None, metrics: str | None, resize_to_reference: bool = False, config: Path | None = None
+) -> Evaluator:
+    """An evaluator from the ``--profile`` / ``--metrics`` / ``--config`` options shared by several commands.
 
-    names = split_list(metrics)
-    return Evaluator(profile=profile, metrics=names or None, resize_to_reference=resize_to_reference)
+    The config file gives defaults (custom profiles, levels, metric options); the flags override it.
+    """
+    from ..config import EvaluatorConfig, load_config
+
+    settings = load_config(config) if config is not None else EvaluatorConfig()
+    return settings.evaluator(
+        profile=profile, metrics=split_list(metrics) or None, resize_to_reference=resize_to_reference or None
+    )
 
 
 @app.command("evaluate")
@@ -38,13 +45,16 @@ def evaluate_command(
     resize_to_reference: Annotated[
         bool, typer.Option("--resize-to-reference", help="Resize processed images to the reference size.")
     ] = False,
+    config: Annotated[
+        Optional[Path], typer.Option(help="TOML file with custom profiles, levels and evaluator defaults.")
+    ] = None,
 ) -> None:
     """Score processed images against their originals: two files or two folders."""
     from ..batch import BatchReport, PairResult, evaluate_folders, write_maps
 
     if output_format not in ("table", "json"):
         fail(f"--format must be table or json, got {output_format!r}")
-    evaluator = build_evaluator(profile, metrics, resize_to_reference)
+    evaluator = build_evaluator(profile, metrics, resize_to_reference, config)
     if reference.is_dir() != distorted.is_dir():
         fail(f"REF and DIST must both be files or both be folders, got {reference} and {distorted}")
     if reference.is_dir():
@@ -150,21 +160,26 @@ app.add_typer(weights_app, name="weights")
 
 
 @weights_app.callback(invoke_without_command=True)
-def weights_status_command(ctx: typer.Context) -> None:
-    """Show which pretrained weight files are present and which metrics need them."""
+def weights_status_command(
+    ctx: typer.Context,
+    output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+) -> None:
+    """Show which pretrained weight files are present, where they are expected and which metrics need them."""
     if ctx.invoked_subcommand is not None:
         return
-    from rich.table import Table
+    from ..metrics.weights import cache_dir, weights_status
 
-    from ..metrics.weights import weights_status
-
-    table = Table(title="Pretrained weights")
-    for column in ("name", "file", "present", "needed by", "path"):
-        table.add_column(column)
-    for status in weights_status():
-        table.add_row(status.name, status.file, "yes" if status.present else "[red]no[/]",
-                      ", ".join(status.needed_by), str(status.path))
-    console.print(table)
+    statuses = weights_status()
+    if output_format == "json":
+        typer.echo(json.dumps([s.to_dict() for s in statuses], indent=2, default=str))
+        return
+    console.print(f"weights cache: {cache_dir()} (set TORCH_HOME to move it)", highlight=False, soft_wrap=True)
+    for status in statuses:
+        mark = "[green]present[/]" if status.present else "[red]missing[/]"
+        console.print(f"{mark}  {status.file}  (needed by {', '.join(status.needed_by)})", highlight=False, soft_wrap=True)
+        if not status.present:
+            console.print(f"         download {status.url} and run: optimizer weights import FILE",
+                          highlight=False, soft_wrap=True)
 
 
 @weights_app.command("import")

@@ -1,0 +1,105 @@
+"""Folder evaluation: pairing, issues, summaries, reports, parallel workers and heat maps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image as PILImage
+
+from optimizer.batch import evaluate_folders, pair_folders
+from optimizer.evaluator import Evaluator
+
+
+@pytest.fixture(scope="module")
+def folders(kodak_paths: list[Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """ref/ holds 4 PNG crops (one in a subfolder); dist/ holds JPEG/WebP versions, an unpaired file,
+    an unreadable file, an ambiguous stem and a non-image file."""
+    root = tmp_path_factory.mktemp("batch")
+    ref, dist = root / "ref", root / "dist"
+    (ref / "sub").mkdir(parents=True)
+    (dist / "sub").mkdir(parents=True)
+    names = ["a", "b", "c", "sub/d"]
+    for name, path, quality in zip(names, kodak_paths, (90, 70, 40, 20)):
+        crop = PILImage.open(path).convert("RGB").crop((100, 100, 292, 244))
+        crop.save(ref / f"{name}.png")
+        crop.save(dist / f"{name}.jpg" if name != "b" else dist / f"{name}.webp", quality=quality)
+    PILImage.open(kodak_paths[5]).convert("RGB").crop((0, 0, 192, 144)).save(ref / "lonely.png")
+    (ref / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 10)
+    (dist / "broken.jpg").write_bytes((dist / "a.jpg").read_bytes()[:200])
+    (dist / "extra.jpg").write_bytes((dist / "a.jpg").read_bytes())
+    (ref / "twin.png").write_bytes((ref / "a.png").read_bytes())
+    (dist / "twin.jpg").write_bytes((dist / "a.jpg").read_bytes())
+    (dist / "twin.webp").write_bytes((dist / "b.webp").read_bytes())
+    (dist / "notes.txt").write_text("not an image")
+    return ref, dist
+
+
+def test_pairing_by_relative_path_and_stem(folders: tuple[Path, Path]) -> None:
+    ref, dist = folders
+    pairs, issues = pair_folders(ref, dist)
+    assert [key for key, _, _ in pairs] == ["a", "b", "broken", "c", "sub/d"]
+    reasons = {Path(i.path).name: i.reason for i in issues}
+    assert "no processed file" in reasons["lonely.png"]
+    assert "no reference file" in reasons["extra.jpg"]
+    assert "ambiguous" in reasons["twin.jpg"] and "ambiguous" in reasons["twin.webp"]
+    assert "notes.txt" not in reasons
+
+
+def test_report_lists_failures_and_summarises(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    ref, dist = folders
+    calls = []
+    report = evaluate_folders(ref, dist, profile="fast", progress=lambda done, total: calls.append((done, total)))
+    assert [p.key for p in report.pairs] == ["a", "b", "c", "sub/d"]
+    assert [Path(i.path).name for i in report.failed] == ["broken.jpg"]
+    assert calls[-1] == (5, 5)
+    summary = report.summary()
+    assert summary["count"] == 4 and summary["failed"] == 1 and summary["unpaired"] == 5
+    ssim = [p.result.scores["ssim"] for p in report.pairs]
+    stats = summary["metrics"]["ssim"]
+    assert stats["mean"] == pytest.approx(np.mean(ssim)) and stats["p10"] == pytest.approx(np.percentile(ssim, 10))
+    assert stats["worst"] == min(ssim) and stats["worst_pair"] == "sub/d"  # the q20 JPEG
+    assert sum(summary["levels"].values()) == 4
+    total_ref = sum((ref / f"{k}.png").stat().st_size for k in ("a", "b", "c", "sub/d"))
+    assert summary["bytes"]["reference_total"] == total_ref
+    pair = report.pairs[0]
+    assert pair.bits_per_pixel == pytest.approx(pair.distorted_bytes * 8 / (192 * 144))
+
+    report.to_json(tmp_path / "r.json")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["summary"]["count"] == 4 and len(data["pairs"]) == 4 and len(data["issues"]) == 6
+    report.to_csv(tmp_path / "r.csv")
+    frame = pd.read_csv(tmp_path / "r.csv")
+    assert list(frame["key"]) == ["a", "b", "c", "sub/d"] and {"ssim", "psnr", "composite", "level"} <= set(frame)
+    assert report.to_dataframe().shape[0] == 4
+
+
+@pytest.mark.slow
+def test_parallel_workers_match_sequential(folders: tuple[Path, Path]) -> None:
+    ref, dist = folders
+    one = evaluate_folders(ref, dist, evaluator=Evaluator("fast"))
+    two = evaluate_folders(ref, dist, evaluator=Evaluator("fast"), workers=2)
+    assert [p.key for p in two.pairs] == [p.key for p in one.pairs]
+    for a, b in zip(one.pairs, two.pairs):
+        assert a.result.scores == pytest.approx(b.result.scores)
+    assert [i.path for i in two.failed] == [i.path for i in one.failed]
+
+
+def test_heat_maps_written(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    ref, dist = folders
+    maps = tmp_path / "maps"
+    evaluate_folders(ref, dist, metrics=["ssim"], maps_dir=maps)
+    written = sorted(p.relative_to(maps).as_posix() for p in maps.rglob("*.png"))
+    assert written == ["a.ssim.png", "b.ssim.png", "c.ssim.png", "sub/d.ssim.png"]
+    heat = PILImage.open(maps / "sub" / "d.ssim.png")
+    assert heat.size == (192, 144) and heat.mode == "RGB"
+
+
+def test_not_a_folder(tmp_path: Path) -> None:
+    from optimizer.errors import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match="not a folder"):
+        evaluate_folders(tmp_path / "missing", tmp_path)
