@@ -416,3 +416,29 @@ def test_in_memory_inputs(crops: list[Path], ssim: Evaluator) -> None:
     assert [r.output for r in report.results] == [None, None]
     assert all(r.data is not None and r.original_bytes is None for r in report.results)
     assert report.results[1].input == "image001"
+
+
+def test_transparent_images_keep_their_alpha(tmp_path: Path, crops: list[Path], ssim: Evaluator) -> None:
+    rgba = PILImage.open(crops[0]).convert("RGBA").resize((96, 96))
+    alpha = np.zeros((96, 96), dtype=np.uint8)
+    alpha[16:80, 16:80] = 255
+    rgba.putalpha(PILImage.fromarray(alpha))
+    logo = tmp_path / "logo.png"
+    rgba.save(logo)
+    report = compress([logo], target=TARGET, formats=["jpeg", "webp"], out_dir=tmp_path / "out", evaluator=ssim,
+                      keep_original_if_smaller=False)
+    result = report.results[0]
+    assert result.format == "webp" and set(result.probes) == {"webp"}
+    assert load_image(Path(result.output)).alpha is not None
+    only_jpeg = compress([logo], target=TARGET, formats=["jpeg"], evaluator=ssim, keep_original_if_smaller=False)
+    assert only_jpeg.results[0].format == "jpeg"  # asked for nothing else: flattened as documented
+
+
+def test_equal_names_from_two_folders_get_their_own_outputs(tmp_path: Path, crops: list[Path], ssim: Evaluator) -> None:
+    for folder, source in (("a", crops[0]), ("b", crops[1])):
+        (tmp_path / folder).mkdir()
+        PILImage.open(source).resize((64, 64)).save(tmp_path / folder / "photo.png")
+    report = compress([tmp_path / "a", tmp_path / "b"], target=TARGET, formats=["jpeg"], out_dir=tmp_path / "out",
+                      evaluator=ssim, keep_original_if_smaller=False)
+    outputs = [Path(r.output).name for r in report.results]
+    assert len(set(outputs)) == 2 and all((tmp_path / "out" / name).exists() for name in outputs)

@@ -84,6 +84,15 @@ def test_aggregate_respects_direction() -> None:
         aggregate(values, "median", True)
 
 
+def test_aggregate_of_infinite_scores() -> None:
+    """PSNR of lossless encodes is infinite: every aggregate of such images is infinite, never NaN."""
+    for how in ("mean", "p10", "worst"):
+        assert aggregate([math.inf] * 3, how, True) == math.inf
+    hard_images = [12.0, 10.0, 15.0] + [math.inf] * 8  # 11 images: p10 lies on the second worst
+    assert aggregate(hard_images, "p10", True) == 12.0
+    assert aggregate(hard_images, "worst", True) == 10.0
+
+
 # -- search space --------------------------------------------------------------------------------
 
 
@@ -162,6 +171,42 @@ def test_corpus_fingerprint_depends_on_pixels_and_widths(crops: list[Path]) -> N
     b = load_corpus(crops, widths=space.widths, reference_transform=space.reference_transform)
     assert b.fingerprint != a.fingerprint
     assert len(b.items) == 3 and b.items[0].reference.width == 80 and b.items[0].source.width == 160
+
+
+def test_corpus_never_upscales(crops: list[Path]) -> None:
+    """Widths wider than an image are left out for it, as apply leaves them out (crops are 160 wide)."""
+    space = SearchSpace(formats=("jpeg",), widths=(80, 320))
+    corpus = load_corpus(crops[:1], widths=space.widths, reference_transform=space.reference_transform)
+    assert [item.name for item in corpus.items] == [f"{crops[0].name}@80w"]
+    narrow = SearchSpace(formats=("jpeg",), widths=(320, 640))
+    corpus = load_corpus(crops[:1], widths=narrow.widths, reference_transform=narrow.reference_transform)
+    (item,) = corpus.items
+    assert item.width == 160 and item.reference.size == item.source.size
+
+
+def test_corpus_expands_folders_among_the_images(crops: list[Path]) -> None:
+    folder = crops[0].parent
+    assert load_corpus([folder]).names == load_corpus(folder).names == tuple(sorted(p.name for p in crops))
+
+
+def test_settings_at_width_keep_filter_and_sharpening() -> None:
+    from optimizer.transforms import Transform
+    from optimizer.tuning.settings import EncodingSettings
+
+    settings = EncodingSettings("jpeg", {"quality": 80}, Transform(scale=0.5, filter="box", sharpen_amount=0.4))
+    assert settings.at_width(None) is settings
+    resized = settings.at_width(96).transform
+    assert (resized.width, resized.height, resized.scale) == (96, None, None)
+    assert (resized.filter, resized.sharpen_amount) == ("box", 0.4)
+
+
+def test_a_round_that_starts_no_trial_ends_the_run(tmp_path: Path, crops: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The timeout can run out inside Optuna before a round starts a trial: that is not a failure."""
+    from optimizer.tuning.study import prepare_study, run_trials
+
+    prepared = prepare_study(crops, **_study_kwargs(tmp_path))
+    monkeypatch.setattr(optuna.Study, "optimize", lambda self, *args, **kwargs: None)
+    assert run_trials(prepared.study, prepared.objective, n_trials=4, timeout=60) == 0
 
 
 @pytest.mark.parametrize("how", ["worst", "p10", "mean"])

@@ -98,6 +98,20 @@ def test_join_reads_definition_and_refuses_other_corpus_or_space(tmp_path: Path,
         join_study("join", f"sqlite:///{tmp_path / 'x.db'}", crops)
 
 
+def test_workers_prune_against_the_coordinators_bar(tmp_path: Path, crops: list[Path]) -> None:
+    """Extra tiers loosen the pruning bar; workers must use the bar the study was created with."""
+    from optimizer.tuning.target import Target
+
+    storage = f"journal:{tmp_path / 'p.journal'}"
+    _create(crops, storage, "loose", 4, tiers={"low": "ssim:0.8"})
+    joined = join_study("loose", storage, crops)
+    assert joined.objective.prune and joined.objective.prune_target == Target("ssim", 0.8)
+    _create(crops, storage, "other-metric", 4, tiers={"low": "psnr:30"})
+    assert not join_study("other-metric", storage, crops).objective.prune
+    _create(crops, storage, "plain", 4)
+    assert join_study("plain", storage, crops).objective.prune_target == Target("ssim", 0.9)
+
+
 def test_worker_cli_errors_and_exit_codes(tmp_path: Path, crops: list[Path]) -> None:
     import optimizer.cli.worker_cmd  # noqa: F401  (registers the command)
     from optimizer.cli import main

@@ -95,8 +95,7 @@ def tune_command(
     max_images: Annotated[Optional[int], typer.Option(min=1, help="Use at most this many images.")] = None,
 ) -> None:
     """Search encoder settings that are as small as possible while meeting the quality target."""
-    from ..batch import iter_image_files
-    from ..tuning.corpus import demo_images
+    from ..tuning.corpus import demo_images, expand_sources
     from ..tuning.space import SearchSpace
     from ..tuning.study import tune
 
@@ -106,11 +105,7 @@ def tune_command(
     if demo:
         sources = demo_images()
     else:
-        for item in images or []:
-            if item.is_dir():
-                sources.extend(iter_image_files(item))
-            else:
-                sources.append(item)
+        sources = expand_sources(images or [])
         if not sources:
             fail("no image files found in the given paths")
     if max_images:
@@ -262,7 +257,7 @@ def _print_summary(result: TuningResult) -> None:
     console.print(table)
     baseline, saving = result.baseline, result.savings()
     if baseline and saving is not None:
-        tier = result.presets.tiers[0]
+        tier = result.presets.default_tier
         console.print(
             f"{tier.name}: {saving:.0%} {'smaller' if saving >= 0 else 'larger'} than JPEG q85 4:2:0 on these images "
             f"({tier.expected.total_bytes:,} vs {baseline['total_bytes']:,} bytes; {definition.aggregate} "

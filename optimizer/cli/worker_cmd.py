@@ -61,16 +61,14 @@ def worker_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the final summary.")] = False,
 ) -> int:
     """Join a study in a shared storage and run trials until its trial budget or a deadline is reached."""
-    from ..batch import iter_image_files
+    from ..tuning.corpus import expand_sources
     from ..tuning.study import redact_storage
     from ..tuning.workers import join_study, limit_threads, run_worker
 
     if timeout is not None and deadline is not None:
         fail("give --timeout or --deadline, not both")
     stop_at = parse_deadline(deadline)
-    sources: list[Path] = []
-    for item in images:
-        sources.extend(iter_image_files(item) if item.is_dir() else [item])
+    sources = expand_sources(images)
     if not sources:
         fail("no image files found in the given paths")
     if threads is not None:

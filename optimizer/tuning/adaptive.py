@@ -25,6 +25,10 @@ Guarantee
     ``met=False`` and a reason. Unless ``keep_original_if_smaller=False``, a file larger than the original
     is never written: the original is copied instead, and the result says so.
 
+Transparency
+    An image with transparency is searched only in the requested formats that keep alpha (a format
+    without alpha would flatten it onto white); when none of them keeps alpha, all are searched.
+
 Axis direction comes from the codec (``quality_higher_is_better``; JPEG XL's ``distance`` is lower-is-better)
 and the target's direction from the metric registry: nothing here branches on a codec's or a metric's name
 (codec names only key the table of starting guesses).
@@ -34,15 +38,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._files import write_atomic
 from ..codecs import get_codec
 from ..codecs.base import Codec
 from ..errors import InvalidParameterError, OptimizerError
-from ..evaluator import EvaluationResult, Evaluator, ReferenceScorer
+from ..evaluator import EvaluationResult, Evaluator, ReferenceScorer, _json_number
 from ..imageio import Image, ImageSource, load_image
 from ..metrics.registry import get_spec
 from ..transforms import Transform
@@ -322,10 +328,6 @@ def _passes(margin: float) -> bool:
     return not math.isnan(margin) and margin >= 0.0
 
 
-def _finite_margin(margin: float) -> bool:
-    return math.isfinite(margin)
-
-
 def adaptive_search(
     margin_at: Callable[[int], float],
     size: int,
@@ -381,7 +383,7 @@ def _local_slope(margins: Mapping[int, float], end: int, direction: int) -> tupl
         return None
     other = max(behind, key=lambda i: (i - end) * direction)
     m0, m1 = margins[other], margins[end]
-    if not (_finite_margin(m0) and _finite_margin(m1)):
+    if not (math.isfinite(m0) and math.isfinite(m1)):
         return None
     slope = (m1 - m0) / (end - other)
     return (slope, abs(end - other)) if slope > 0 else None
@@ -407,7 +409,7 @@ def _extrapolate(
     margin = margins[end]
     local = _local_slope(margins, end, direction)
     slope, cap = (local[0], _SPAN_CAP * local[1]) if local is not None else (prior_slope, size)
-    if slope is not None and _finite_margin(margin):
+    if slope is not None and math.isfinite(margin):
         distance = abs(margin) / slope
         step = math.ceil(distance) if direction > 0 else math.floor(distance) + 1
         step = min(max(step, 1), max(cap, default_step))
@@ -447,7 +449,7 @@ class _Illinois:
         secant = None if stalled else _secant(margins, recent, lo, hi)
         if secant is not None:
             nxt = secant
-        elif stalled or not (_finite_margin(w_lo) and _finite_margin(w_hi)) or w_hi - w_lo <= 0:
+        elif stalled or not (math.isfinite(w_lo) and math.isfinite(w_hi)) or w_hi - w_lo <= 0:
             nxt = (lo + hi + 1) // 2
         else:
             crossing = lo + (0.0 - w_lo) * width / (w_hi - w_lo)
@@ -465,7 +467,7 @@ def _secant(margins: Mapping[int, float], recent: Sequence[int], lo: int, hi: in
         return None
     a, b = recent[-2], recent[-1]
     ma, mb = margins[a], margins[b]
-    if a == b or not (_finite_margin(ma) and _finite_margin(mb)):
+    if a == b or not (math.isfinite(ma) and math.isfinite(mb)):
         return None
     slope = (mb - ma) / (b - a)
     if slope <= 0:
@@ -695,7 +697,7 @@ class CompressReport:
 
         text = json.dumps(self.to_dict(), indent=kwargs.pop("indent", 2), **kwargs)
         if path is not None:
-            Path(path).write_text(text + "\n", encoding="utf-8")
+            write_atomic(path, text + "\n")
         return text
 
     def to_dataframe(self) -> pd.DataFrame:
@@ -729,9 +731,7 @@ class CompressReport:
 
 
 def _json_float(value: float | None) -> float | str | None:
-    if value is None or math.isfinite(value):
-        return value
-    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return None if value is None else _json_number(value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -882,11 +882,7 @@ def _evaluator_for(target: Target, evaluator: Evaluator | None, profile: str | N
     if evaluator is not None:
         if profile is not None:
             raise InvalidParameterError("give either a profile or an evaluator, not both")
-        if target.metric != COMPOSITE and target.metric not in evaluator.metric_names:
-            raise InvalidParameterError(
-                f"the target metric {target.metric!r} is not computed by the evaluator "
-                f"({', '.join(evaluator.metric_names)})"
-            )
+        target.check_computed(evaluator.metric_names)
         return evaluator
     if target.metric == COMPOSITE:
         return Evaluator(profile=profile or "default")
@@ -992,14 +988,18 @@ def _collect_inputs(
             source = getattr(item, "source", None) if isinstance(item, Image) else None
             stem = Path(source).stem if source else f"image{index:03d}"
             jobs.append(_Input(source or stem, item, Path(stem), None))
-    counts: dict[Path, int] = {}
-    for job in jobs:
-        counts[job.out_stem] = counts.get(job.out_stem, 0) + 1
+    counts = Counter(job.out_stem for job in jobs)
     unique: list[_Input] = []
+    taken: set[Path] = set()
     for job in jobs:
-        if counts[job.out_stem] > 1 and job.original is not None:
-            job = _Input(job.label, job.source, job.out_stem.with_name(job.original.name), job.original)
-        unique.append(job)
+        stem = job.out_stem
+        if counts[stem] > 1 and job.original is not None:
+            stem = stem.with_name(job.original.name)  # photo.png and photo.jpg: photo.png.webp, photo.jpg.webp
+        chosen, n = stem, 2
+        while chosen in taken:  # still equal (same name from two folders): photo-2, photo-3...
+            chosen, n = stem.with_name(f"{stem.name}-{n}"), n + 1
+        taken.add(chosen)
+        unique.append(_Input(job.label, job.source, chosen, job.original))
     return unique, failures
 
 
@@ -1023,7 +1023,10 @@ def _compress_one(job: _Input, run: _Run) -> CompressResult:
     comparable = job.original is not None and (run.transform is None or not run.transform.resizes)
     original_bytes = job.original.stat().st_size if comparable and job.original is not None else None
 
-    searches = [_FormatSearch(fmt, encoder_input, scorer, run) for fmt in run.formats]
+    formats = run.formats
+    if encoder_input.has_alpha:  # transparent: formats that would flatten it only when no other was asked for
+        formats = [fmt for fmt in formats if fmt.codec.supports_alpha] or formats
+    searches = [_FormatSearch(fmt, encoder_input, scorer, run) for fmt in formats]
     # The previous image's winner goes first: its file size then lets the other formats stop early.
     best_bytes: int | None = None
     for search in sorted(searches, key=lambda s: s.format.name != run.last_winner):

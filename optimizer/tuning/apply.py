@@ -32,8 +32,7 @@ from ..batch import iter_image_files
 from ..errors import InvalidParameterError, OptimizerError
 from ..imageio import Image, load_image
 from ..transforms import Transform
-from .presets import Preset, PresetTier
-from .settings import EncodingSettings
+from .presets import Preset, PresetTier, _json_float
 from .target import Target, aggregate
 
 if TYPE_CHECKING:
@@ -183,7 +182,7 @@ class ApplyReport:
     def to_json(self, path: str | os.PathLike[str] | None = None, *, indent: int = 2) -> str:
         text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
         if path is not None:
-            Path(path).write_text(text + "\n")
+            write_atomic(path, text + "\n")
         return text
 
     def to_dataframe(self) -> pd.DataFrame:
@@ -398,9 +397,7 @@ def _encode_one(
     evaluator: Evaluator | None,
 ) -> ApplyItem:
     started = time.perf_counter()
-    transform = _candidate_transform(tier.settings.transform, width)
-    settings = EncodingSettings(tier.settings.codec, tier.settings.params, transform)
-    encoded = settings.encode(image)
+    encoded = tier.settings.at_width(width).encode(image)  # as each study trial encoded its corpus items
     write_atomic(output, encoded.data)
     quality = met = scores = None
     if evaluator is not None:
@@ -426,20 +423,6 @@ def _encode_one(
     )
 
 
-def _candidate_transform(transform: Transform, width: int | None) -> Transform:
-    """The tier's transform at ``width``, built as each study trial built it (``CorpusItem.candidate_transform``)."""
-    if width is None:
-        return transform
-    return Transform(
-        width=width,
-        filter=transform.filter,
-        linear_light=transform.linear_light,
-        sharpen_amount=transform.sharpen_amount,
-        sharpen_radius=transform.sharpen_radius,
-        sharpen_threshold=transform.sharpen_threshold,
-    )
-
-
 def _reference_transform(tier: PresetTier, width: int) -> Transform:
     """The study's reference at ``width``: the fixed high-quality resize (``SearchSpace.reference_transform``)."""
     return Transform(width=width, filter=tier.reference_filter, linear_light=tier.settings.transform.linear_light)
@@ -452,9 +435,3 @@ def _reason(exc: BaseException, source: Path) -> str:
     text = str(exc) or type(exc).__name__
     return text.removeprefix(f"{source}: ")
 
-
-def _json_float(value: float | None) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None

@@ -18,8 +18,9 @@ from ..batch import iter_image_files
 from ..errors import InvalidImageError, InvalidParameterError
 from ..imageio import Image, ImageSource, load_image
 from ..transforms import Transform
+from .settings import transform_at_width
 
-__all__ = ["Corpus", "CorpusItem", "demo_images", "load_corpus"]
+__all__ = ["Corpus", "CorpusItem", "demo_images", "expand_sources", "load_corpus"]
 
 
 @dataclass(frozen=True)
@@ -37,16 +38,7 @@ class CorpusItem:
 
     def candidate_transform(self, trial_transform: Transform) -> Transform:
         """The trial's transform, resized to this item's width when it has one."""
-        if self.width is None:
-            return trial_transform
-        return Transform(
-            width=self.width,
-            filter=trial_transform.filter,
-            linear_light=trial_transform.linear_light,
-            sharpen_amount=trial_transform.sharpen_amount,
-            sharpen_radius=trial_transform.sharpen_radius,
-            sharpen_threshold=trial_transform.sharpen_threshold,
-        )
+        return transform_at_width(trial_transform, self.width)
 
 
 @dataclass(frozen=True)
@@ -88,18 +80,17 @@ def load_corpus(
     reference_transform: Any = None,
     names: Sequence[str] | None = None,
 ) -> Corpus:
-    """Load images (paths, a folder, bytes, arrays or :class:`Image`) into a corpus.
+    """Load images (paths, folders, bytes, arrays or :class:`Image`) into a corpus.
 
     ``reference_transform(width) -> Transform`` makes the reference at each width (the search space's
-    fixed high-quality resize). The fingerprint covers pixels, order-independent names and widths, so a
-    worker that joins a study with other images is refused.
+    fixed high-quality resize). Widths wider than an image are left out for it, as ``apply`` does (no
+    upscaling); an image narrower than every width is one item at its own width. The fingerprint covers
+    pixels, order-independent names and widths, so a worker that joins a study with other images is
+    refused.
     """
-    if isinstance(images, (str, Path)):
-        folder = Path(images)
-        if not folder.is_dir():
-            raise InvalidParameterError(f"{folder} is not a folder of images")
-        images = list(iter_image_files(folder))
-    sources = list(images)
+    if isinstance(images, (str, Path)) and not Path(images).is_dir():
+        raise InvalidParameterError(f"{images} is not a folder of images")
+    sources = expand_sources(images)
     if not sources:
         raise InvalidParameterError("the corpus is empty: give at least one image")
     loaded: list[Image] = []
@@ -113,21 +104,34 @@ def load_corpus(
         dupes = sorted({n for n in labels if labels.count(n) > 1})
         raise InvalidImageError(f"corpus image names must be unique, duplicated: {', '.join(dupes)}")
     items: list[CorpusItem] = []
+    if widths and reference_transform is None:
+        raise InvalidParameterError("widths need a reference transform")
     for label, image in zip(labels, loaded):
         if not widths:
             items.append(CorpusItem(label, image, image, None))
             continue
-        for width in widths:
-            if reference_transform is None:
-                raise InvalidParameterError("widths need a reference transform")
+        for width in [int(w) for w in widths if w <= image.width] or [image.width]:
             reference = reference_transform(width).apply(image)
-            items.append(CorpusItem(f"{label}@{width}w", image, reference, int(width)))
+            items.append(CorpusItem(f"{label}@{width}w", image, reference, width))
     digest = hashlib.sha256()
     for label, image in sorted(zip(labels, loaded), key=lambda pair: pair[0]):
         digest.update(label.encode())
         digest.update(_pixel_digest(image))
     digest.update(repr(sorted(int(w) for w in widths)).encode())
     return Corpus(tuple(items), digest.hexdigest()[:16], tuple(labels))
+
+
+def expand_sources(images: Iterable[ImageSource | Image] | str | Path) -> list[ImageSource | Image]:
+    """``images`` as a list in which every folder (given alone or among the items) is replaced by its
+    image files (recursively, sorted); other items are kept as they are."""
+    items = [images] if isinstance(images, (str, Path)) else list(images)
+    out: list[ImageSource | Image] = []
+    for item in items:
+        if isinstance(item, (str, Path)) and Path(item).is_dir():
+            out.extend(iter_image_files(Path(item)))
+        else:
+            out.append(item)
+    return out
 
 
 def demo_images(count: int = 6) -> list[Image]:

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 from ..codecs import get_codec
 from ..errors import InvalidParameterError, UnknownNameError
 from ..transforms import Transform
-from .settings import EncodingSettings
+from .settings import EncodingSettings, transform_at_width
 
 if TYPE_CHECKING:
     from .presets import PresetTier
@@ -198,7 +198,7 @@ def export_settings(
         raise InvalidParameterError(
             f"{key} does not write {codec}; tools for {codec}: {', '.join(tools_for_codec(codec))}"
         )
-    transform = _with_width(settings.transform, width)
+    transform = transform_at_width(settings.transform, width)
     out = output or _output_name(settings, None, width)
     builder = _BUILDERS[key]
     export: Export = builder(settings, transform, input, out, program)
@@ -218,24 +218,11 @@ def avifenc_quantizer(quality: int) -> int:
 
 def sharp_options(settings: EncodingSettings, *, width: int | None = None) -> dict[str, Any]:
     """The sharp options object (``resize``, ``sharpen``, format and its options) for ``settings``."""
-    return _sharp_parts(settings, _with_width(settings.transform, width))[0]
+    return _sharp_parts(settings, transform_at_width(settings.transform, width))[0]
 
 
 # --------------------------------------------------------------------------------------------------
 # Helpers shared by the builders
-
-
-def _with_width(transform: Transform, width: int | None) -> Transform:
-    if width is None:
-        return transform
-    return Transform(
-        width=int(width),
-        filter=transform.filter,
-        linear_light=transform.linear_light,
-        sharpen_amount=transform.sharpen_amount,
-        sharpen_radius=transform.sharpen_radius,
-        sharpen_threshold=transform.sharpen_threshold,
-    )
 
 
 def _output_name(settings: EncodingSettings, output: str | None, width: int | None) -> str:
@@ -337,17 +324,15 @@ def _pillow(settings: EncodingSettings, transform: Transform, input: str, output
     codec = get_codec(settings.codec, require_available=False)
     notes = []
     lines = []
-    keep_alpha = codec.supports_alpha
     if codec.encoder_function == "PIL.Image.Image.save":
         kwargs = pillow_kwargs(settings)
-        options: dict[str, Any] = {"function": codec.encoder_function, "kwargs": kwargs}
-        lines.append("from PIL import Image, ImageFilter, ImageOps")
     else:
         kwargs = dict(codec.encoder_kwargs(settings.params))
-        options = {"function": codec.encoder_function, "kwargs": kwargs}
-        lines += ["import imagecodecs", "import numpy as np", "from PIL import Image, ImageFilter, ImageOps"]
+        lines += ["import imagecodecs", "import numpy as np"]
+    options: dict[str, Any] = {"function": codec.encoder_function, "kwargs": kwargs}
+    lines.append("from PIL import Image, ImageFilter, ImageOps")
     lines.append(f"im = ImageOps.exif_transpose(Image.open({input!r}))")
-    if keep_alpha:
+    if codec.supports_alpha:
         lines.append('im = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB")')
     else:
         lines.append('im = im.convert("RGBA")')
@@ -367,11 +352,10 @@ def _pillow(settings: EncodingSettings, transform: Transform, input: str, output
             f"percent={round(transform.sharpen_amount * 100)}, threshold={round(transform.sharpen_threshold * 255)}))"
         )
         notes.append("Pillow's UnsharpMask approximates the Gaussian with box blurs and works on 8-bit data")
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
     if codec.encoder_function == "PIL.Image.Image.save":
-        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         lines.append(f"im.save({output!r}, {args})")
     else:
-        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         lines.append(f"data = imagecodecs.jpegxl_encode(np.asarray(im), {args})")
         lines.append(f"open({output!r}, 'wb').write(data)")
     return Export("pillow", codec.name, "\n".join(lines), options=options, notes=tuple(notes))

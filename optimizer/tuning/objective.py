@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -104,11 +105,7 @@ class Objective:
             raise InvalidParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if aggregate_by not in AGGREGATES:
             raise InvalidParameterError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate_by!r}")
-        if target.metric != COMPOSITE and target.metric not in evaluator.metric_names:
-            raise InvalidParameterError(
-                f"the target metric {target.metric!r} is not computed by the evaluator "
-                f"({', '.join(evaluator.metric_names)})"
-            )
+        target.check_computed(evaluator.metric_names)
         if tradeoff_lambda < 0:
             raise InvalidParameterError(f"tradeoff lambda must be >= 0, got {tradeoff_lambda}")
         self.corpus = corpus
@@ -124,13 +121,17 @@ class Objective:
         self.prune_target = prune_target or target
         self.prune = prune and mode == "constrained"
         self._scorers: list[ReferenceScorer] | None = None
+        self._scorers_lock = threading.Lock()
+        # Shared by the trial threads of ``n_jobs``: a race only measures the same settings twice.
         self._memo: dict[tuple[str, str], dict[str, Any]] = {}
 
     @property
     def scorers(self) -> list[ReferenceScorer]:
-        """One cached reference scorer per corpus item, built on first use."""
+        """One cached reference scorer per corpus item, built once on first use (by one thread)."""
         if self._scorers is None:
-            self._scorers = [self.evaluator.for_reference(item.reference) for item in self.corpus.items]
+            with self._scorers_lock:
+                if self._scorers is None:
+                    self._scorers = [self.evaluator.for_reference(item.reference) for item in self.corpus.items]
         return self._scorers
 
     @property
@@ -146,6 +147,7 @@ class Objective:
         trial.set_user_attr(ATTR_SETTINGS, settings.to_dict())
         record = TrialRecord(images=[])
         qualities: list[float] = []
+        prune_qualities: list[float] = []
         for index, (item, scorer) in enumerate(zip(self.corpus.items, self.scorers)):
             try:
                 image = self._measure(item, scorer, settings)
@@ -153,11 +155,12 @@ class Objective:
                 trial.set_user_attr(ATTR_ERROR, f"{item.name}: {exc}")
                 raise
             qualities.append(_quality(image, self.target))
+            prune_qualities.append(_quality(image, self.prune_target))
             record.images.append(image)
             record.total_bytes += image["bytes"]
             record.pixels += image["width"] * image["height"]
             record.encode_seconds += image["encode_seconds"]
-            if self.prune and self._certainly_fails([_quality(i, self.prune_target) for i in record.images]):
+            if self.prune and self._certainly_fails(prune_qualities):
                 self._write(trial, record, qualities, complete=False)
                 trial.set_user_attr(ATTR_PRUNED_AFTER, index + 1)
                 trial.report(float(record.total_bytes), step=index)
@@ -171,7 +174,7 @@ class Objective:
     def _measure(self, item: CorpusItem, scorer: ReferenceScorer, settings: EncodingSettings) -> dict[str, Any]:
         """Encode, decode and score one corpus item; identical settings are measured once per study run
         (samplers often propose the same integer parameters again)."""
-        item_settings = EncodingSettings(settings.codec, settings.params, item.candidate_transform(settings.transform))
+        item_settings = settings.at_width(item.width)
         key = (item.name, json.dumps(item_settings.to_dict(), sort_keys=True))
         cached = self._memo.get(key)
         if cached is not None:

@@ -13,9 +13,9 @@ Tiers are chosen from the study's recorded trials (:func:`build_preset`):
 ``constrained``
     ``target``: the feasible trial with the fewest total bytes; plus optional extra tiers
     (``{"high": "ssimulacra2:90", "low": "ssimulacra2:70"}``), each the complete trial with the fewest
-    bytes whose recorded aggregate meets that tier's target. Pruning stops trials that miss the *study*
-    target early, so only complete trials are candidates: a tier looser than the study target can only pick
-    among trials that also met the study target.
+    bytes whose recorded aggregate meets that tier's target. Only complete trials are candidates; a study
+    tuned with such tiers prunes against the loosest of them, so a looser tier is not starved of trials
+    (with a tier on another metric nothing is pruned).
 ``tradeoff``
     ``best``: the trial with the best objective value.
 ``pareto``
@@ -441,7 +441,7 @@ def build_preset(
     mode). Raises :class:`PresetError` when a tier has no qualifying trial, saying the best quality reached.
     """
     from .objective import ATTR_SETTINGS
-    from .study import DEFINITION_ATTR, StudyDefinition, redact_storage
+    from .study import DEFINITION_ATTR, StudyDefinition, complete_trials, pareto_trials, redact_storage
 
     stored = study.user_attrs.get(DEFINITION_ATTR)
     if stored is None:
@@ -451,7 +451,7 @@ def build_preset(
     widths = tuple(int(w) for w in definition.space.get("widths", []))
     reference_filter = str(definition.space.get("reference_filter", "lanczos"))
     complete = sorted(
-        (t for t in _complete_trials(study) if ATTR_SETTINGS in t.user_attrs), key=lambda t: t.number
+        (t for t in complete_trials(study) if ATTR_SETTINGS in t.user_attrs), key=lambda t: t.number
     )
 
     chosen: list[tuple[str, Target, optuna.trial.FrozenTrial]] = []
@@ -474,10 +474,7 @@ def build_preset(
         best = min(complete, key=lambda t: (-float(t.values[0]), t.number))
         chosen.append((_BEST_TIER, _reached_target(goal, _quality_of(best, goal)), best))
     else:
-        from .study import TuningResult
-
-        front = TuningResult(study=study, definition=definition, storage="").pareto_front
-        front = [t for t in front if ATTR_SETTINGS in t.user_attrs]
+        front = [t for t in pareto_trials(study, goal) if ATTR_SETTINGS in t.user_attrs]
         if not front:
             raise PresetError(f"study {study.study_name!r} has no complete trial to build a preset from")
         chosen = _named_points(front, [t.number for t in front], goal, study.study_name)
@@ -518,12 +515,6 @@ def build_preset(
         corpus=corpus,
         library_versions=dict(sorted(versions.items())),
     )
-
-
-def _complete_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    from optuna.trial import TrialState
-
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
 def _quality_of(trial: optuna.trial.FrozenTrial, target: Target) -> float:
@@ -680,7 +671,10 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
-def _json_float(value: float) -> float | None:
+def _json_float(value: float | None) -> float | None:
+    """A float JSON can hold: non-finite values (and ``None``) become ``None`` (``null``)."""
+    if value is None:
+        return None
     value = float(value)
     return value if math.isfinite(value) else None
 

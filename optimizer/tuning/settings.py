@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..codecs import get_codec
 from ..imageio import Image
 from ..transforms import Transform
 
-__all__ = ["EncodedImage", "EncodingSettings"]
+__all__ = ["EncodedImage", "EncodingSettings", "transform_at_width"]
+
+
+def transform_at_width(transform: Transform, width: int | None) -> Transform:
+    """``transform`` resizing to ``width`` (aspect kept) instead of any size it had; ``None`` keeps it."""
+    return transform if width is None else replace(transform, width=int(width), height=None, scale=None)
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,14 @@ class EncodingSettings:
         decoded = codec.decode(data)
         finished = time.perf_counter()
         return EncodedImage(data, decoded, encoded - started, finished - encoded, source.width, source.height)
+
+    def at_width(self, width: int | None) -> EncodingSettings:
+        """These settings resizing to ``width`` (aspect kept) before the sharpening and the encoder.
+
+        How a study encodes a corpus item at a responsive width, and how ``apply`` and the exports run a
+        tier at one; ``None`` keeps the settings as they are.
+        """
+        return self if width is None else replace(self, transform=transform_at_width(self.transform, width))
 
     @property
     def extension(self) -> str:

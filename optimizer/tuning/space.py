@@ -352,7 +352,7 @@ class SearchSpace:
                 table["quality"] = [quality[0], quality[1]]
             if subsampling and "subsampling" in names:
                 table["subsampling"] = {"choices": list(subsampling)}
-            for name, values in (("speed", speed), ("effort", effort), ("method", None)):
+            for name, values in (("speed", speed), ("effort", effort)):
                 if values and name in names:
                     table[name] = {"choices": list(values)} if len(values) > 1 else values[0]
         data["params"] = params

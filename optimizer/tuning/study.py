@@ -55,15 +55,18 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFINITION_ATTR",
     "HEARTBEAT_ATTR",
+    "PRUNE_ATTR",
     "PreparedStudy",
     "StudyDefinition",
     "TuningResult",
+    "complete_trials",
     "default_journal_storage",
     "default_storage",
     "feasible_trials",
     "finished_trials",
     "make_sampler",
     "open_study",
+    "pareto_trials",
     "prepare_study",
     "redact_storage",
     "resolve_storage",
@@ -72,6 +75,8 @@ __all__ = [
 
 DEFINITION_ATTR = "optimizer_definition"
 BASELINE_ATTR = "optimizer_baseline"
+#: study attribute holding the target below which trials are pruned (None: no pruning)
+PRUNE_ATTR = "optimizer_prune_target"
 #: what savings are reported against: the JPEG most pipelines ship
 BASELINE_SETTINGS = {"codec": "jpeg", "params": {"quality": 85, "subsampling": "4:2:0"}}
 #: trial system attribute where the journal storage records a running trial's last heartbeat (epoch seconds)
@@ -397,11 +402,31 @@ def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
 
 
-def feasible_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Complete trials whose aggregate quality meets the study target."""
+def complete_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Complete trials (not pruned, failed or running), in trial order."""
     from optuna.trial import TrialState
 
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if is_feasible(t)]
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def feasible_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Complete trials whose aggregate quality meets the study target."""
+    return [t for t in complete_trials(study) if is_feasible(t)]
+
+
+def pareto_trials(study: optuna.Study, target: Target) -> list[optuna.trial.FrozenTrial]:
+    """Non-dominated complete trials on (total bytes, aggregate quality in ``target``'s direction), by
+    increasing bytes."""
+    done = [t for t in complete_trials(study) if ATTR_QUALITY in t.user_attrs]
+    sign = 1.0 if target.higher_is_better else -1.0
+    points = sorted(done, key=lambda t: (t.user_attrs[ATTR_TOTAL_BYTES], -sign * t.user_attrs[ATTR_QUALITY]))
+    front, best = [], -math.inf
+    for t in points:
+        q = sign * float(t.user_attrs[ATTR_QUALITY])
+        if q > best:
+            front.append(t)
+            best = q
+    return front
 
 
 @dataclass
@@ -416,10 +441,10 @@ class TuningResult:
     baseline: dict[str, Any] | None = None
 
     def savings(self) -> float | None:
-        """Fractional byte saving of the first preset tier against the baseline (JPEG q85 4:2:0)."""
-        if not self.presets or not self.presets.tiers or not self.baseline:
+        """Fractional byte saving of the default preset tier against the baseline (JPEG q85 4:2:0)."""
+        if not self.presets or not self.baseline:
             return None
-        return 1.0 - self.presets.tiers[0].expected.total_bytes / self.baseline["total_bytes"]
+        return 1.0 - self.presets.default_tier.expected.total_bytes / self.baseline["total_bytes"]
 
     @property
     def study_name(self) -> str:
@@ -432,10 +457,7 @@ class TuningResult:
         if mode == "constrained":
             return sorted(feasible_trials(self.study), key=lambda t: t.user_attrs[ATTR_TOTAL_BYTES])[:5]
         if mode == "tradeoff":
-            from optuna.trial import TrialState
-
-            done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            return sorted(done, key=lambda t: -t.value)[:5]  # type: ignore[operator]
+            return sorted(complete_trials(self.study), key=lambda t: -t.value)[:5]  # type: ignore[operator]
         return self.pareto_front
 
     @property
@@ -446,19 +468,7 @@ class TuningResult:
     @property
     def pareto_front(self) -> list[optuna.trial.FrozenTrial]:
         """Non-dominated trials on (bytes, quality) among complete trials, by increasing bytes."""
-        from optuna.trial import TrialState
-
-        target = self.definition.target_obj
-        done = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if ATTR_QUALITY in t.user_attrs]
-        sign = 1.0 if target.higher_is_better else -1.0
-        points = sorted(done, key=lambda t: (t.user_attrs[ATTR_TOTAL_BYTES], -sign * t.user_attrs[ATTR_QUALITY]))
-        front, best = [], -math.inf
-        for t in points:
-            q = sign * float(t.user_attrs[ATTR_QUALITY])
-            if q > best:
-                front.append(t)
-                best = q
-        return front
+        return pareto_trials(self.study, self.definition.target_obj)
 
     def trials_dataframe(self) -> pd.DataFrame:
         """One row per trial: number, state, settings, bytes, bits per pixel, quality, feasibility, aggregates."""
@@ -618,8 +628,8 @@ def prepare_study(
         evaluator = Evaluator(profile=profile or "default", metrics=goal.metrics_needed or None)
     elif profile is not None:
         raise InvalidParameterError("give either a profile or an evaluator, not both")
-    elif goal.metric != "composite" and goal.metric not in evaluator.metric_names:
-        raise InvalidParameterError(f"the evaluator does not compute the target metric {goal.metric!r}")
+    else:
+        goal.check_computed(evaluator.metric_names)
     if corpus is None:
         corpus = load_corpus(images, widths=search.widths, reference_transform=search.reference_transform)
     definition = StudyDefinition(
@@ -634,7 +644,7 @@ def prepare_study(
         n_trials=n_trials,
         library_versions={fmt: get_codec(fmt).library_versions() for fmt in search.formats},
     )
-    prune_target = _prune_target(goal, tiers)
+    prune_target = _prune_target(goal, tiers) if prune else None
     name = study_name or f"study-{corpus.fingerprint[:8]}-{search.fingerprint()[:6]}"
     storage_url = storage if storage is not None else default_storage_for(name)
     study = open_study(
@@ -643,6 +653,9 @@ def prepare_study(
         storage=storage_url,
         sampler=make_sampler(sampler, mode, seed=seed, constant_liar=constant_liar),
     )
+    # Workers that join the study read the pruning bar from here (it depends on the tiers, which the
+    # stored definition leaves out so that a resume may change them).
+    study.set_user_attr(PRUNE_ATTR, str(prune_target) if prune_target is not None else None)
     objective = Objective(
         corpus,
         search,
@@ -652,7 +665,7 @@ def prepare_study(
         aggregate_by=aggregate,
         tradeoff_lambda=tradeoff_lambda,
         time_objective=time_objective,
-        prune=prune and prune_target is not None,
+        prune=prune_target is not None,
         prune_target=prune_target,
     )
     return PreparedStudy(study=study, definition=definition, objective=objective, storage=str(storage_url))
@@ -686,7 +699,6 @@ def run_trials(
     """
     import time
 
-    import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
@@ -714,12 +726,14 @@ def run_trials(
             gc_after_trial=False,
             show_progress_bar=False,
         )
-        ran += len(study.trials) - total_before
+        started = len(study.trials) - total_before
+        ran += started
+        if started == 0:
+            break  # the timeout ran out before another trial could start
         if len(finished_trials(study)) == before:
             failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
             reason = failed[-1].user_attrs.get("error") if failed else "unknown"
             raise StudyError(f"every trial of the last round failed; last error: {reason}")
-    _ = optuna  # imported for its side effect of configuring logging in open_study
     return ran
 
 

@@ -73,6 +73,13 @@ class Target:
         """Metric names the evaluator must compute for this target (none extra for the composite)."""
         return [] if self.metric == COMPOSITE else [self.metric]
 
+    def check_computed(self, metric_names: Sequence[str]) -> None:
+        """Refuse an evaluator whose metrics (``metric_names``) leave this target unmeasured."""
+        if self.metric != COMPOSITE and self.metric not in metric_names:
+            raise InvalidParameterError(
+                f"the target metric {self.metric!r} is not computed by the evaluator ({', '.join(metric_names)})"
+            )
+
     def value_of(self, result: EvaluationResult) -> float:
         """The measured quantity of one evaluation."""
         return result.composite if self.metric == COMPOSITE else result.scores[self.metric]
@@ -109,4 +116,13 @@ def aggregate(values: Sequence[float], how: str, higher_is_better: bool) -> floa
         return float(arr.mean())
     if how == "worst":
         return float(arr.min() if higher_is_better else arr.max())
-    return float(np.percentile(arr, 10.0 if higher_is_better else 90.0))
+    q = 10.0 if higher_is_better else 90.0
+    if np.isfinite(arr).all():
+        return float(np.percentile(arr, q))
+    # numpy interpolates between two equal infinities as inf - inf = NaN (PSNR of lossless encodes):
+    # interpolate by hand, keeping a shared infinity as it is.
+    ordered = np.sort(arr)
+    pos = (len(ordered) - 1) * q / 100.0
+    i = math.floor(pos)
+    lo, hi = ordered[i], ordered[min(i + 1, len(ordered) - 1)]
+    return float(lo if pos == i or lo == hi else lo + (hi - lo) * (pos - i))

@@ -48,15 +48,17 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import EncodeError, InvalidParameterError, OptimizerError, StudyError
 from ..imageio import Image, ImageSource, load_image
-from .corpus import load_corpus
+from .corpus import expand_sources, load_corpus
 from .objective import Objective
 from .space import SearchSpace
 from .study import (
     DEFINITION_ATTR,
     HEARTBEAT_ATTR,
+    PRUNE_ATTR,
     PreparedStudy,
     StudyDefinition,
     TuningResult,
+    _as_space,
     default_journal_storage,
     load_study,
     make_sampler,
@@ -305,13 +307,8 @@ class _DiscardedTrialError(OptimizerError):
 
 
 @dataclass
-class JoinedStudy:
+class JoinedStudy(PreparedStudy):
     """A study joined by a worker: its stored definition and an objective built from it."""
-
-    study: optuna.Study
-    definition: StudyDefinition
-    objective: Objective
-    storage: str
 
     @property
     def budget(self) -> int:
@@ -363,6 +360,7 @@ def join_study(
     evaluator = definition.evaluator_obj(device)
     _check_evaluator(study_name, definition, evaluator.describe())
     study.sampler = make_sampler(sampler, definition.mode, seed=seed, constant_liar=True)
+    prune_bar = study.user_attrs.get(PRUNE_ATTR, definition.target)  # the coordinator's bar (tiers included)
     objective = Objective(
         corpus,
         search,
@@ -372,6 +370,8 @@ def join_study(
         aggregate_by=definition.aggregate,
         tradeoff_lambda=definition.tradeoff_lambda,
         time_objective=definition.time_objective,
+        prune=prune_bar is not None,
+        prune_target=Target.parse(prune_bar) if prune_bar is not None else None,
     )
     return JoinedStudy(study=study, definition=definition, objective=objective, storage=storage)
 
@@ -395,15 +395,7 @@ def _load_when_ready(study_name: str, storage: str, *, wait: float, **storage_op
 
 def _ordered_sources(images: Iterable[ImageSource | Image] | str | Path, names: Sequence[str]) -> Any:
     """Paths reordered to the study's corpus order, so every worker scores (and prunes) in one order."""
-    if isinstance(images, (str, Path)):
-        folder = Path(images)
-        if folder.is_dir():
-            from ..batch import iter_image_files
-
-            images = list(iter_image_files(folder))
-        else:
-            images = [folder]
-    sources = list(images)
+    sources = expand_sources(images)
     if names and all(isinstance(s, (str, Path)) for s in sources):
         rank = {name: i for i, name in enumerate(names)}
         sources.sort(key=lambda s: rank.get(Path(s).name, len(rank)))
@@ -430,14 +422,8 @@ def _check_corpus(study_name: str, definition: StudyDefinition, corpus: Any) -> 
 
 
 def _check_space(study_name: str, definition: StudyDefinition, space: SearchSpace | Mapping[str, Any] | str | Path) -> None:
-    if isinstance(space, SearchSpace):
-        given = space
-    elif isinstance(space, Mapping):
-        given = SearchSpace.from_mapping(space)
-    else:
-        given = SearchSpace.from_file(space)
     stored = definition.space_obj.to_dict()
-    mine = given.to_dict()
+    mine = _as_space(space).to_dict()
     if stored == mine:
         return
     diffs = [f"{key}: study {a!r}, given {b!r}" for key, a, b in _dict_differences(stored, mine)]
@@ -662,15 +648,8 @@ def _available_cores() -> int:
 
 def _file_sources(images: Iterable[ImageSource | Image] | str | Path, folder: Path) -> list[str]:
     """Image paths a worker process can open: paths as given (absolute), in-memory images saved as PNG."""
-    if isinstance(images, (str, Path)):
-        path = Path(images)
-        if path.is_dir():
-            from ..batch import iter_image_files
-
-            return [str(p.resolve()) for p in iter_image_files(path)]
-        return [str(path.resolve())]
     out: list[str] = []
-    for i, src in enumerate(images):
+    for i, src in enumerate(expand_sources(images)):
         if isinstance(src, (str, Path)):
             out.append(str(Path(src).resolve()))
             continue
@@ -734,6 +713,7 @@ def tune_workers(
             seed=seed,
             sampler=sampler,
             default_storage_for=default_journal_storage,
+            tiers=tiers,
             **definition,
         )
         deadline = time.time() + timeout if timeout else None
