@@ -1,10 +1,14 @@
-"""File writing shared by presets, reports and encoded outputs."""
+"""File reading and writing shared by presets, reports, encoded outputs and configuration files."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import tomllib
 from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
@@ -22,3 +26,19 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def read_toml(path: str | os.PathLike[str], what: str = "config file") -> dict[str, Any]:
+    """Parse a UTF-8 TOML file; a missing, unreadable or malformed one is a :class:`ConfigError` that names
+    ``what`` and the path (never a raw ``OSError`` or decode error)."""
+    file = Path(path)
+    try:
+        return tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {file} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {file} is a folder") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read {what}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None

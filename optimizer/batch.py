@@ -19,15 +19,32 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._files import write_atomic
 from .errors import InvalidParameterError, OptimizerError
-from .evaluator import EvaluationResult, Evaluator, _json_number
+from .evaluator import EvaluationResult, Evaluator, _json_number, json_safe
+from .imageio import load_image
 from .metrics.registry import get_spec
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-__all__ = ["BatchReport", "IMAGE_EXTENSIONS", "PairIssue", "PairResult", "evaluate_folders", "pair_folders"]
+__all__ = [
+    "BatchReport",
+    "IMAGE_EXTENSIONS",
+    "PairIssue",
+    "PairResult",
+    "STATISTICS",
+    "damage_scale",
+    "evaluate_folders",
+    "heatmap",
+    "index_folder",
+    "iter_image_files",
+    "pair_folders",
+    "percentile",
+    "statistic",
+    "write_maps",
+]
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".webp", ".avif", ".jxl", ".gif", ".bmp", ".tif", ".tiff", ".ppm",
@@ -113,7 +130,7 @@ class BatchReport:
             if not keyed:
                 continue
             higher = True if name == "composite" else get_spec(name).higher_is_better
-            stats[name] = _describe([v for v, _ in keyed], keyed, higher)
+            stats[name] = _describe(keyed, higher)
         out["metrics"] = stats
         levels = Counter(p.result.level for p in self.pairs)
         order = list(self.evaluator.get("levels", {})) + ["very_poor"]
@@ -134,7 +151,7 @@ class BatchReport:
         return {
             "created": self.created,
             "evaluator": self.evaluator,
-            "summary": _jsonable(self.summary()),
+            "summary": json_safe(self.summary()),
             "pairs": [p.to_dict() for p in self.pairs],
             "issues": [i.to_dict() for i in self.issues],
         }
@@ -142,7 +159,7 @@ class BatchReport:
     def to_json(self, path: str | os.PathLike[str] | None = None, *, indent: int = 2) -> str:
         text = json.dumps(self.to_dict(), indent=indent)
         if path is not None:
-            Path(path).write_text(text + "\n")
+            write_atomic(path, text + "\n")
         return text
 
     def to_dataframe(self) -> pd.DataFrame:
@@ -171,50 +188,82 @@ class BatchReport:
         return pd.DataFrame(rows, columns=columns)
 
     def to_csv(self, path: str | os.PathLike[str]) -> None:
-        self.to_dataframe().to_csv(path, index=False)
+        write_atomic(path, self.to_dataframe().to_csv(index=False))
 
 
-def _describe(values: Sequence[float], keyed: Sequence[tuple[float, str]], higher_is_better: bool) -> dict[str, Any]:
+# --------------------------------------------------------------------------------------------------
+# Statistics (shared with the quality gate)
+
+#: Statistics of per-pair values that :func:`statistic` computes.
+STATISTICS: tuple[str, ...] = ("mean", "median", "p10", "p90", "min", "max", "worst")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile with linear interpolation (numpy's default) that keeps infinities.
+
+    numpy interpolates ``a + (b - a) t``, which is NaN between two equal infinities: the p10 of a batch of
+    lossless pairs (PSNR ``inf``) would read NaN. Here equal neighbours give their value, and a finite
+    neighbour next to an infinite one gives the infinity.
+    """
+    import numpy as np
+
+    arr = np.sort(np.asarray(values, dtype=np.float64))
+    if arr.size == 0:
+        return math.nan
+    pos = (arr.size - 1) * q / 100.0
+    lo = math.floor(pos)
+    a, b = float(arr[lo]), float(arr[min(lo + 1, arr.size - 1)])
+    if not (math.isinf(a) or math.isinf(b)):
+        return float(np.percentile(arr, q))
+    return a if a == b or pos == lo else (b if math.isinf(b) else a)
+
+
+def statistic(values: Sequence[float], stat: str, *, higher_is_better: bool = True) -> float:
+    """One of :data:`STATISTICS` over per-pair values, as the batch summary and the gate both report it.
+
+    ``mean`` ignores infinite values (the PSNR of identical images) when there are finite ones; ``median``,
+    ``p10`` and ``p90`` are :func:`percentile`; ``worst`` follows the direction (the minimum of a score,
+    the maximum of a distance).
+    """
     import numpy as np
 
     arr = np.asarray(values, dtype=np.float64)
-    finite = arr[np.isfinite(arr)]
-    basis = finite if finite.size else arr
-    worst_value, worst_key = (min if higher_is_better else max)(keyed, key=lambda kv: kv[0])
-    return {
-        "mean": float(np.mean(basis)),
-        "median": float(np.median(arr)),
-        "p10": float(np.percentile(arr, 10)),
-        "p90": float(np.percentile(arr, 90)),
-        "worst": float(worst_value),
-        "worst_pair": worst_key,
+    if arr.size == 0:
+        return math.nan
+    if stat == "mean":
+        finite = arr[np.isfinite(arr)]
+        return float(np.mean(finite if finite.size else arr))
+    if stat in ("median", "p10", "p90"):
+        return percentile(arr, {"median": 50.0, "p10": 10.0, "p90": 90.0}[stat])
+    if stat == "worst":
+        stat = "min" if higher_is_better else "max"
+    if stat == "min":
+        return float(arr.min())
+    if stat == "max":
+        return float(arr.max())
+    raise InvalidParameterError(f"statistic must be one of {', '.join(STATISTICS)}, got {stat!r}")
+
+
+def _describe(keyed: Sequence[tuple[float, str]], higher_is_better: bool) -> dict[str, Any]:
+    values = [v for v, _ in keyed]
+    out: dict[str, Any] = {
+        stat: statistic(values, stat, higher_is_better=higher_is_better) for stat in ("mean", "median", "p10", "p90")
     }
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float):
-        return _json_number(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
+    worst_value, worst_key = (min if higher_is_better else max)(keyed, key=lambda kv: kv[0])
+    out.update(worst=float(worst_value), worst_pair=worst_key)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
 # Pairing
 
 
-def _index(root: Path) -> tuple[dict[str, Path], list[PairIssue]]:
-    """Map relative path without extension -> file; duplicates (``b.png`` and ``b.jpg``) are issues."""
+def index_folder(root: Path) -> tuple[dict[str, Path], list[PairIssue]]:
+    """Map relative path without extension -> image file (:func:`iter_image_files`); several files with one
+    stem (``b.png`` and ``b.jpg``) are ``unpaired`` issues, not entries."""
     found: dict[str, list[Path]] = {}
-    for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.name.startswith("."):
-            continue
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            continue
-        key = path.relative_to(root).with_suffix("").as_posix()
-        found.setdefault(key, []).append(path)
+    for path in iter_image_files(root):
+        found.setdefault(path.relative_to(root).with_suffix("").as_posix(), []).append(path)
     index: dict[str, Path] = {}
     issues: list[PairIssue] = []
     for key, paths in found.items():
@@ -233,8 +282,8 @@ def pair_folders(reference_dir: str | Path, distorted_dir: str | Path) -> tuple[
     for root in (ref_root, dist_root):
         if not root.is_dir():
             raise InvalidParameterError(f"{root} is not a folder")
-    refs, issues = _index(ref_root)
-    dists, dist_issues = _index(dist_root)
+    refs, issues = index_folder(ref_root)
+    dists, dist_issues = index_folder(dist_root)
     issues += dist_issues
     pairs = [(key, refs[key], dists[key]) for key in sorted(refs.keys() & dists.keys())]
     for key in sorted(refs.keys() - dists.keys()):
@@ -253,9 +302,10 @@ def _score_pair(
 ) -> PairResult | PairIssue:
     try:
         scorer = evaluator.for_reference(ref)
-        result = scorer.score(dist)
+        distorted = load_image(dist)  # decoded once, for the score and the maps
+        result = scorer.score(distorted)
         if maps_dir is not None:
-            write_maps(scorer.maps(dist), maps_dir, key)
+            write_maps(scorer.maps(distorted), maps_dir, key)
         return PairResult(key, str(ref), str(dist), result, ref.stat().st_size, dist.stat().st_size)
     except (OptimizerError, OSError) as exc:
         return PairIssue(str(dist), str(exc), "failed")
@@ -296,16 +346,16 @@ def evaluate_folders(
     With ``workers > 1`` pairs are scored in that many processes (each loads its own models once).
     ``progress(done, total)`` is called after each pair.
     """
-    if evaluator is not None and (profile or metrics or weights):
-        raise InvalidParameterError("give either an evaluator or profile/metrics/weights, not both")
+    if evaluator is not None and (profile or metrics or weights or resize_to_reference):
+        raise InvalidParameterError("give either an evaluator or profile/metrics/weights/resize_to_reference, not both")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InvalidParameterError(f"workers must be an integer >= 1, got {workers!r}")
     if evaluator is None:
         evaluator = Evaluator(profile, metrics=metrics, weights=weights, resize_to_reference=resize_to_reference)
     pairs, issues = pair_folders(reference_dir, distorted_dir)
     maps_path = Path(maps_dir) if maps_dir is not None else None
     if maps_path is not None:
         maps_path.mkdir(parents=True, exist_ok=True)
-    if workers < 1:
-        raise InvalidParameterError(f"workers must be >= 1, got {workers}")
     outcomes: list[PairResult | PairIssue] = []
     total = len(pairs)
     if workers == 1 or total <= 1:
@@ -320,16 +370,16 @@ def evaluate_folders(
         # spawn, not fork: forking a process that already runs torch threads can deadlock
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=initargs) as pool:
-            futures = [
-                pool.submit(_score_in_worker, key, str(ref), str(dist), str(maps_path) if maps_path else None)
-                for key, ref, dist in pairs
-            ]
+            futures = {
+                pool.submit(_score_in_worker, key, str(ref), str(dist), str(maps_path) if maps_path else None): n
+                for n, (key, ref, dist) in enumerate(pairs)
+            }
+            done: dict[int, PairResult | PairIssue] = {}
             for i, future in enumerate(as_completed(futures), 1):
-                outcomes.append(future.result())
+                done[futures[future]] = future.result()
                 if progress:
                     progress(i, total)
-        order = {key: n for n, (key, _, _) in enumerate(pairs)}
-        outcomes.sort(key=lambda o: order.get(o.key, 0) if isinstance(o, PairResult) else -1)
+        outcomes = [done[n] for n in range(total)]  # pair order, whatever order the workers finished in
     results = [o for o in outcomes if isinstance(o, PairResult)]
     issues += [o for o in outcomes if isinstance(o, PairIssue)]
     return BatchReport(pairs=results, issues=issues, evaluator=evaluator.describe())
@@ -340,35 +390,38 @@ def evaluate_folders(
 
 
 def write_maps(maps: Mapping[str, np.ndarray], out_dir: Path, key: str) -> list[Path]:
-    """Write each map as a PNG heat map (bright = more damage) under ``out_dir/<key>.<metric>.png``."""
+    """Write each metric's map as a PNG heat map of its damage (:meth:`MetricSpec.damage`; bright = more
+    damage) under ``out_dir/<key>.<metric>.png``."""
     written = []
     for metric, arr in maps.items():
-        damage = _as_damage(metric, arr)
         target = out_dir / f"{key}.{metric}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
-        heatmap(damage).save(target)
+        heatmap(get_spec(metric).damage(arr)).save(target)
         written.append(target)
     return written
 
 
-def _as_damage(metric: str, arr: np.ndarray) -> np.ndarray:
+def damage_scale(damage: np.ndarray) -> float:
+    """The value a damage map is drawn brightest at: its 99th percentile over finite values (else its
+    maximum, else 1), so that a few extreme pixels do not wash out the rest."""
     import numpy as np
 
-    arr = np.asarray(arr, dtype=np.float32)
-    if get_spec(metric).higher_is_better and metric == "ssim":
-        return np.clip(1.0 - arr, 0.0, 1.0)
-    return arr
+    finite = np.asarray(damage, dtype=np.float32)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return 1.0
+    return float(np.percentile(finite, 99.0)) or float(finite.max()) or 1.0
 
 
 def heatmap(damage: np.ndarray, vmax: float | None = None, colormap: str = "inferno") -> Any:
-    """An RGB PIL image of ``damage`` (0 = none), scaled to its 99th percentile unless ``vmax`` is given."""
+    """An RGB PIL image of ``damage`` (0 = none), scaled to :func:`damage_scale` unless ``vmax`` is given."""
     import numpy as np
     from matplotlib import colormaps
     from PIL import Image as PILImage
 
     arr = np.nan_to_num(np.asarray(damage, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     arr = np.maximum(arr, 0.0)
-    scale = float(vmax) if vmax else float(np.percentile(arr, 99.0)) or float(arr.max()) or 1.0
+    scale = float(vmax) if vmax else damage_scale(arr)
     rgba = colormaps[colormap](np.clip(arr / scale, 0.0, 1.0))
     return PILImage.fromarray((rgba[..., :3] * 255.0 + 0.5).astype(np.uint8), "RGB")
 

@@ -24,12 +24,12 @@ errors. Example::
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._files import read_toml
 from .errors import ConfigError, OptimizerError
 from .evaluator import Evaluator, Profile, QualityLevels
 
@@ -120,12 +120,15 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> EvaluatorCo
         metrics = section.get("metrics", [])
         if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
             raise ConfigError(f"{source}: evaluator.metrics is a list of metric names, got {metrics!r}")
+        resize = section.get("resize_to_reference", False)
+        if not isinstance(resize, bool):
+            raise ConfigError(f"{source}: evaluator.resize_to_reference is true or false, got {resize!r}")
         config = EvaluatorConfig(
             profile=section.get("profile"),
             metrics=tuple(metrics),
             device=section.get("device"),
             background=background,
-            resize_to_reference=bool(section.get("resize_to_reference", False)),
+            resize_to_reference=resize,
             metric_options=options,
             profiles=profiles,
             levels=levels,
@@ -139,11 +142,4 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> EvaluatorCo
 
 def load_config(path: str | Path) -> EvaluatorConfig:
     """Read and validate a TOML config file."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    return parse_config(data, str(path))
+    return parse_config(read_toml(path, "config file"), str(path))

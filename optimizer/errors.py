@@ -25,6 +25,10 @@ class InvalidImageError(OptimizerError, ValueError):
         super().__init__(message)
 
 
+class ImageTooLargeError(InvalidImageError):
+    """An image is over the pixel limit (the decompression-bomb guard); found before its pixels are decoded."""
+
+
 class ImageSizeMismatchError(OptimizerError, ValueError):
     """Reference and distorted images differ in size where equal sizes are required."""
 

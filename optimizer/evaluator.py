@@ -52,6 +52,7 @@ __all__ = [
     "QualityLevels",
     "ReferenceScorer",
     "get_profile",
+    "json_safe",
     "register_profile",
 ]
 
@@ -170,6 +171,17 @@ def _json_number(value: float) -> float | str:
     if math.isfinite(value):
         return value
     return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every float inside (dicts, lists, tuples) made JSON-safe by :func:`_json_number`."""
+    if isinstance(value, float):
+        return _json_number(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -397,8 +409,11 @@ class ReferenceScorer:
         import torch
 
         started = time.perf_counter()
-        image, tensor = self._distorted_tensor(distorted)
         names = list(metrics) if metrics is not None else self.evaluator.metric_names
+        unknown = [n for n in names if n not in self._states]
+        if unknown:
+            raise UnknownNameError("metric of this evaluator", unknown[0], self.evaluator.metric_names)
+        image, tensor = self._distorted_tensor(distorted)
         pair_shared: dict[str, Any] = {}
         scores: dict[str, float] = {}
         with torch.inference_mode():

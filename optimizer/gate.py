@@ -20,10 +20,11 @@ A budget file (TOML) lists what a build must hold; every key but ``metric`` and 
     metric = "bytes"           # stat defaults to "total": the processed bytes of all images
     max_ratio = 0.6            # of the originals' bytes (or max = 5_000_000)
 
-Statistics are taken over the scored pairs in the metric's own units. ``p10`` and ``p90`` are plain
-percentiles (linear interpolation, as in :meth:`BatchReport.summary`); ``worst`` follows the direction
-(the minimum of a score, the maximum of a distance, bytes or bits per pixel). ``mean`` ignores infinite
-values (the PSNR of identical images) when there are finite ones, as the batch summary does. ``bytes``
+Statistics are taken over the scored pairs in the metric's own units, by the same function as the batch
+summary (:func:`optimizer.batch.statistic`). ``p10`` and ``p90`` are plain percentiles (linear
+interpolation; two equal infinities give that infinity, not NaN); ``worst`` follows the direction (the
+minimum of a score, the maximum of a distance, bytes or bits per pixel). ``mean`` ignores infinite values
+(the PSNR of identical images) when there are finite ones. ``bytes``
 accepts every statistic over per-image sizes plus ``total``; with ``max_ratio`` the statistic is taken
 over processed / original byte ratios (``total``: all processed bytes over all original bytes).
 
@@ -43,13 +44,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._files import read_toml, write_atomic
+from .batch import STATISTICS, statistic
 from .errors import ConfigError, InvalidParameterError, UnknownNameError
 from .evaluator import Evaluator, _json_number
 from .metrics.registry import get_spec, metric_names
@@ -75,8 +76,7 @@ __all__ = [
 COMPOSITE = "composite"
 BYTES = "bytes"
 BITS_PER_PIXEL = "bits_per_pixel"
-GATE_STATS: tuple[str, ...] = ("mean", "median", "p10", "p90", "min", "max", "worst", "total")
-_PER_IMAGE_STATS = GATE_STATS[:-1]
+GATE_STATS: tuple[str, ...] = (*STATISTICS, "total")
 _BUDGET_KEYS = ("name", "metric", "stat", "min", "max", "max_ratio")
 _TOP_KEYS = ("profile", "allow_missing", "budget")
 _SHOWN_FAILING = 5
@@ -241,16 +241,7 @@ def parse_budgets(data: Mapping[str, Any], *, source: str = "budget file") -> Ga
 
 def load_budgets(path: str | os.PathLike[str]) -> GateConfig:
     """Read and validate a budget file (TOML)."""
-    file = Path(path)
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"budget file {file} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"budget file {file} is a folder") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
-    return parse_budgets(data, source=str(file))
+    return parse_budgets(read_toml(path, "budget file"), source=str(path))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -335,7 +326,7 @@ class GateReport:
     def to_json(self, path: str | os.PathLike[str] | None = None, *, indent: int = 2) -> str:
         text = json.dumps(self.to_dict(), indent=indent)
         if path is not None:
-            Path(path).write_text(text + "\n", encoding="utf-8")
+            write_atomic(path, text + "\n")
         return text
 
     def to_junit(self, path: str | os.PathLike[str] | None = None) -> str:
@@ -377,7 +368,7 @@ class GateReport:
         text = ET.tostring(suites, encoding="unicode", xml_declaration=False)
         document = '<?xml version="1.0" encoding="UTF-8"?>\n' + text + "\n"
         if path is not None:
-            Path(path).write_text(document, encoding="utf-8")
+            write_atomic(path, document)
         return document
 
 
@@ -409,30 +400,14 @@ def _per_image(budget: Budget, pair: PairResult) -> float:
 
 
 def _statistic(budget: Budget, pairs: Sequence[PairResult], values: Sequence[float]) -> float:
-    import numpy as np
-
     if budget.stat == "total":
         if budget.max_ratio is not None:
             originals = sum(p.reference_bytes for p in pairs)
             return sum(p.distorted_bytes for p in pairs) / originals if originals else math.nan
         return float(sum(values))
-    arr = np.asarray(values, dtype=np.float64)
-    if np.isnan(arr).any():
+    if any(math.isnan(v) for v in values):
         return math.nan
-    if budget.stat == "mean":
-        finite = arr[np.isfinite(arr)]
-        return float(np.mean(finite if finite.size else arr))
-    if budget.stat == "median":
-        return float(np.median(arr))
-    if budget.stat == "p10":
-        return float(np.percentile(arr, 10.0))
-    if budget.stat == "p90":
-        return float(np.percentile(arr, 90.0))
-    if budget.stat == "min":
-        return float(arr.min())
-    if budget.stat == "max":
-        return float(arr.max())
-    return float(arr.min() if budget.higher_is_better else arr.max())  # worst
+    return statistic(values, str(budget.stat), higher_is_better=budget.higher_is_better)
 
 
 def check_budget(budget: Budget, pairs: Sequence[PairResult]) -> BudgetResult:

@@ -37,8 +37,9 @@ call with ``load_image(..., max_pixels=N)``. Importing this module, and :func:`s
 own decompression-bomb guard (``PIL.Image.MAX_IMAGE_PIXELS``) to the same value, so plain Pillow calls
 elsewhere in the process are guarded too. A per-call limit above it lifts Pillow's guard for that load only
 (under a lock; concurrent loads with the default limit are not held up). An image over the limit is an
-:class:`InvalidImageError` that gives its size (width x height when the header was read, the pixel count
-when Pillow's guard, at twice the limit, fired first) and the limit.
+:class:`~optimizer.errors.ImageTooLargeError` (an :class:`InvalidImageError`) that gives its size (width x
+height when the header was read, the pixel count when Pillow's guard, at twice the limit, fired first) and
+the limit.
 
 Bit depth (``info.bit_depth`` is the precision of the loaded pixels, not of the file):
 
@@ -93,7 +94,7 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageCms, ImageFile, UnidentifiedImageError
 
-from .errors import InvalidImageError, InvalidParameterError
+from .errors import ImageTooLargeError, InvalidImageError, InvalidParameterError
 
 if TYPE_CHECKING:
     import torch
@@ -370,7 +371,7 @@ def _check_pixels(width: int, height: int, limit: int, label: str | None) -> Non
     if width <= 0 or height <= 0:
         raise InvalidImageError(f"image has zero size ({width}x{height})", label)
     if width * height > limit:
-        raise InvalidImageError(
+        raise ImageTooLargeError(
             f"image is {width}x{height} = {width * height:,} pixels, over the limit of {limit:,} "
             "(raise it with max_pixels= or set_max_pixels() if this image is trusted)",
             label,
@@ -385,14 +386,12 @@ def _pillow_guard(limit: int, label: str) -> Iterator[None]:
     checks) must not refuse what this call allows. Raising it is rare (a per-call limit above the
     module-wide one) and is done under a lock, so concurrent loads never see a guard below their limit.
 
-    Warnings raised meanwhile are collected and re-issued once loading succeeded: Pillow's
-    ``DecompressionBombWarning`` is dropped (the limit check speaks for it), Pillow's plain ``UserWarning``
-    (corrupt EXIF, malformed MPO...) becomes an :class:`ImageWarning` naming the source, our own pass as
-    they are. (``warnings.catch_warnings`` is process-wide before Python 3.14: a warning another thread
-    raises at that moment may be re-issued from here.)
+    Warnings raised meanwhile in this thread are collected (:func:`_thread_warnings`) and re-issued once
+    loading succeeded: Pillow's ``DecompressionBombWarning`` is dropped (the limit check speaks for it),
+    Pillow's plain ``UserWarning`` (corrupt EXIF, malformed MPO...) becomes an :class:`ImageWarning` naming
+    the source, our own pass as they are.
     """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with _thread_warnings() as caught:
         current = PILImage.MAX_IMAGE_PIXELS
         # Compare with our own setting too: another load may have raised Pillow's guard for a moment.
         if current is None or limit <= min(current, _max_pixels):
@@ -415,6 +414,56 @@ def _pillow_guard(limit: int, label: str) -> Iterator[None]:
             _warn(message, category)
         else:
             _warn(f"{label}: {message}", ImageWarning)
+
+
+_capture_lock = threading.Lock()
+_capture_users = 0
+_capture_context: Any = None
+_capture_show: Any = None
+_capture_local = threading.local()
+
+
+def _route_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    records = getattr(_capture_local, "records", None)
+    if records is None:
+        _capture_show(message, category, filename, lineno, file, line)
+    else:
+        records.append(warnings.WarningMessage(message, category, filename, lineno, file, line))
+
+
+@contextmanager
+def _thread_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Record every warning this thread raises inside the block (``catch_warnings(record=True)`` per thread).
+
+    ``warnings.catch_warnings`` changes process-wide state and restores it on exit, so two threads whose
+    blocks overlap out of order leave it broken (every later warning in the process swallowed into a dead
+    list). Here the first thread in installs one capture (filter ``always``, a ``showwarning`` that routes
+    each warning to the list of the thread that raised it, else to the previous ``showwarning``) and the last
+    one out removes it, both under a lock, so concurrent loads keep their own warnings and leave the state
+    as they found it. While any load runs, other threads' warnings are shown, each time they are raised.
+    """
+    global _capture_users, _capture_context, _capture_show
+    with _capture_lock:
+        if _capture_users == 0:
+            context = warnings.catch_warnings()
+            context.__enter__()
+            _capture_context, _capture_show = context, warnings.showwarning
+            warnings.simplefilter("always")
+            warnings.showwarning = _route_warning
+        _capture_users += 1
+    outer = getattr(_capture_local, "records", None)
+    records: list[warnings.WarningMessage] = []
+    _capture_local.records = records
+    try:
+        yield records
+    finally:
+        _capture_local.records = outer
+        with _capture_lock:
+            _capture_users -= 1
+            if _capture_users == 0:
+                # _capture_show stays set: a thread already inside _route_warning may still need it.
+                context, _capture_context = _capture_context, None
+                context.__exit__(None, None, None)
 
 
 def _from_bytes(data: bytes, label: str, limit: int, animated: str) -> Image:
@@ -466,7 +515,7 @@ def _open_header(data: bytes, label: str, limit: int) -> PILImage.Image:
         # Pillow's guard (set to the limit) fires before ours for images over twice the limit.
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(found.group(1)):,} pixels" if found else "too large"
-        raise InvalidImageError(f"image is {size}, over the limit of {limit:,}", label) from None
+        raise ImageTooLargeError(f"image is {size}, over the limit of {limit:,}", label) from None
     except MemoryError:
         raise InvalidImageError("not enough memory to read the image header", label) from None
     except (OSError, SyntaxError, ValueError, TypeError, EOFError, IndexError, KeyError, struct_error) as exc:
@@ -517,7 +566,7 @@ def _from_pil(pil: PILImage.Image, label: str, animated: str, data: bytes | None
     except InvalidImageError:
         raise
     except PILImage.DecompressionBombError as exc:
-        raise InvalidImageError(f"decompression bomb guard: {exc}", label) from None
+        raise ImageTooLargeError(f"decompression bomb guard: {exc}", label) from None
     except MemoryError:
         raise InvalidImageError(f"not enough memory to decode a {pil.width}x{pil.height} image", label) from None
     except (OSError, SyntaxError, ValueError, TypeError, EOFError, IndexError, KeyError, struct_error) as exc:

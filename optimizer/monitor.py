@@ -33,7 +33,6 @@ import os
 import queue as queue_module
 import threading
 import time
-import tomllib
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -41,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from ._files import read_toml
 from .errors import ConfigError, InvalidParameterError, OptimizerError, UnknownNameError
 from .evaluator import EvaluationResult, _json_number
 from .metrics.registry import get_spec
@@ -454,14 +454,7 @@ def _rule_values(spec: Any, allowed: set[str], where: str) -> dict[str, Any]:
 
 def load_monitor_config(path: str | os.PathLike[str]) -> MonitorConfig:
     """Read a :class:`MonitorConfig` from a TOML file (see its docstring for the layout)."""
-    file = Path(path)
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"monitor config {file} does not exist") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
-    return MonitorConfig.from_mapping(data, source=str(file))
+    return MonitorConfig.from_mapping(read_toml(path, "monitor config"), source=str(path))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -927,13 +920,15 @@ class FolderWatcher:
 
     def poll(self) -> list[WatchItem]:
         """Scan both folders once and process every settled pair not processed before."""
+        from .batch import index_folder
+
         now = self.clock()
-        originals, orig_ambiguous = _index(self.orig_dir)
-        processed, proc_ambiguous = _index(self.processed_dir)
-        for path, reason in orig_ambiguous + proc_ambiguous:
-            if path not in self._reported:
-                self._reported.add(path)
-                self._report_unpairable(path, reason)
+        originals, orig_ambiguous = index_folder(self.orig_dir)
+        processed, proc_ambiguous = index_folder(self.processed_dir)
+        for issue in orig_ambiguous + proc_ambiguous:
+            if issue.path not in self._reported:
+                self._reported.add(issue.path)
+                self._report_unpairable(issue.path, issue.reason)
         items: list[WatchItem] = []
         seen: set[str] = set()
         for key in sorted(originals.keys() & processed.keys()):
@@ -1076,21 +1071,3 @@ def _signature(orig: Path, proc: Path) -> _Signature | None:
     except OSError:
         return None
     return (a.st_size, a.st_mtime_ns, b.st_size, b.st_mtime_ns)
-
-
-def _index(root: Path) -> tuple[dict[str, Path], list[tuple[str, str]]]:
-    """Relative path without extension -> file; several files with one stem are reported, not paired."""
-    from .batch import iter_image_files
-
-    found: dict[str, list[Path]] = {}
-    for path in iter_image_files(root):
-        found.setdefault(path.relative_to(root).with_suffix("").as_posix(), []).append(path)
-    index: dict[str, Path] = {}
-    ambiguous: list[tuple[str, str]] = []
-    for key, paths in found.items():
-        if len(paths) == 1:
-            index[key] = paths[0]
-        else:
-            names = ", ".join(p.name for p in paths)
-            ambiguous += [(str(p), f"ambiguous: several files share the stem {key!r} ({names})") for p in paths]
-    return index, ambiguous

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .evaluator import Evaluator
     from .tuning.corpus import Corpus, CorpusItem
     from .tuning.presets import Preset, PresetTier
-    from .tuning.settings import EncodingSettings
+    from .tuning.settings import EncodedImage, EncodingSettings
     from .tuning.study import StudyDefinition, TuningResult
     from .tuning.target import Target
 
@@ -73,8 +73,6 @@ ImagesArg = Union["Corpus", str, os.PathLike, Iterable[Union[str, os.PathLike, I
 #: Importance evaluators by name; ``fanova`` (the default) and ``mdi`` need scikit-learn.
 IMPORTANCE_EVALUATORS: tuple[str, ...] = ("fanova", "ped-anova", "mdi")
 
-#: Maps that measure similarity (1 = identical) rather than damage; everything else is drawn as it is.
-_SIMILARITY_MAPS = frozenset({"ssim"})
 _FEASIBLE_LABEL = "meets target"
 _INFEASIBLE_LABEL = "misses target"
 _PRUNED_LABEL = "pruned (part of the corpus)"
@@ -562,7 +560,6 @@ def measure_baseline(
     Bytes, bits per pixel and the study target's aggregate come out comparable with every trial: same
     items (widths included), same evaluator, same aggregate.
     """
-    from .tuning.settings import EncodingSettings
     from .tuning.target import aggregate
 
     result = tuning_result(source)
@@ -573,7 +570,7 @@ def measure_baseline(
     total = pixels = 0
     qualities = []
     for item in corpus.items:
-        encoded = EncodingSettings(settings.codec, settings.params, item.candidate_transform(settings.transform)).encode(item.source)
+        encoded = _encode_item(item, settings)
         total += encoded.bytes
         pixels += encoded.width * encoded.height
         qualities.append(goal.value_of(evaluator.for_reference(item.reference).score(encoded.decoded)))
@@ -758,13 +755,13 @@ def _damage_map(kind: str, reference: Image, decoded: Image, evaluator: Evaluato
     if kind == "difference":
         return np.abs(reference.for_scoring() - decoded.for_scoring()).mean(axis=2).astype(np.float32)
     from .evaluator import Evaluator
+    from .metrics.registry import get_spec
 
     scorer = (evaluator or Evaluator(metrics=[kind])).for_reference(reference)
     maps = scorer.maps(decoded)
     if kind not in maps:
         raise InvalidParameterError(f"metric {kind!r} offers no spatial map; use ssim, ssimulacra2, lpips or difference")
-    arr = np.asarray(maps[kind], dtype=np.float32)
-    return np.clip(1.0 - arr, 0.0, None) if kind in _SIMILARITY_MAPS else np.maximum(arr, 0.0)
+    return get_spec(kind).damage(maps[kind])
 
 
 def _worst_window(damage: np.ndarray, size: int) -> tuple[int, int, int, int]:
@@ -778,13 +775,18 @@ def _worst_window(damage: np.ndarray, size: int) -> tuple[int, int, int, int]:
     return int(x), int(y), int(cw), int(ch)
 
 
-def _item_qualities(corpus: Corpus, settings: EncodingSettings, target: Target, evaluator: Evaluator) -> list[dict[str, Any]]:
-    """Score every corpus item with ``settings`` (for tiers whose trial the study does not hold)."""
+def _encode_item(item: CorpusItem, settings: EncodingSettings) -> EncodedImage:
+    """``settings`` applied to one corpus item exactly as a study trial applies them (at the item's width)."""
     from .tuning.settings import EncodingSettings
 
+    return EncodingSettings(settings.codec, settings.params, item.candidate_transform(settings.transform)).encode(item.source)
+
+
+def _item_qualities(corpus: Corpus, settings: EncodingSettings, target: Target, evaluator: Evaluator) -> list[dict[str, Any]]:
+    """Score every corpus item with ``settings`` (for tiers whose trial the study does not hold)."""
     rows = []
     for item in corpus.items:
-        encoded = EncodingSettings(settings.codec, settings.params, item.candidate_transform(settings.transform)).encode(item.source)
+        encoded = _encode_item(item, settings)
         quality = target.value_of(evaluator.for_reference(item.reference).score(encoded.decoded))
         rows.append({"name": item.name, "quality": float(quality), "bits_per_pixel": encoded.bits_per_pixel, "bytes": encoded.bytes})
     sign = 1.0 if target.higher_is_better else -1.0
@@ -810,7 +812,7 @@ def hardest_crops(
     ``images`` must rebuild the study corpus (see :func:`study_corpus`). ``damage_map``: ``ssim`` (1 - SSIM),
     ``difference`` (mean absolute RGB difference) or another metric with a spatial map.
     """
-    from .tuning.settings import EncodingSettings
+    from .batch import damage_scale
 
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise InvalidParameterError(f"count must be an integer >= 1, got {count!r}")
@@ -839,12 +841,9 @@ def hardest_crops(
         item: CorpusItem | None = items.get(row["name"])
         if item is None:
             continue
-        settings = EncodingSettings(chosen.settings.codec, chosen.settings.params, item.candidate_transform(chosen.settings.transform))
-        decoded = settings.encode(item.source).decoded
+        decoded = _encode_item(item, chosen.settings).decoded
         damage = _damage_map(damage_map, item.reference, decoded, map_evaluator)
-        finite = damage[np.isfinite(damage)]
-        scale = float(np.percentile(finite, 99.0)) if finite.size else 0.0
-        scale = scale or (float(finite.max()) if finite.size else 0.0) or 1.0
+        scale = damage_scale(damage)
         x, y, w, h = _worst_window(damage, crop)
         window = (slice(y, y + h), slice(x, x + w))
         out.append(
@@ -940,8 +939,10 @@ def metric_maps(
     the metrics (those without a map are scored and listed in the title); ``evaluator`` overrides them.
     Maps are drawn as damage (SSIM as ``1 - SSIM``), each scaled to its 99th percentile.
     """
+    from .batch import damage_scale
     from .evaluator import Evaluator
     from .imageio import load_image
+    from .metrics.registry import get_spec
 
     ref = reference if isinstance(reference, Image) else load_image(reference)
     dist = distorted if isinstance(distorted, Image) else load_image(distorted)
@@ -954,11 +955,11 @@ def metric_maps(
         ("distorted", dist.for_scoring(), {}),
     ]
     diff = np.abs(ref.for_scoring() - dist.for_scoring()).mean(axis=2)
-    panels.append(("|difference|", diff, {"cmap": "inferno", "vmin": 0.0, "vmax": _p99(diff)}))
+    panels.append(("|difference|", diff, {"cmap": "inferno", "vmin": 0.0, "vmax": damage_scale(diff)}))
     for name, arr in maps.items():
-        damage = np.clip(1.0 - arr, 0.0, None) if name in _SIMILARITY_MAPS else np.maximum(arr, 0.0)
+        damage = get_spec(name).damage(arr)
         title = f"{_map_title(name)}\n{name} = {result.scores[name]:.4g}"
-        panels.append((title, damage, {"cmap": "inferno", "vmin": 0.0, "vmax": _p99(damage)}))
+        panels.append((title, damage, {"cmap": "inferno", "vmin": 0.0, "vmax": damage_scale(damage)}))
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
     aspect = ref.height / ref.width
@@ -973,10 +974,3 @@ def metric_maps(
     for ax in axes:
         ax.set_axis_off()
     return fig
-
-
-def _p99(arr: np.ndarray) -> float:
-    finite = arr[np.isfinite(arr)]
-    if not finite.size:
-        return 1.0
-    return float(np.percentile(finite, 99.0)) or float(finite.max()) or 1.0

@@ -127,6 +127,14 @@ def test_mismatched_sizes_are_an_error_unless_resized(pair) -> None:
     assert result.width == 256 and 0 < result.scores["ssim"] < 1
 
 
+def test_scoring_a_metric_the_evaluator_lacks(pair) -> None:
+    ref, dist, _ = pair
+    scorer = Evaluator("fast").for_reference(ref)
+    assert set(scorer.score(dist, metrics=["psnr"]).scores) == {"psnr"}
+    with pytest.raises(UnknownNameError, match="lpips"):
+        scorer.score(dist, metrics=["psnr", "lpips"])
+
+
 def test_cached_reference_equals_uncached(pair) -> None:
     ref, dist, _ = pair
     evaluator = Evaluator("default")
@@ -134,6 +142,22 @@ def test_cached_reference_equals_uncached(pair) -> None:
     cached = [scorer.score(dist).scores for _ in range(2)]
     fresh = Evaluator("default").evaluate(ref, dist).scores
     assert cached[0] == cached[1] == fresh
+
+
+def test_one_scorer_shared_by_threads_equals_sequential(pair) -> None:
+    # Tuning trials in threads (n_jobs) and the service share one scorer per reference: scoring must not
+    # touch shared scratch state.
+    from concurrent.futures import ThreadPoolExecutor
+
+    ref, dist, _ = pair
+    box = (0, 0, 96, 80)
+    reference = load_image(ref.to_pil().crop(box))
+    candidates = [load_image(dist.to_pil().crop(box)), load_image(dist.to_pil().crop(box).rotate(180)), reference]
+    scorer = Evaluator("default").for_reference(reference)
+    sequential = [scorer.score(c).scores for c in candidates]
+    with ThreadPoolExecutor(3) as pool:
+        threaded = list(pool.map(lambda i: scorer.score(candidates[i % 3]).scores, range(24)))
+    assert threaded == [sequential[i % 3] for i in range(24)]
 
 
 def test_inputs_as_paths_arrays_and_pil(pair, tmp_path: Path) -> None:
@@ -173,7 +197,13 @@ def test_config_file(tmp_path: Path, pair) -> None:
         ("[profiles.p]\nvmaf = 1\n", "vmaf"),
         ("[levels]\na = 0.5\nb = 0.5\n", "decreasing"),
         ("[evaluator\n", "config"),
+        ('[evaluator]\nresize_to_reference = "no"\n', "true or false"),
     ):
         path.write_text(bad)
         with pytest.raises(ConfigError, match=message):
             load_config(path)
+    path.write_bytes(b"\xff\xfe[evaluator]\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path)

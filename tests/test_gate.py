@@ -210,6 +210,17 @@ def test_no_pairs_fails(tmp_path: Path, evaluator: Evaluator) -> None:
     assert root.get("failures") == "2"
 
 
+def test_lossless_pairs_have_infinite_psnr_statistics(folders: tuple[Path, Path], evaluator: Evaluator,
+                                                      tmp_path: Path) -> None:
+    # Identical images have an infinite PSNR: every statistic of it is inf (numpy's percentile says NaN).
+    orig = folders[0]
+    budgets = [Budget("psnr", stat, min=60) for stat in ("p10", "median", "p90", "worst")]
+    report = run_gate(budgets, orig, orig, evaluator=evaluator)
+    assert report.passed, [r.message for r in report.results]
+    assert all(r.value == float("inf") for r in report.results)
+    assert json.loads(report.to_json())["budgets"][0]["value"] == "inf"
+
+
 def test_evaluator_must_compute_the_budget_metrics(folders: tuple[Path, Path], evaluator: Evaluator) -> None:
     with pytest.raises(InvalidParameterError, match="ms_ssim"):
         run_gate([Budget("ms_ssim", min=0.5)], *folders, evaluator=evaluator)

@@ -20,7 +20,7 @@ from PIL import Image as PILImage
 from PIL import ImageCms, ImageFile
 
 from optimizer import imageio
-from optimizer.errors import InvalidImageError, InvalidParameterError, OptimizerError
+from optimizer.errors import ImageTooLargeError, InvalidImageError, InvalidParameterError, OptimizerError
 from optimizer.imageio import (
     DEFAULT_MAX_PIXELS,
     IccWarning,
@@ -210,6 +210,8 @@ def expect_invalid(source, *fragments: str, **kwargs) -> InvalidImageError:
     assert "Traceback" not in message
     for fragment in fragments:
         assert fragment.lower() in message.lower(), f"{fragment!r} not in {message!r}"
+    over_limit = "over the limit" in message or "decompression bomb" in message
+    assert isinstance(error, ImageTooLargeError) == over_limit, "pixel-limit errors, and only they, have their class"
     return error
 
 
@@ -901,6 +903,26 @@ def test_broken_exif_block_does_not_cost_the_pixels():
     with pytest.warns(ImageWarning, match="broken-exif.jpg: .*EXIF"):
         image = load_image(data, name="broken-exif.jpg")
     assert image.size == (48, 32) and not image.info.exif_transposed
+
+
+def test_concurrent_loads_keep_their_warnings_and_the_warning_state():
+    # warnings.catch_warnings is process-wide: overlapping loads in threads used to lose each other's warnings
+    # and leave every later warning in the process swallowed into a dead list.
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = encode(_upright(), "JPEG", quality=98)
+    app1 = b"Exif\x00\x00II*\x00\xff\xff\xff\x7f" + bytes(20)
+    broken = data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:]
+    filters, show = list(warnings.filters), warnings.showwarning
+    show_impl = warnings._showwarnmsg_impl  # type: ignore[attr-defined]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(lambda i: load_image(broken if i % 2 else data, name=f"n{i}.jpg"), range(300)))
+    names = sorted(str(w.message).split(":")[0] for w in caught if issubclass(w.category, ImageWarning))
+    assert names == sorted(f"n{i}.jpg" for i in range(1, 300, 2))
+    assert warnings.filters == filters and warnings.showwarning is show
+    assert warnings._showwarnmsg_impl is show_impl  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -224,6 +224,16 @@ def test_registry_builds_these_classes() -> None:
     assert get_spec("ssim").has_map
 
 
+def test_ssim_map_drawn_as_damage() -> None:
+    # The SSIM map is a similarity (1 = identical); heat maps and figures draw 1 - SSIM, never below 0.
+    ssim, ssimulacra2 = get_spec("ssim"), get_spec("ssimulacra2")
+    assert ssim.similarity_map and not ssimulacra2.similarity_map
+    np.testing.assert_array_equal(ssim.damage(np.array([[1.0, 0.25, -0.5, 1.5]])), [[0.0, 0.75, 1.5, 0.0]])
+    damage = ssimulacra2.damage(np.array([[0.0, 2.0, -1.0]]))
+    assert damage.dtype == np.float32
+    np.testing.assert_array_equal(damage, [[0.0, 2.0, 0.0]])
+
+
 # --------------------------------------------------------------------------------------- errors, sizes
 
 

@@ -336,6 +336,8 @@ def test_config_errors(tmp_path: Path, text: str) -> None:
 def test_missing_config_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         load_monitor_config(tmp_path / "absent.toml")
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_monitor_config(tmp_path)
 
 
 # --------------------------------------------------------------------------------------------------

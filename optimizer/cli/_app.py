@@ -12,13 +12,10 @@ from rich.console import Console
 from .. import __version__
 from ..errors import (
     CodecUnavailableError,
-    ConfigError,
     ImageSizeMismatchError,
     InvalidImageError,
-    InvalidParameterError,
     OptimizerError,
     PresetError,
-    UnknownNameError,
     WeightsNotFoundError,
 )
 
@@ -72,9 +69,7 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_INPUT
     if isinstance(exc, (CodecUnavailableError, WeightsNotFoundError)):
         return EXIT_DEPENDENCY
-    if isinstance(exc, (InvalidParameterError, ConfigError, UnknownNameError)):
-        return EXIT_USAGE
-    if isinstance(exc, OptimizerError):
+    if isinstance(exc, OptimizerError):  # InvalidParameterError, ConfigError, UnknownNameError, StudyError...
         return EXIT_USAGE
     if isinstance(exc, FileNotFoundError):
         return EXIT_INPUT

@@ -63,6 +63,7 @@ def encode_command(
     sharpen: Annotated[float, typer.Option(help="Unsharp-mask amount after resizing (0 = none).")] = 0.0,
 ) -> None:
     """Encode one image and print its size in bytes and bits per pixel."""
+    from .._files import write_atomic
     from ..codecs import get_codec
     from ..imageio import load_image
     from ..transforms import Transform
@@ -72,8 +73,7 @@ def encode_command(
     transform = Transform(width=width, height=height, filter=resize_filter, sharpen_amount=sharpen)
     image = transform.apply(load_image(input_path))
     data = encoder.encode(image, params)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_bytes(data)
+    write_atomic(output, data)
     bpp = len(data) * 8 / image.pixels
     console.print(
         f"{output}: {len(data):,} bytes, {bpp:.3f} bits per pixel ({image.width}x{image.height}, "

@@ -51,6 +51,7 @@ def evaluate_command(
 ) -> None:
     """Score processed images against their originals: two files or two folders."""
     from ..batch import BatchReport, PairResult, evaluate_folders, write_maps
+    from ..imageio import load_image
 
     if output_format not in ("table", "json"):
         fail(f"--format must be table or json, got {output_format!r}")
@@ -62,10 +63,11 @@ def evaluate_command(
     else:
         evaluator.load()
         scorer = evaluator.for_reference(reference)
-        result = scorer.score(distorted)
+        processed = load_image(distorted)  # decoded once, for the score and the maps
+        result = scorer.score(processed)
         if maps is not None:
             maps.mkdir(parents=True, exist_ok=True)
-            write_maps(scorer.maps(distorted), maps, distorted.stem)
+            write_maps(scorer.maps(processed), maps, distorted.stem)
         pair = PairResult(distorted.stem, str(reference), str(distorted), result,
                           reference.stat().st_size, distorted.stat().st_size)
         batch = BatchReport(pairs=[pair], issues=[], evaluator=evaluator.describe())

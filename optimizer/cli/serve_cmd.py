@@ -114,14 +114,9 @@ def build_config(path: Path | None, overrides: dict[str, Any]) -> ServiceConfig:
 
     values: dict[str, Any] = {}
     if path is not None:
-        import tomllib
+        from .._files import read_toml
 
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+        data = read_toml(path, "service config")
         values = dict(data.get("service", data)) if isinstance(data.get("service", data), dict) else {}
         ServiceConfig.from_mapping(values, source=str(path))  # unknown keys and bad values name the file
     values.update({k: v for k, v in overrides.items() if v is not None})

@@ -39,6 +39,8 @@ class MetricSpec:
     ``norm_range`` is the interval mapped linearly onto [0, 1] for the composite, 1 being best; raw values
     outside it are clamped, so identical images get exactly 1 on every metric. Norm ranges are calibrated
     so that a normalised score reads like SSIMULACRA 2 divided by 100 (see ``calibration.py``).
+    ``has_map``: the metric offers a spatial map (:meth:`Metric.compute_map`); ``similarity_map``: that map
+    measures similarity, 1 where the images agree (SSIM), rather than damage, 0 where they agree.
     """
 
     name: str
@@ -52,6 +54,7 @@ class MetricSpec:
     per_pair: bool = True
     has_map: bool = False
     unit: str = ""
+    similarity_map: bool = False
 
     @property
     def direction(self) -> str:
@@ -73,6 +76,14 @@ class MetricSpec:
             return 0.0 if self.higher_is_better else 1.0
         x = (min(max(value, lo), hi) - lo) / (hi - lo)
         return x if self.higher_is_better else 1.0 - x
+
+    def damage(self, spatial_map: "np.ndarray") -> "np.ndarray":
+        """This metric's spatial map as damage (float32, 0 where the images agree, higher where worse), the
+        one way heat maps, reports and figures draw it: a similarity map becomes ``1 - map``."""
+        import numpy as np
+
+        arr = np.asarray(spatial_map, dtype=np.float32)
+        return np.maximum(1.0 - arr if self.similarity_map else arr, np.float32(0.0))
 
     def meets(self, value: float, target: float) -> bool:
         """Whether ``value`` is at least as good as ``target`` in this metric's direction."""

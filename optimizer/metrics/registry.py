@@ -88,6 +88,7 @@ register_metric(
         description="SSIM (Wang et al. 2004): Gaussian window sigma 1.5, K1 0.01, K2 0.03, mean over RGB.",
         factory=_lazy(".ssim", "SSIM"),
         has_map=True,
+        similarity_map=True,
     )
 )
 register_metric(

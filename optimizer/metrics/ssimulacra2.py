@@ -231,14 +231,12 @@ def _take(t: torch.Tensor, planes: tuple[int, ...], among: tuple[int, ...] = (0,
 
 @dataclass(frozen=True)
 class _ScaleState:
+    """What scoring a candidate needs of the reference at one scale (``mu = blur(xyb)``), nothing more."""
+
     plan: _Plan
-    linear: torch.Tensor  # 3 x h x w linear RGB at this scale
-    xyb: torch.Tensor  # 3 x h x w positive XYB
-    mu: torch.Tensor  # 3 x h x w blur(xyb)
-    sigma_sq: torch.Tensor  # blur(xyb * xyb) of the plan's SSIM planes
     xyb_ssim: torch.Tensor  # xyb of the SSIM planes
     mu_ssim: torch.Tensor  # mu of the SSIM planes
-    variance: torch.Tensor  # sigma_sq - mu^2 of the SSIM planes, as the SSIM' denominator uses it
+    variance: torch.Tensor  # blur(xyb^2) - mu^2 of the SSIM planes, as the SSIM' denominator uses it
     edge: torch.Tensor  # |xyb - mu| of the edge planes
     inv_edge: torch.Tensor  # 1 / (1 + edge) of the edge planes
 
@@ -288,15 +286,11 @@ def _prepare(reference: torch.Tensor) -> SSIMULACRA2State:
         torch.mul(xyb_ssim, xyb_ssim, out=interior[3:])
         blurred = blur_padded(padded, _SIGMA)
         mu, sigma_sq = blurred[:3], blurred[3:]
-        mu_ssim = _take(mu, plan.ssim).contiguous()
+        mu_ssim = _take(mu, plan.ssim).clone()  # a copy, so the state does not keep the whole blur buffer
         edge = torch.sub(_take(xyb, plan.edge), _take(mu, plan.edge)).abs_()
         scales.append(
             _ScaleState(
                 plan=plan,
-                linear=linear,
-                xyb=xyb.contiguous(),
-                mu=mu,
-                sigma_sq=sigma_sq,
                 xyb_ssim=xyb_ssim,
                 mu_ssim=mu_ssim,
                 variance=sigma_sq - mu_ssim * mu_ssim,

@@ -24,6 +24,7 @@ from typing import Any
 from ..errors import (
     CodecUnavailableError,
     ImageSizeMismatchError,
+    ImageTooLargeError,
     InvalidImageError,
     InvalidParameterError,
     OptimizerError,
@@ -33,9 +34,6 @@ from ..errors import (
 )
 
 __all__ = ["ServiceError", "error_body", "from_exception"]
-
-#: The reason text :func:`optimizer.imageio.load_image` gives an image over the pixel limit.
-_PIXEL_LIMIT_MARK = ", over the limit of "
 
 
 class ServiceError(Exception):
@@ -73,9 +71,9 @@ def from_exception(exc: BaseException, **extra: Any) -> ServiceError:
     if isinstance(exc, ServiceError):
         return exc
     message = str(exc) or type(exc).__name__
+    if isinstance(exc, ImageTooLargeError):
+        return ServiceError(413, "too_many_pixels", message, **extra)
     if isinstance(exc, InvalidImageError):
-        if _PIXEL_LIMIT_MARK in exc.reason:
-            return ServiceError(413, "too_many_pixels", message, **extra)
         return ServiceError(422, "invalid_image", message, **extra)
     if isinstance(exc, ImageSizeMismatchError):
         return ServiceError(422, "size_mismatch", message, **extra)

@@ -8,7 +8,6 @@ named metrics, or the profile's when a profile is named too), so no request ever
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any
 
 from ..batch import IMAGE_EXTENSIONS, BatchReport, PairIssue, PairResult
 from ..errors import ImageSizeMismatchError, OptimizerError, UnknownNameError
-from ..evaluator import EvaluationResult, Evaluator, get_profile
+from ..evaluator import EvaluationResult, Evaluator, get_profile, json_safe
 from ..imageio import Image, load_image
 from ..metrics.registry import get_spec
 from .config import ServiceConfig
@@ -153,7 +152,7 @@ def _score(plan: ScoringPlan, original: Upload, processed: Upload, max_pixels: i
 def pair_payload(key: str, original: Upload, processed: Upload, result: EvaluationResult) -> dict[str, Any]:
     """The JSON of one scored pair: the batch report's pair shape (bytes, bits per pixel, every score)."""
     pair = PairResult(key, original.label, processed.label, result, original.size, processed.size)
-    return _finite(pair.to_dict())
+    return json_safe(pair.to_dict())
 
 
 def evaluate_single(
@@ -204,13 +203,13 @@ def evaluate_batch(
                                      "out_of_memory"))
             continue
         scored.append(PairResult(key, original.label, processed.label, result, original.size, processed.size))
-        payloads.append(_finite(scored[-1].to_dict()))
+        payloads.append(json_safe(scored[-1].to_dict()))
         results.append(result)
     report = BatchReport(pairs=scored, issues=[PairIssue(i.path, i.reason, i.kind) for i in issues],
                          evaluator=plan.describe())
     body = {
-        "evaluator": _finite(report.evaluator),
-        "summary": _finite(report.summary()),
+        "evaluator": json_safe(report.evaluator),
+        "summary": json_safe(report.summary()),
         "pairs": payloads,
         "issues": [{"path": i.path, "reason": i.reason, "kind": i.kind, "type": i.type} for i in issues],
     }
@@ -253,17 +252,4 @@ def compress_upload(
     except UnknownNameError:  # pragma: no cover - the result always names a codec here
         payload["media_type"], payload["extension"] = "application/octet-stream", ""
     payload["evaluator"] = report.evaluator
-    return _finite(payload), result.data
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN or infinity: non-finite floats become the strings "nan", "inf", "-inf"."""
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return value
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+    return json_safe(payload), result.data

@@ -152,10 +152,6 @@ class WorkPool:
         if hook is not None:
             hook(self._pending, self._running)
 
-    def call_soon(self, fn: Callable[..., T], *args: Any) -> Future[T]:
-        """Run ``fn`` in a worker outside admission control (start-up work such as the warm-up)."""
-        return self._executor.submit(fn, *args)
-
     def close(self) -> None:
         """Refuse new jobs, cancel waiting ones and wait for the running ones to end."""
         with self._lock:
