@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from optimizer.tuning.study import TuningResult
 
 # Tests never download network weights: a missing file must surface as WeightsNotFoundError.
 os.environ.setdefault("OPTIMIZER_ALLOW_DOWNLOAD", "0")
@@ -44,3 +48,39 @@ def kodak_paths(kodak_dir: Path) -> list[Path]:
 @pytest.fixture(scope="session")
 def ssimulacra2_reference_dir() -> Path:
     return _dataset("ssimulacra2-reference")
+
+
+#: The two Kodak crops of the shared small study (textured: they need real bits to pass SSIM 0.9).
+SMALL_STUDY_IMAGES = ("kodim01.png", "kodim05.png")
+
+
+@pytest.fixture(scope="session")
+def small_study_dir(kodak_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two 192x128 Kodak crops, the corpus of :func:`small_study`."""
+    from optimizer.imageio import load_image
+
+    out = tmp_path_factory.mktemp("small-study-corpus")
+    for name in SMALL_STUDY_IMAGES:
+        load_image(kodak_dir / name).to_pil().crop((200, 150, 392, 278)).save(out / name)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_study(small_study_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TuningResult:
+    """One real 8-trial study (jpeg and webp, ssim:0.9, profile fast) shared by the plot and report tests.
+
+    Tests read it and may build reports from it; none adds trials to it.
+    """
+    from optimizer.tuning.study import tune
+
+    db = tmp_path_factory.mktemp("small-study") / "study.db"
+    return tune(
+        sorted(small_study_dir.glob("*.png")),
+        space={"formats": ["jpeg", "webp"]},
+        target="ssim:0.9",
+        profile="fast",
+        storage=f"sqlite:///{db}",
+        study_name="small",
+        n_trials=8,
+        seed=3,
+    )

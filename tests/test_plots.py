@@ -7,41 +7,28 @@ from pathlib import Path
 import matplotlib._pylab_helpers as pylab_helpers
 import numpy as np
 import pytest
+from conftest import SMALL_STUDY_IMAGES
 from matplotlib.figure import Figure
 
 from optimizer import plots
 from optimizer.errors import InvalidParameterError
 from optimizer.imageio import load_image
 from optimizer.tuning.settings import EncodingSettings
-from optimizer.tuning.study import TuningResult, load_study, prepare_study, tune
+from optimizer.tuning.study import TuningResult, load_study, prepare_study
 
 pytestmark = pytest.mark.slow
 
-NAMES = ("kodim01.png", "kodim05.png")
+NAMES = SMALL_STUDY_IMAGES
 
 
 @pytest.fixture(scope="module")
-def corpus_dir(kodak_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two 192x128 Kodak crops (textured: they need real bits to pass SSIM 0.9)."""
-    out = tmp_path_factory.mktemp("plots-corpus")
-    for name in NAMES:
-        load_image(kodak_dir / name).to_pil().crop((200, 150, 392, 278)).save(out / name)
-    return out
+def corpus_dir(small_study_dir: Path) -> Path:
+    return small_study_dir
 
 
 @pytest.fixture(scope="module")
-def result(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TuningResult:
-    db = tmp_path_factory.mktemp("plots-study") / "study.db"
-    return tune(
-        sorted(corpus_dir.glob("*.png")),
-        space={"formats": ["jpeg", "webp"]},
-        target="ssim:0.9",
-        profile="fast",
-        storage=f"sqlite:///{db}",
-        study_name="plots",
-        n_trials=8,
-        seed=3,
-    )
+def result(small_study: TuningResult) -> TuningResult:
+    return small_study
 
 
 def _legend_texts(ax) -> list[str]:
@@ -83,7 +70,7 @@ def test_rate_quality_other_metric_and_unknown_metric(result: TuningResult) -> N
 
 
 def test_accepts_study_pair_and_result(result: TuningResult) -> None:
-    pair = load_study("plots", result.storage)  # the (study, definition) pair load_study returns
+    pair = load_study(result.study_name, result.storage)  # the (study, definition) pair load_study returns
     for source in (result, result.study, pair):
         (ax,) = plots.pareto_front(source).axes
         assert "tiers" in _gids(ax)

@@ -9,40 +9,27 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_STUDY_IMAGES
 
 import optimizer.cli.report_cmd  # noqa: F401  (registers the command)
 from optimizer.cli import main
-from optimizer.imageio import load_image
 from optimizer.report import build_report
 from optimizer.tuning.study import TuningResult, load_study, tune
 
 pytestmark = pytest.mark.slow
 
-NAMES = ("kodim01.png", "kodim05.png")
+NAMES = SMALL_STUDY_IMAGES
 ATTR = re.compile(r"""\b(src|href)\s*=\s*["']([^"']*)["']""", re.IGNORECASE)
 
 
 @pytest.fixture(scope="module")
-def corpus_dir(kodak_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("report-corpus")
-    for name in NAMES:
-        load_image(kodak_dir / name).to_pil().crop((200, 150, 392, 278)).save(out / name)
-    return out
+def corpus_dir(small_study_dir: Path) -> Path:
+    return small_study_dir
 
 
 @pytest.fixture(scope="module")
-def result(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TuningResult:
-    db = tmp_path_factory.mktemp("report-study") / "study.db"
-    return tune(
-        sorted(corpus_dir.glob("*.png")),
-        space={"formats": ["jpeg", "webp"]},
-        target="ssim:0.9",
-        profile="fast",
-        storage=f"sqlite:///{db}",
-        study_name="report",
-        n_trials=8,
-        seed=3,
-    )
+def result(small_study: TuningResult) -> TuningResult:
+    return small_study
 
 
 def _data_uris(html: str) -> list[bytes]:
@@ -135,7 +122,7 @@ def test_study_without_tiers_still_reports(corpus_dir: Path, tmp_path: Path) -> 
 
 def test_cli_writes_the_report(result: TuningResult, corpus_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out" / "report.html"
-    code = main(["report", "--study", "report", "--storage", result.storage, "--images", str(corpus_dir),
+    code = main(["report", "--study", result.study_name, "--storage", result.storage, "--images", str(corpus_dir),
                  "--crops", "1", "--crop-size", "64", "--no-baseline", "-o", str(out)])
     assert code == 0
     html = out.read_text()
@@ -143,7 +130,7 @@ def test_cli_writes_the_report(result: TuningResult, corpus_dir: Path, tmp_path:
     assert "savings vs baseline" not in html
     assert "report written to" in capsys.readouterr().out
     presets = result.presets.save(tmp_path / "presets.json")
-    assert main(["report", "--study", "report", "--storage", result.storage, "--presets", str(presets),
+    assert main(["report", "--study", result.study_name, "--storage", result.storage, "--presets", str(presets),
                  "--map", "difference", "-o", str(tmp_path / "p.html")]) == 0
     assert "no images given" in capsys.readouterr().err
 
@@ -159,8 +146,8 @@ def test_cli_errors(result: TuningResult, tmp_path: Path, monkeypatch: pytest.Mo
     assert main(["report", "--study", "absent", "--storage", f"journal:{tmp_path / 'none.journal'}"]) == 2
     assert not (tmp_path / "none.journal").exists()
     assert main(["report", "--study", "absent", "--storage", result.storage]) == 2
-    assert main(["report", "--study", "report", "--storage", result.storage, "--map", "lpips"]) == 2
+    assert main(["report", "--study", result.study_name, "--storage", result.storage, "--map", "lpips"]) == 2
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    assert main(["report", "--study", "report", "--storage", result.storage, "--presets", str(bad)]) == 3
+    assert main(["report", "--study", result.study_name, "--storage", result.storage, "--presets", str(bad)]) == 3
     assert not list(tmp_path.glob("*.html"))

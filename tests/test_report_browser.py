@@ -15,13 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from optimizer.imageio import load_image
 from optimizer.report import build_report
-from optimizer.tuning.study import tune
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-NAMES = ("kodim01.png", "kodim05.png")
 
 
 def _chromium() -> str:
@@ -68,23 +65,9 @@ def _console(log: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def report_page(kodak_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def report_page(small_study, small_study_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("browser")
-    corpus = folder / "corpus"
-    corpus.mkdir()
-    for name in NAMES:
-        load_image(kodak_dir / name).to_pil().crop((200, 150, 392, 278)).save(corpus / name)
-    result = tune(
-        sorted(corpus.glob("*.png")),
-        space={"formats": ["jpeg", "webp"]},
-        target="ssim:0.9",
-        profile="fast",
-        storage=f"sqlite:///{folder / 'study.db'}",
-        study_name="browser",
-        n_trials=8,
-        seed=3,
-    )
-    return build_report(result, images=corpus, count=2, crop=96).save(folder / "report.html")
+    return build_report(small_study, images=small_study_dir, count=2, crop=96).save(folder / "report.html")
 
 
 def test_report_renders_without_errors(report_page: Path, tmp_path: Path) -> None:
