@@ -50,6 +50,8 @@ _LAZY: dict[str, str] = {
     "PROFILES": ".evaluator",
     "QualityLevels": ".evaluator",
     "get_profile": ".evaluator",
+    "load_config": ".config",
+    "EvaluatorConfig": ".config",
     "evaluate_folders": ".batch",
     "BatchReport": ".batch",
     "evaluate_set": ".metrics.fid",
@@ -111,6 +113,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .batch import BatchReport, evaluate_folders
     from .codecs import Codec, Param, codec_names, get_codec
+    from .config import EvaluatorConfig, load_config
     from .evaluator import (
         PROFILES,
         EvaluationResult,

@@ -59,11 +59,11 @@ def create_metric(name: str, **options: Any) -> Metric:
 
 # Norm ranges: see MetricSpec. PSNR, SSIM, MS-SSIM (12 images) and ST-LPIPS (4 images) are fitted by
 # benchmarks/calibrate_norm_ranges.py on Kodak images encoded with JPEG, WebP and AVIF over their quality
-# ranges, so that a normalised score
-# tracks SSIMULACRA 2 / 100 (0.9 visually lossless, 0.8 high, 0.7 medium, 0.5 low); the best end stays at
-# the metric's best value so identical images normalise to 1. LPIPS and DISTS need pretrained weights that
-# were not available for the fit: their ranges come from typical published JPEG values (LPIPS-alex about
-# 0.08 and DISTS about 0.1 at high quality) and should be refitted with the same script where the weights are.
+# ranges, so that a normalised score tracks SSIMULACRA 2 / 100 (0.9 visually lossless, 0.8 high, 0.7 medium,
+# 0.5 low); the best end stays at the metric's best value so identical images normalise to 1. LPIPS and
+# DISTS need pretrained weights that were not available for the fit: their ranges come from typical
+# published JPEG values (LPIPS-alex about 0.08 and DISTS about 0.1 at high quality) and should be refitted
+# with the same script where the weights are.
 register_metric(
     MetricSpec(
         name="psnr",
