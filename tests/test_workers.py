@@ -368,7 +368,7 @@ def test_tune_with_two_local_workers_on_a_journal(
     study, definition = load_study("local", f"journal:{journal}")
     counts = study_counts(study)
     assert counts.finished == definition.n_trials == 10 and counts.running == counts.waiting == 0
-    assert "2 local worker processes started" in capsys.readouterr().out
+    assert "2 local worker processes started" in capsys.readouterr().err  # progress notes go to stderr
     # Trials on these tiny crops take milliseconds, so one worker may finish the budget before the other
     # starts: that both share one study is asserted by the PostgreSQL test, whose trials are slow.
     assert {t.user_attrs[ATTR_WORKER] for t in study.get_trials() if ATTR_WORKER in t.user_attrs}

@@ -7,7 +7,6 @@ import traceback
 from typing import Annotated, NoReturn
 
 import typer
-from rich.console import Console
 
 from .. import __version__
 from ..errors import (
@@ -18,6 +17,7 @@ from ..errors import (
     PresetError,
     WeightsNotFoundError,
 )
+from ._output import console, err_console  # noqa: F401  (commands import the consoles from here)
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -35,9 +35,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-
-console = Console()
-err_console = Console(stderr=True)
 
 _state = {"debug": False}
 
@@ -79,8 +76,8 @@ def exit_code_for(exc: BaseException) -> int:
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    """Print one error line and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    """Print one error line (plain text, never wrapped) and exit with ``code``."""
+    err_console.print(f"[bold red]error:[/] {_escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -95,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # click's own usage errors in non-standalone mode end up here
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
     except (KeyboardInterrupt, _click_abort()):
-        err_console.print("interrupted; finished work has been kept", highlight=False)
+        err_console.print("interrupted; finished work has been kept", highlight=False, soft_wrap=True)
         return EXIT_INTERRUPTED
     except _click_exceptions() as exc:  # usage errors: bad option, missing argument
         exc.show()
@@ -107,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         message = str(exc) or type(exc).__name__
         if code == EXIT_INTERNAL:
             message = f"{type(exc).__name__}: {message} (re-run with --debug for the traceback)"
-        err_console.print(f"[bold red]error:[/] {_escape(message)}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {_escape(message)}", highlight=False, soft_wrap=True)
         return code
 
 

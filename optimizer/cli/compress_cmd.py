@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from ..errors import InvalidParameterError
-from ._app import EXIT_CHECK_FAILED, EXIT_INPUT, app, console, err_console, fail
+from ._app import EXIT_CHECK_FAILED, EXIT_INPUT, app, console, fail
+from ._output import ProgressReporter
 from ._parsing import parse_scalar, split_list
 
 if TYPE_CHECKING:
@@ -122,15 +123,10 @@ def compress_command(
 def _run(compress: Any, inputs: list[Path], *, show_progress: bool, **options: Any) -> CompressReport:
     if not show_progress:
         return compress(inputs, **options)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("compressing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-               TextColumn("{task.description}"))
-    with Progress(*columns, console=err_console, transient=True) as bar:
-        task = bar.add_task("", total=None)
+    with ProgressReporter("compressing") as bar:
 
         def progress(done: int, total: int, label: str) -> None:
-            bar.update(task, completed=done, total=total, description=Path(label).name)
+            bar.update(done, total, Path(label).name)
 
         return compress(inputs, progress=progress, **options)
 

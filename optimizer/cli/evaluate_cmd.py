@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from ._app import app, console, fail
+from ._output import ProgressReporter
 from ._parsing import split_list
 
 if TYPE_CHECKING:
@@ -84,17 +85,9 @@ def evaluate_command(
 
 
 def _run_batch(evaluate_folders, reference, distorted, evaluator, workers, maps) -> BatchReport:  # type: ignore[no-untyped-def]
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("pairs", total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
+    with ProgressReporter("evaluating") as bar:
         return evaluate_folders(reference, distorted, evaluator=evaluator, workers=workers, maps_dir=maps,
-                                progress=progress)
+                                progress=bar.update)
 
 
 def _fmt(value: float) -> str:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from ._app import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK, app, console, err_console, fail
+from ._output import ProgressReporter
 from ._parsing import split_list
 
 if TYPE_CHECKING:
@@ -198,13 +199,9 @@ def gate_command(
     evaluator.load()
     options = {"evaluator": evaluator, "allow_missing": True if allow_missing else None, "workers": workers}
     if output_format == "table":
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task("pairs", total=None)
+        with ProgressReporter("evaluating") as bar:
             result = run_gate(settings, orig_dir, processed_dir, **options,  # type: ignore[arg-type]
-                              progress=lambda done, total: bar.update(task, completed=done, total=total))
+                              progress=bar.update)
     else:
         result = run_gate(settings, orig_dir, processed_dir, **options)  # type: ignore[arg-type]
     if junit is not None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from ._app import EXIT_CHECK_FAILED, EXIT_INPUT, app, console, fail
+from ._output import ProgressReporter
 
 if TYPE_CHECKING:
     from ..tuning.apply import ApplyReport
@@ -169,17 +170,9 @@ def apply_command(
 
 
 def _apply_with_progress(apply_preset, preset, in_dir, out_dir, tier, verify, workers, overwrite) -> ApplyReport:  # type: ignore[no-untyped-def]
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("images", total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
+    with ProgressReporter("encoding") as bar:
         return apply_preset(preset, in_dir, out_dir, tier=tier, verify=verify, workers=workers,
-                            overwrite=overwrite, progress=progress)
+                            overwrite=overwrite, progress=bar.update)
 
 
 def _print_apply(result: ApplyReport) -> None:

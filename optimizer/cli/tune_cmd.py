@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from ._app import EXIT_INTERRUPTED, app, console, fail
+from ._output import ProgressReporter
 from ._parsing import split_list
 
 if TYPE_CHECKING:
@@ -180,19 +181,13 @@ def _tune_with_workers(sources: list[Any], *, workers: int, progress: _Progress,
 
 
 class _Progress:
-    """A live line: trials done, best bytes so far, feasible count."""
+    """Trials done, best bytes so far, feasible count: a live line on a terminal, log lines elsewhere."""
 
     def __init__(self, budget: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         self.budget = budget
         self.seen = 0
         self._first: int | None = None
-        self._bar = Progress(
-            TextColumn("tuning"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(), console=console, transient=False,
-        )
-        self._task = self._bar.add_task("trials", total=budget, status="")
+        self._bar = ProgressReporter("tuning", total=budget, transient=False, interval=0.0)
 
     def __enter__(self) -> _Progress:
         self._bar.__enter__()
@@ -203,7 +198,7 @@ class _Progress:
 
     def note(self, text: str) -> None:
         """A line printed above the live progress bar."""
-        self._bar.console.print(text, highlight=False, soft_wrap=True)
+        self._bar.note(text)
 
     def callback(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.seen += 1
@@ -220,7 +215,7 @@ class _Progress:
         feasible = feasible_trials(study)
         best = min((t.user_attrs["total_bytes"] for t in feasible), default=None)
         status = f"feasible {len(feasible)}" + (f", best {best:,} bytes" if best is not None else "")
-        self._bar.update(self._task, completed=done, status=status)
+        self._bar.update(done, detail=status)
 
 
 def _print_summary(result: TuningResult) -> None:
