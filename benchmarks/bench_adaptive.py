@@ -86,13 +86,16 @@ def evaluator_options(target: Any) -> dict[str, Any]:
 # One target
 
 
-def run_target(paths: list[Path], target_text: str, formats: list[str], quality_range: tuple[int, int]) -> dict[str, Any]:
+def run_target(
+    paths: list[Path], target_text: str, formats: list[str], quality_range: tuple[int, int]
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-adaptive-") as scratch:
         return _run_target(paths, target_text, formats, quality_range, Path(scratch))
 
 
-def _run_target(paths: list[Path], target_text: str, formats: list[str], quality_range: tuple[int, int],
-                scratch: Path) -> dict[str, Any]:
+def _run_target(
+    paths: list[Path], target_text: str, formats: list[str], quality_range: tuple[int, int], scratch: Path
+) -> dict[str, Any]:
     from optimizer.codecs import get_codec
     from optimizer.evaluator import Evaluator
     from optimizer.imageio import load_image
@@ -108,8 +111,14 @@ def _run_target(paths: list[Path], target_text: str, formats: list[str], quality
         codec = get_codec(name)
         axis = QualityAxis.for_codec(codec, quality_range)
         started = time.perf_counter()
-        report = compress(paths, target=target, formats=[name], out_dir=scratch / name, evaluator=evaluator,
-                          quality_range=quality_range)
+        report = compress(
+            paths,
+            target=target,
+            formats=[name],
+            out_dir=scratch / name,
+            evaluator=evaluator,
+            quality_range=quality_range,
+        )
         adaptive_seconds = time.perf_counter() - started
         if report.failures:
             raise SystemExit(f"failures: {report.failures}")
@@ -120,22 +129,26 @@ def _run_target(paths: list[Path], target_text: str, formats: list[str], quality
 
             def margin(i: int, image: Any = images[path.name], scorer: Any = scorer) -> float:
                 data = codec.encode(image, {axis.param: axis.value(i)})
-                return target.margin(target.value_of(scorer.score(codec.decode(data), metrics=target.metrics_needed or None)))
+                return target.margin(
+                    target.value_of(scorer.score(codec.decode(data), metrics=target.metrics_needed or None))
+                )
 
             bisect = bisection_search(margin, len(axis))
-            rows.append({
-                "image": path.name,
-                "met": result.met,
-                "kept_original": result.kept_original,
-                "verified": target.is_met(independent),
-                "quality": independent,
-                "setting": result.setting,
-                "bisection_setting": axis.value(bisect.answer) if bisect.answer is not None else None,
-                "probes": result.total_probes,
-                "bisection_probes": bisect.probes,
-                "bytes": result.bytes,
-                "pixels": result.width * result.height,
-            })
+            rows.append(
+                {
+                    "image": path.name,
+                    "met": result.met,
+                    "kept_original": result.kept_original,
+                    "verified": target.is_met(independent),
+                    "quality": independent,
+                    "setting": result.setting,
+                    "bisection_setting": axis.value(bisect.answer) if bisect.answer is not None else None,
+                    "probes": result.total_probes,
+                    "bisection_probes": bisect.probes,
+                    "bytes": result.bytes,
+                    "pixels": result.width * result.height,
+                }
+            )
         preset, preset_bytes, preset_probes = corpus_preset(rows, images, codec, axis, target, evaluator)
         for row, size in zip(rows, preset_bytes):
             row["preset_bytes"] = size
@@ -147,24 +160,29 @@ def _run_target(paths: list[Path], target_text: str, formats: list[str], quality
             "range": axis.describe(),
         }
     started = time.perf_counter()
-    combined = compress(paths, target=target, formats=formats, out_dir=scratch / "all", evaluator=evaluator,
-                        quality_range=quality_range)
+    combined = compress(
+        paths, target=target, formats=formats, out_dir=scratch / "all", evaluator=evaluator, quality_range=quality_range
+    )
     out["combined"] = {
         "bytes": sum(r.bytes for r in combined.results),
         "met": sum(1 for r in combined.results if r.met),
         "verified": sum(
-            1 for p, r in zip(paths, combined.results)
+            1
+            for p, r in zip(paths, combined.results)
             if target.is_met(target.value_of(fresh.evaluate(images[p.name], Path(r.output))))
         ),
         "probes": [r.total_probes for r in combined.results],
-        "chosen": {f: sum(1 for r in combined.results if r.format == f) for f in sorted({r.format for r in combined.results})},
+        "chosen": {
+            f: sum(1 for r in combined.results if r.format == f) for f in sorted({r.format for r in combined.results})
+        },
         "seconds": time.perf_counter() - started,
     }
     return out
 
 
-def corpus_preset(rows: list[dict[str, Any]], images: dict[str, Any], codec: Any, axis: Any, target: Any,
-                  evaluator: Any) -> tuple[Any, list[int], int]:
+def corpus_preset(
+    rows: list[dict[str, Any]], images: dict[str, Any], codec: Any, axis: Any, target: Any, evaluator: Any
+) -> tuple[Any, list[int], int]:
     """The smallest setting, from the largest per-image answer upwards, at which every image passes."""
     answers = [axis.position(r["setting"]) for r in rows if r["met"] and r["setting"] is not None]
     position = max(answers) if answers else len(axis) - 1
@@ -209,17 +227,23 @@ def summarise(result: dict[str, Any]) -> list[str]:
 def per_image(result: dict[str, Any]) -> None:
     for name, data in result["formats"].items():
         print(f"\n{result['target']} {name}: preset {data['preset']}; adaptive {data['adaptive_seconds']:.1f} s")
-        print(f"{'image':<12} {'q':>6} {'bisect q':>8} {'probes':>6} {'bisect':>6} {'bytes':>8} {'preset':>8} {'quality':>8} ok")
+        print(
+            f"{'image':<12} {'q':>6} {'bisect q':>8} {'probes':>6} {'bisect':>6} {'bytes':>8} {'preset':>8} {'quality':>8} ok"
+        )
         for r in data["rows"]:
-            print(f"{r['image']:<12} {r['setting']!s:>6} {r['bisection_setting']!s:>8} {r['probes']:>6} "
-                  f"{r['bisection_probes']:>6} {r['bytes']:>8} {r['preset_bytes']:>8} {r['quality']:>8.3f} "
-                  f"{'yes' if r['met'] and r['verified'] else 'NO'}")
+            print(
+                f"{r['image']:<12} {r['setting']!s:>6} {r['bisection_setting']!s:>8} {r['probes']:>6} "
+                f"{r['bisection_probes']:>6} {r['bytes']:>8} {r['preset_bytes']:>8} {r['quality']:>8.3f} "
+                f"{'yes' if r['met'] and r['verified'] else 'NO'}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=24, help="first N Kodak images (default all 24)")
-    parser.add_argument("--target", action="append", help="METRIC:VALUE (repeatable); default ssimulacra2:80 and composite:0.8")
+    parser.add_argument(
+        "--target", action="append", help="METRIC:VALUE (repeatable); default ssimulacra2:80 and composite:0.8"
+    )
     parser.add_argument("--formats", default="jpeg,webp")
     parser.add_argument("--range", default="1-100", help="quality range searched by both methods")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -245,11 +269,15 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/bench_adaptive.py " + " ".join(sys.argv[1:] if argv is None else argv)
     print("\n<!-- paste into benchmarks/RESULTS.md -->")
     print("## Adaptive mode: probes per image and bytes against a corpus preset\n")
-    print(f"`{command.strip()}`: Kodak, {len(paths)} images (768x512 / 512x768), quality range {low}..{high} for "
-          f"both searches, torch on {args.threads} thread(s), {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs; {seconds / 60:.1f} min in all.\n")
-    print("| target | format (range) | met, re-scored from disk | adaptive probes / image | bisection probes / image "
-          "| fewer probes | same answer | adaptive bytes | corpus preset | preset bytes | bytes saved |")
+    print(
+        f"`{command.strip()}`: Kodak, {len(paths)} images (768x512 / 512x768), quality range {low}..{high} for "
+        f"both searches, torch on {args.threads} thread(s), {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs; {seconds / 60:.1f} min in all.\n"
+    )
+    print(
+        "| target | format (range) | met, re-scored from disk | adaptive probes / image | bisection probes / image "
+        "| fewer probes | same answer | adaptive bytes | corpus preset | preset bytes | bytes saved |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for result in results:
         for line in summarise(result):
@@ -257,19 +285,23 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for result in results:
         c = result["combined"]
-        best_preset = min(
-            (sum(r["preset_bytes"] for r in d["rows"]), name) for name, d in result["formats"].items()
+        best_preset = min((sum(r["preset_bytes"] for r in d["rows"]), name) for name, d in result["formats"].items())
+        print(
+            f"- {result['target']}, best of {'/'.join(formats)} per image (format pruning on): "
+            f"{c['met']}/{len(paths)} met ({c['verified']} re-scored from disk), {c['bytes']:,} bytes against "
+            f"{best_preset[0]:,} for the best single-format preset ({best_preset[1]}): "
+            f"{1 - c['bytes'] / best_preset[0]:.1%} fewer; {statistics.mean(c['probes']):.2f} probes per image "
+            f"for all formats together (max {max(c['probes'])}); formats chosen {c['chosen']}."
         )
-        print(f"- {result['target']}, best of {'/'.join(formats)} per image (format pruning on): "
-              f"{c['met']}/{len(paths)} met ({c['verified']} re-scored from disk), {c['bytes']:,} bytes against "
-              f"{best_preset[0]:,} for the best single-format preset ({best_preset[1]}): "
-              f"{1 - c['bytes'] / best_preset[0]:.1%} fewer; {statistics.mean(c['probes']):.2f} probes per image "
-              f"for all formats together (max {max(c['probes'])}); formats chosen {c['chosen']}.")
-    print("- Probes count encodes scored by each search (the final check of the written file is extra: one "
-          "decode and score per image). Bisection keeps (lo, hi] from the virtual ends, so it needs "
-          f"ceil(log2({high - low + 2})) = {math.ceil(math.log2(high - low + 2))} probes on this range whatever the image.")
-    print("- Corpus preset: the smallest single quality at which every image meets the target (the `worst` "
-          "aggregate), found upwards from the largest per-image answer.")
+    print(
+        "- Probes count encodes scored by each search (the final check of the written file is extra: one "
+        "decode and score per image). Bisection keeps (lo, hi] from the virtual ends, so it needs "
+        f"ceil(log2({high - low + 2})) = {math.ceil(math.log2(high - low + 2))} probes on this range whatever the image."
+    )
+    print(
+        "- Corpus preset: the smallest single quality at which every image meets the target (the `worst` "
+        "aggregate), found upwards from the largest per-image answer."
+    )
     return 0
 
 

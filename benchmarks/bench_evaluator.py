@@ -189,22 +189,34 @@ def main() -> None:
         default = bench_default(paths, args.rounds, Path(tmp))
     agreement = bench_ssimulacra2_agreement()
     lp = bench_lpips(paths[:3], args.rounds)
-    command = f"python benchmarks/bench_evaluator.py --images {args.images} --rounds {args.rounds} --threads {args.threads}"
+    command = (
+        f"python benchmarks/bench_evaluator.py --images {args.images} --rounds {args.rounds} --threads {args.threads}"
+    )
     out = io.StringIO()
     out.write("## Evaluator speed (`bench_evaluator.py`)\n\n")
-    out.write(f"Command: `{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, torch threads {args.threads}; "
-              f"{len(paths)} Kodak 768x512 images vs JPEG q50, {args.rounds} rounds, medians per pair).\n\n")
+    out.write(
+        f"Command: `{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, torch threads {args.threads}; "
+        f"{len(paths)} Kodak 768x512 images vs JPEG q50, {args.rounds} rounds, medians per pair).\n\n"
+    )
     out.write("| what | ours | baseline | speed-up |\n|---|---|---|---|\n")
-    out.write(f"| `default` profile, cached reference vs naive (skimage SSIM float64, pyramid of skimage SSIMs, numpy PSNR, PyPI ssimulacra2) "
-              f"| {default['ours_ms']:.1f} ms | {default['naive_ms']:.1f} ms | **{default['ratio']:.1f}x** |\n")
-    out.write(f"| `default` profile, uncached vs naive | {default['uncached_ms']:.1f} ms | {default['naive_ms']:.1f} ms "
-              f"| {default['ratio_uncached']:.1f}x |\n")
-    out.write(f"| LPIPS alex, cached reference features vs plain `lpips.LPIPS` call (same random backbone) "
-              f"| {lp['cached_ms']:.1f} ms | {lp['plain_ms']:.1f} ms | **{lp['ratio']:.2f}x** |\n\n")
-    out.write(f"Agreement: SSIM vs skimage max |d| {default['max_ssim_diff']:.1e}; LPIPS vs `lpips` max |d| {lp['max_diff']:.1e}; "
-              f"SSIMULACRA 2 vs the C++ tool on {agreement['pairs']} reference pairs: mean |d| {agreement['mean']:.3f}, "
-              f"max {agreement['max']:.3f} (the PyPI package reads {default['s2_gap_mean']:.2f} points lower than ours on these pairs). "
-              "Targets: default profile >= 6x, cached LPIPS >= 1.8x.\n")
+    out.write(
+        f"| `default` profile, cached reference vs naive (skimage SSIM float64, pyramid of skimage SSIMs, numpy PSNR, PyPI ssimulacra2) "
+        f"| {default['ours_ms']:.1f} ms | {default['naive_ms']:.1f} ms | **{default['ratio']:.1f}x** |\n"
+    )
+    out.write(
+        f"| `default` profile, uncached vs naive | {default['uncached_ms']:.1f} ms | {default['naive_ms']:.1f} ms "
+        f"| {default['ratio_uncached']:.1f}x |\n"
+    )
+    out.write(
+        f"| LPIPS alex, cached reference features vs plain `lpips.LPIPS` call (same random backbone) "
+        f"| {lp['cached_ms']:.1f} ms | {lp['plain_ms']:.1f} ms | **{lp['ratio']:.2f}x** |\n\n"
+    )
+    out.write(
+        f"Agreement: SSIM vs skimage max |d| {default['max_ssim_diff']:.1e}; LPIPS vs `lpips` max |d| {lp['max_diff']:.1e}; "
+        f"SSIMULACRA 2 vs the C++ tool on {agreement['pairs']} reference pairs: mean |d| {agreement['mean']:.3f}, "
+        f"max {agreement['max']:.3f} (the PyPI package reads {default['s2_gap_mean']:.2f} points lower than ours on these pairs). "
+        "Targets: default profile >= 6x, cached LPIPS >= 1.8x.\n"
+    )
     text = out.getvalue()
     print(text)
     if args.write:

@@ -57,8 +57,10 @@ def _multipart(original: bytes, processed: bytes) -> tuple[bytes, str]:
     boundary = "optimizer-bench-boundary-7d1f"
     parts = []
     for name, filename, data in (("original", "original.png", original), ("processed", "processed.jpg", processed)):
-        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                "Content-Type: application/octet-stream\r\n\r\n")
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        )
         parts.append(head.encode() + data + b"\r\n")
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
@@ -73,12 +75,28 @@ def _start_server(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen
     import httpx
 
     port = _free_port()
-    command = [sys.executable, "-c", _SERVE, "serve", "--host", "127.0.0.1", "--port", str(port), "--profile",
-               args.profile, "--pool-size", str(args.pool_size), "--max-queue", str(args.max_queue), "--log-level",
-               "warning"]
+    command = [
+        sys.executable,
+        "-c",
+        _SERVE,
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--profile",
+        args.profile,
+        "--pool-size",
+        str(args.pool_size),
+        "--max-queue",
+        str(args.max_queue),
+        "--log-level",
+        "warning",
+    ]
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "OPTIMIZER_ALLOW_DOWNLOAD": "0"})
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OPTIMIZER_ALLOW_DOWNLOAD": "0"}
+        )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -140,8 +158,16 @@ def _alternate(count: int, in_process: Any, base: str, bodies: list[tuple[bytes,
     that slow drifts of the machine's load hit both alike; also the median of the per-pair ratios."""
     import httpx
 
-    out: dict[str, Any] = {"times_in": [], "times_service": [], "statuses": {}, "wall_in": 0.0,
-                           "wall_service": 0.0, "cpu_in": 0.0, "cpu_server": 0.0, "cpu_client": 0.0}
+    out: dict[str, Any] = {
+        "times_in": [],
+        "times_service": [],
+        "statuses": {},
+        "wall_in": 0.0,
+        "wall_service": 0.0,
+        "cpu_in": 0.0,
+        "cpu_server": 0.0,
+        "cpu_client": 0.0,
+    }
     ratios = []
     with httpx.Client(base_url=base, timeout=300) as http:
         for k in range(count):
@@ -215,7 +241,8 @@ def main() -> None:
         original, processed = pairs[i % len(pairs)]
         started = time.perf_counter()
         evaluator.for_reference(load_image(original, max_pixels=16_000_000)).score(
-            load_image(processed, max_pixels=16_000_000))
+            load_image(processed, max_pixels=16_000_000)
+        )
         return time.perf_counter() - started
 
     def in_process_pool(total: int) -> tuple[float, list[float]]:
@@ -247,10 +274,29 @@ def main() -> None:
             if clients == 1:
                 one = _alternate(args.requests, in_process, base, bodies, process.pid)
                 paired_ratio = one.pop("paired_ratio")
-                rows.append(_row("in-process", 1, args.requests, one["wall_in"], one["times_in"],
-                                 {200: args.requests}, cpu=one["cpu_in"]))
-                rows.append(_row("service", 1, args.requests, one["wall_service"], one["times_service"],
-                                 one["statuses"], cpu=one["cpu_server"], client_cpu=one["cpu_client"]))
+                rows.append(
+                    _row(
+                        "in-process",
+                        1,
+                        args.requests,
+                        one["wall_in"],
+                        one["times_in"],
+                        {200: args.requests},
+                        cpu=one["cpu_in"],
+                    )
+                )
+                rows.append(
+                    _row(
+                        "service",
+                        1,
+                        args.requests,
+                        one["wall_service"],
+                        one["times_service"],
+                        one["statuses"],
+                        cpu=one["cpu_server"],
+                        client_cpu=one["cpu_client"],
+                    )
+                )
                 rows[-1]["paired_ratio"] = paired_ratio
             else:
                 per_round = max(clients, args.requests // args.rounds)
@@ -272,10 +318,29 @@ def main() -> None:
                     latencies += block
                     for code, count in codes.items():
                         statuses[code] = statuses.get(code, 0) + count
-                rows.append(_row(f"in-process ({args.pool_size} threads)", clients, len(times), wall_in, times,
-                                 {200: len(times)}, cpu=cpu_in))
-                rows.append(_row("service", clients, per_round * args.rounds, wall_service, latencies, statuses,
-                                 cpu=cpu_server, client_cpu=cpu_client))
+                rows.append(
+                    _row(
+                        f"in-process ({args.pool_size} threads)",
+                        clients,
+                        len(times),
+                        wall_in,
+                        times,
+                        {200: len(times)},
+                        cpu=cpu_in,
+                    )
+                )
+                rows.append(
+                    _row(
+                        "service",
+                        clients,
+                        per_round * args.rounds,
+                        wall_service,
+                        latencies,
+                        statuses,
+                        cpu=cpu_server,
+                        client_cpu=cpu_client,
+                    )
+                )
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -286,8 +351,15 @@ def main() -> None:
 
 
 def _row(
-    mode: str, clients: int, requests: int, wall: float, latencies: list[float], statuses: dict[int, int],
-    *, cpu: float = float("nan"), client_cpu: float = float("nan"),
+    mode: str,
+    clients: int,
+    requests: int,
+    wall: float,
+    latencies: list[float],
+    statuses: dict[int, int],
+    *,
+    cpu: float = float("nan"),
+    client_cpu: float = float("nan"),
 ) -> dict[str, Any]:
     ok = statuses.get(200, 0)
     return {
@@ -309,8 +381,10 @@ def _row(
 
 def _report(rows: list[dict[str, Any]], args: argparse.Namespace, pairs: list[tuple[bytes, bytes]]) -> None:
     by = {(r["mode"].split(" ")[0], r["clients"]): r for r in rows}
-    command = (f"python benchmarks/bench_service.py --profile {args.profile} --requests {args.requests} "
-               f"--rounds {args.rounds} --pool-size {args.pool_size} --max-queue {args.max_queue}")
+    command = (
+        f"python benchmarks/bench_service.py --profile {args.profile} --requests {args.requests} "
+        f"--rounds {args.rounds} --pool-size {args.pool_size} --max-queue {args.max_queue}"
+    )
     mean_kb = statistics.mean(len(o) + len(p) for o, p in pairs) / 1024
     print(f"""## Web service: `/evaluate/single` against the in-process evaluator (`benchmarks/bench_service.py`)
 
@@ -333,28 +407,36 @@ service, the client's.
 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|""")
     for r in rows:
         client_cpu = "" if r["client_cpu_ms"] != r["client_cpu_ms"] else f"{r['client_cpu_ms']:.1f}"
-        print(f"| {r['mode']} | {r['clients']} | {r['requests']} | {r['ok']} | {r['busy']} | {r['errors']} | "
-              f"{r['rps']:.2f} | {r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | {r['cpu_ms']:.0f} | {client_cpu} |")
+        print(
+            f"| {r['mode']} | {r['clients']} | {r['requests']} | {r['ok']} | {r['busy']} | {r['errors']} | "
+            f"{r['rps']:.2f} | {r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | {r['cpu_ms']:.0f} | {client_cpu} |"
+        )
     print()
     one_in, one_svc = by.get(("in-process", 1)), by.get(("service", 1))
     if one_in and one_svc:
         added = one_svc["paired_ratio"] - 1.0
         verdict = "meets" if added < 0.15 else "misses"
-        print(f"- 1 client: the service's median latency is {one_svc['median'] * 1000:.0f} ms against "
-              f"{one_in['median'] * 1000:.0f} ms in-process ({one_svc['median'] / one_in['median'] - 1:+.1%}); "
-              f"the median of the per-pair ratios (request / in-process, taken back to back) is "
-              f"**{added:+.1%}** ({verdict} the < 15 % target).")
+        print(
+            f"- 1 client: the service's median latency is {one_svc['median'] * 1000:.0f} ms against "
+            f"{one_in['median'] * 1000:.0f} ms in-process ({one_svc['median'] / one_in['median'] - 1:+.1%}); "
+            f"the median of the per-pair ratios (request / in-process, taken back to back) is "
+            f"**{added:+.1%}** ({verdict} the < 15 % target)."
+        )
     for clients in sorted({r["clients"] for r in rows}):
         svc, ref = by.get(("service", clients)), by.get(("in-process", clients))
         if svc and ref:
-            print(f"- {clients} client(s): the server spends {svc['cpu_ms']:.0f} CPU ms per request against "
-                  f"{ref['cpu_ms']:.0f} ms per pair in-process ({svc['cpu_ms'] / ref['cpu_ms'] - 1:+.1%}); the client "
-                  f"{svc['client_cpu_ms']:.1f} ms.")
+            print(
+                f"- {clients} client(s): the server spends {svc['cpu_ms']:.0f} CPU ms per request against "
+                f"{ref['cpu_ms']:.0f} ms per pair in-process ({svc['cpu_ms'] / ref['cpu_ms'] - 1:+.1%}); the client "
+                f"{svc['client_cpu_ms']:.1f} ms."
+            )
         if svc and ref and clients > 1:
-            print(f"- {clients} clients: {svc['rps']:.2f} req/s, {svc['rps'] / ref['rps']:.0%} of the in-process "
-                  f"throughput on {args.pool_size} threads ({ref['rps']:.2f} pairs/s); "
-                  f"{svc['busy']} answered 503, {svc['errors']} other errors; the client itself kept "
-                  f"{svc['client_cpu_ms'] * svc['rps'] / 1000:.2f} of the {os.cpu_count()} cores busy.")
+            print(
+                f"- {clients} clients: {svc['rps']:.2f} req/s, {svc['rps'] / ref['rps']:.0%} of the in-process "
+                f"throughput on {args.pool_size} threads ({ref['rps']:.2f} pairs/s); "
+                f"{svc['busy']} answered 503, {svc['errors']} other errors; the client itself kept "
+                f"{svc['client_cpu_ms'] * svc['rps'] / 1000:.2f} of the {os.cpu_count()} cores busy."
+            )
 
 
 if __name__ == "__main__":

@@ -60,8 +60,14 @@ def efficiency(images: int, seeds: int, max_trials: int) -> tuple[str, dict[str,
     _quiet_optuna()
     space = SearchSpace(
         formats=("jpeg",),
-        params={"jpeg": {"quality": [30, 95], "subsampling": ["4:4:4", "4:2:2", "4:2:0"], "progressive": True,
-                         "optimize": True}},
+        params={
+            "jpeg": {
+                "quality": [30, 95],
+                "subsampling": ["4:4:4", "4:2:2", "4:2:0"],
+                "progressive": True,
+                "optimize": True,
+            }
+        },
         widths=(512,),
         filters=("lanczos", "bicubic"),
     )
@@ -102,15 +108,21 @@ def efficiency(images: int, seeds: int, max_trials: int) -> tuple[str, dict[str,
     }
     text = io.StringIO()
     text.write("## Search efficiency (`bench_tuning.py efficiency`)\n\n")
-    text.write(f"Command: `python benchmarks/bench_tuning.py efficiency --images {images} --seeds {seeds}` "
-               f"({time.strftime('%Y-%m-%d')}). Space: JPEG quality 30-95 x subsampling 4:4:4/4:2:2/4:2:0 x "
-               f"filters lanczos/bicubic at width 512, {images} Kodak images, target ssimulacra2:80 (p10); "
-               f"grid of {size} settings.\n\n")
+    text.write(
+        f"Command: `python benchmarks/bench_tuning.py efficiency --images {images} --seeds {seeds}` "
+        f"({time.strftime('%Y-%m-%d')}). Space: JPEG quality 30-95 x subsampling 4:4:4/4:2:2/4:2:0 x "
+        f"filters lanczos/bicubic at width 512, {images} Kodak images, target ssimulacra2:80 (p10); "
+        f"grid of {size} settings.\n\n"
+    )
     text.write(f"- Grid best feasible: {best:,} bytes with {best_trial.params}.\n")
-    text.write(f"- TPE trials to come within 1 % of it, per seed: {needed} (a value of {max_trials + 1} means not "
-               f"within {max_trials} trials).\n")
-    text.write(f"- As a fraction of the grid: median **{summary['median_fraction']:.1%}**, mean "
-               f"{statistics.mean(fractions):.1%}, worst {summary['max_fraction']:.1%} (target: at most 15 %).\n")
+    text.write(
+        f"- TPE trials to come within 1 % of it, per seed: {needed} (a value of {max_trials + 1} means not "
+        f"within {max_trials} trials).\n"
+    )
+    text.write(
+        f"- As a fraction of the grid: median **{summary['median_fraction']:.1%}**, mean "
+        f"{statistics.mean(fractions):.1%}, worst {summary['max_fraction']:.1%} (target: at most 15 %).\n"
+    )
     return text.getvalue(), summary
 
 
@@ -141,9 +153,16 @@ def savings(trials: int, seed: int, workdir: Path) -> tuple[str, dict[str, Any]]
     target = f"ssimulacra2:{jpeg_train_p10:.2f}"
     started = time.perf_counter()
     space = {"formats": ["avif", "webp", "jpeg"], "avif": {"speed": [4, 6]}}
-    result = tune(train, space=space, target=target, n_trials=trials, seed=seed,
-                  storage=f"sqlite:///{workdir / 'savings.db'}", study_name="savings",
-                  evaluator=Evaluator(metrics=["ssimulacra2"]))
+    result = tune(
+        train,
+        space=space,
+        target=target,
+        n_trials=trials,
+        seed=seed,
+        storage=f"sqlite:///{workdir / 'savings.db'}",
+        study_name="savings",
+        evaluator=Evaluator(metrics=["ssimulacra2"]),
+    )
     seconds = time.perf_counter() - started
     preset = result.presets
     if preset is None or not preset.tiers:
@@ -179,21 +198,27 @@ def savings(trials: int, seed: int, workdir: Path) -> tuple[str, dict[str, Any]]
             break
     text = io.StringIO()
     text.write("## Savings on held-out images (`bench_tuning.py savings`)\n\n")
-    text.write(f"Command: `python benchmarks/bench_tuning.py savings --trials {trials} --seed {seed}` "
-               f"({time.strftime('%Y-%m-%d')}). Tuned on the 12 odd-numbered Kodak images (formats avif (speed 4-6), webp, jpeg; "
-               f"target {target} = the p10 SSIMULACRA 2 of JPEG q85 on those images; {trials} trials in "
-               f"{seconds:.0f} s), applied to the 12 even-numbered ones.\n\n")
+    text.write(
+        f"Command: `python benchmarks/bench_tuning.py savings --trials {trials} --seed {seed}` "
+        f"({time.strftime('%Y-%m-%d')}). Tuned on the 12 odd-numbered Kodak images (formats avif (speed 4-6), webp, jpeg; "
+        f"target {target} = the p10 SSIMULACRA 2 of JPEG q85 on those images; {trials} trials in "
+        f"{seconds:.0f} s), applied to the 12 even-numbered ones.\n\n"
+    )
     text.write("| held-out 12 images | bytes | p10 SSIMULACRA 2 | vs JPEG q85 |\n|---|---|---|---|\n")
     for name, total, p10 in rows:
         text.write(f"| {name} | {total:,} | {p10:.2f} | {total / jpeg_bytes - 1:+.1%} |\n")
     if equal is not None:
-        text.write(f"\nAt equal quality (JPEG raised to q{equal[0]} to reach the preset's held-out p10) the preset is "
-                   f"**{1 - preset_bytes / equal[1]:.1%} smaller**.")
-    text.write(f"\nThe preset is **{saving:.1%} smaller** than JPEG q85 4:2:0 on the held-out images at p10 "
-               f"SSIMULACRA 2 {preset_p10:.2f} against {jpeg_p10:.2f} (target: at least 30 % at equal or better p10; "
-               f"{'met' if saving >= 0.30 and preset_p10 >= jpeg_p10 - 1e-9 else 'see the p10 column'}). "
-               f"{len(report.misses)} of 12 held-out images miss the tuned target individually (a p10 target lets "
-               f"the hardest 10 % fall below it).\n")
+        text.write(
+            f"\nAt equal quality (JPEG raised to q{equal[0]} to reach the preset's held-out p10) the preset is "
+            f"**{1 - preset_bytes / equal[1]:.1%} smaller**."
+        )
+    text.write(
+        f"\nThe preset is **{saving:.1%} smaller** than JPEG q85 4:2:0 on the held-out images at p10 "
+        f"SSIMULACRA 2 {preset_p10:.2f} against {jpeg_p10:.2f} (target: at least 30 % at equal or better p10; "
+        f"{'met' if saving >= 0.30 and preset_p10 >= jpeg_p10 - 1e-9 else 'see the p10 column'}). "
+        f"{len(report.misses)} of 12 held-out images miss the tuned target individually (a p10 target lets "
+        f"the hardest 10 % fall below it).\n"
+    )
     return text.getvalue(), {"saving": saving, "preset_p10": preset_p10, "jpeg_p10": jpeg_p10}
 
 

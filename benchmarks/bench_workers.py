@@ -68,12 +68,26 @@ def _run_config(workers: int, images: list[str], args: argparse.Namespace, scrat
 
     storage = f"journal:{scratch / f'{tag}.journal'}"
     space = {"formats": args.formats.split(",")}
-    prepare_study(images, space=space, target=args.target, profile=args.profile, storage=storage, study_name=tag, n_trials=1_000_000)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", OPTIMIZER_STORAGE=storage)
+    prepare_study(
+        images,
+        space=space,
+        target=args.target,
+        profile=args.profile,
+        storage=storage,
+        study_name=tag,
+        n_trials=1_000_000,
+    )
+    env = dict(
+        os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", OPTIMIZER_STORAGE=storage
+    )
     # A worker that joins and stops at once: its CPU time is the start-up cost, taken off the totals below.
     worker = [sys.executable, "-c", _WORKER]
-    dry = subprocess.Popen([*worker, "--study", tag, "--threads", "1", "--timeout", "0", "--quiet", "--", *images],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    dry = subprocess.Popen(
+        [*worker, "--study", tag, "--threads", "1", "--timeout", "0", "--quiet", "--", *images],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     _, status, usage = os.wait4(dry.pid, 0)
     dry.returncode = os.waitstatus_to_exitcode(status)
     startup_cpu = usage.ru_utime + usage.ru_stime
@@ -85,8 +99,23 @@ def _run_config(workers: int, images: list[str], args: argparse.Namespace, scrat
         with open(log, "wb") as out:
             procs.append(
                 subprocess.Popen(
-                    [*worker, "--study", tag, "--threads", "1", "--seed", str(i), "--deadline", f"{deadline:.3f}", "--quiet", "--", *images],
-                    stdout=out, stderr=subprocess.STDOUT, env=env,
+                    [
+                        *worker,
+                        "--study",
+                        tag,
+                        "--threads",
+                        "1",
+                        "--seed",
+                        str(i),
+                        "--deadline",
+                        f"{deadline:.3f}",
+                        "--quiet",
+                        "--",
+                        *images,
+                    ],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
                 )
             )
     cpu = 0.0
@@ -129,8 +158,12 @@ def main() -> None:
     parser.add_argument("--formats", default="avif,webp,jpeg")
     parser.add_argument("--profile", default="default")
     parser.add_argument("--target", default="ssimulacra2:80")
-    parser.add_argument("--max-load", type=float, default=None,
-                        help="before each configuration, wait (up to --max-wait s) until the 1-minute load average is below this")
+    parser.add_argument(
+        "--max-load",
+        type=float,
+        default=None,
+        help="before each configuration, wait (up to --max-wait s) until the 1-minute load average is below this",
+    )
     parser.add_argument("--max-wait", type=float, default=600.0)
     args = parser.parse_args()
 
@@ -173,8 +206,8 @@ workers, other processes held the CPU and the trials-per-minute speed-up says mo
 
 | workers | finished trials | trials/min (steady) | trials/min (wall, start-up included) | mean trial (s) | CPU s per trial | cores the workers got | load average |
 |---:|---:|---:|---:|---:|---:|---:|---:|
-| 1 | {med[1]['trials']:.0f} | {med[1]['steady']:.1f} | {med[1]['wall']:.1f} | {med[1]['mean_trial_s']:.2f} | {med[1]['cpu_per_trial_s']:.2f} | {med[1]['cores_used']:.2f} | {med[1]['load']:.1f} |
-| 2 | {med[2]['trials']:.0f} | {med[2]['steady']:.1f} | {med[2]['wall']:.1f} | {med[2]['mean_trial_s']:.2f} | {med[2]['cpu_per_trial_s']:.2f} | {med[2]['cores_used']:.2f} | {med[2]['load']:.1f} |
+| 1 | {med[1]["trials"]:.0f} | {med[1]["steady"]:.1f} | {med[1]["wall"]:.1f} | {med[1]["mean_trial_s"]:.2f} | {med[1]["cpu_per_trial_s"]:.2f} | {med[1]["cores_used"]:.2f} | {med[1]["load"]:.1f} |
+| 2 | {med[2]["trials"]:.0f} | {med[2]["steady"]:.1f} | {med[2]["wall"]:.1f} | {med[2]["mean_trial_s"]:.2f} | {med[2]["cpu_per_trial_s"]:.2f} | {med[2]["cores_used"]:.2f} | {med[2]["load"]:.1f} |
 
 Per round (steady trials/min, 1 worker -> 2 workers, load average): {rounds}.
 

@@ -28,7 +28,9 @@ from optimizer.evaluator import Evaluator  # noqa: E402
 from optimizer.imageio import load_image  # noqa: E402
 from optimizer.metrics.registry import get_spec  # noqa: E402
 
-KODAK = Path(os.environ.get("OPTIMIZER_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets")) / "kodak"
+KODAK = (
+    Path(os.environ.get("OPTIMIZER_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets")) / "kodak"
+)
 SETTINGS = (
     [("jpeg", {"quality": q}) for q in (10, 20, 30, 45, 60, 75, 85, 92, 97)]
     + [("webp", {"quality": q}) for q in (10, 30, 50, 70, 85, 95)]
@@ -55,9 +57,13 @@ def _fit(x: np.ndarray, y: np.ndarray, spec) -> tuple[float, float]:  # type: ig
     best = spec.best_value
     if np.isfinite(best):
         if spec.higher_is_better:
-            res = minimize_scalar(lambda lo: loss((lo, best)), bounds=(float(x.min()) - 1.0, best - 1e-6), method="bounded")
+            res = minimize_scalar(
+                lambda lo: loss((lo, best)), bounds=(float(x.min()) - 1.0, best - 1e-6), method="bounded"
+            )
             return float(res.x), best
-        res = minimize_scalar(lambda hi: loss((best, hi)), bounds=(best + 1e-6, float(x.max()) * 3 + 1e-3), method="bounded")
+        res = minimize_scalar(
+            lambda hi: loss((best, hi)), bounds=(best + 1e-6, float(x.max()) * 3 + 1e-3), method="bounded"
+        )
         return best, float(res.x)
     slope, intercept = np.polyfit(x, y, 1)
     start = (-intercept / slope, (1.0 - intercept) / slope)

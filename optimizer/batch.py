@@ -47,8 +47,23 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".jpe", ".webp", ".avif", ".jxl", ".gif", ".bmp", ".tif", ".tiff", ".ppm",
-     ".pgm", ".pnm", ".tga"}
+    {
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".webp",
+        ".avif",
+        ".jxl",
+        ".gif",
+        ".bmp",
+        ".tif",
+        ".tiff",
+        ".ppm",
+        ".pgm",
+        ".pnm",
+        ".tga",
+    }
 )
 
 ProgressCallback = Callable[[int, int], None]
@@ -183,8 +198,20 @@ class BatchReport:
             row["composite"] = p.result.composite
             row["level"] = p.result.level
             rows.append(row)
-        columns = ["key", "reference", "distorted", "width", "height", "reference_bytes", "distorted_bytes",
-                   "bits_per_pixel", "byte_ratio", *self.metric_names, "composite", "level"]
+        columns = [
+            "key",
+            "reference",
+            "distorted",
+            "width",
+            "height",
+            "reference_bytes",
+            "distorted_bytes",
+            "bits_per_pixel",
+            "byte_ratio",
+            *self.metric_names,
+            "composite",
+            "level",
+        ]
         return pd.DataFrame(rows, columns=columns)
 
     def to_csv(self, path: str | os.PathLike[str]) -> None:
@@ -270,13 +297,17 @@ def index_folder(root: Path) -> tuple[dict[str, Path], list[PairIssue]]:
         if len(paths) > 1:
             names = ", ".join(p.name for p in paths)
             for p in paths:
-                issues.append(PairIssue(str(p), f"ambiguous: several files share the stem {key!r} ({names})", "unpaired"))
+                issues.append(
+                    PairIssue(str(p), f"ambiguous: several files share the stem {key!r} ({names})", "unpaired")
+                )
         else:
             index[key] = paths[0]
     return index, issues
 
 
-def pair_folders(reference_dir: str | Path, distorted_dir: str | Path) -> tuple[list[tuple[str, Path, Path]], list[PairIssue]]:
+def pair_folders(
+    reference_dir: str | Path, distorted_dir: str | Path
+) -> tuple[list[tuple[str, Path, Path]], list[PairIssue]]:
     """Pair two folders by relative path and stem; returns ``(key, ref, dist)`` pairs and the issues."""
     ref_root, dist_root = Path(reference_dir), Path(distorted_dir)
     for root in (ref_root, dist_root):
@@ -297,9 +328,7 @@ def pair_folders(reference_dir: str | Path, distorted_dir: str | Path) -> tuple[
 # Scoring
 
 
-def _score_pair(
-    evaluator: Evaluator, key: str, ref: Path, dist: Path, maps_dir: Path | None
-) -> PairResult | PairIssue:
+def _score_pair(evaluator: Evaluator, key: str, ref: Path, dist: Path, maps_dir: Path | None) -> PairResult | PairIssue:
     try:
         scorer = evaluator.for_reference(ref)
         distorted = load_image(dist)  # decoded once, for the score and the maps

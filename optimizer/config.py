@@ -115,8 +115,10 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> EvaluatorCo
             if not isinstance(background, list) or len(background) != 3:
                 raise ConfigError(f"{source}: background is three numbers in [0, 1], got {background!r}")
             background = tuple(float(v) for v in background)
-        options = {k: dict(_table(v, f"[evaluator.metric_options.{k}]"))
-                   for k, v in _table(section.get("metric_options", {}), "metric_options").items()}
+        options = {
+            k: dict(_table(v, f"[evaluator.metric_options.{k}]"))
+            for k, v in _table(section.get("metric_options", {}), "metric_options").items()
+        }
         metrics = section.get("metrics", [])
         if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
             raise ConfigError(f"{source}: evaluator.metrics is a list of metric names, got {metrics!r}")

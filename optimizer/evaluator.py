@@ -402,9 +402,7 @@ class ReferenceScorer:
             image = resize(image, width=self.reference.width, height=self.reference.height, filter="lanczos")
         return image, image.to_tensor(self.evaluator.device, background=self.evaluator.background)
 
-    def score(
-        self, distorted: ImageSource | Image, *, metrics: Iterable[str] | None = None
-    ) -> EvaluationResult:
+    def score(self, distorted: ImageSource | Image, *, metrics: Iterable[str] | None = None) -> EvaluationResult:
         """Score one candidate; ``metrics`` restricts to a subset (the composite then uses only those)."""
         import torch
 

@@ -338,23 +338,43 @@ class GateReport:
             details = r.message
             if r.failing:
                 details += "\nfailing images:\n" + "\n".join(
-                    f"  {k}: {format_value(r.budget.metric, v, ratio=r.budget.max_ratio is not None)}" for k, v in r.failing
+                    f"  {k}: {format_value(r.budget.metric, v, ratio=r.budget.max_ratio is not None)}"
+                    for k, v in r.failing
                 )
             cases.append((r.budget.label, "optimizer.gate.budget", None if r.passed else r.message, details))
         files_failed = not self.files_ok or not self.batch.pairs
         files_text = self.files_message() if self.batch.pairs else "no pair was scored"
-        cases.append(("files paired and readable", "optimizer.gate.files", files_text if files_failed else None,
-                      files_text))
+        cases.append(
+            ("files paired and readable", "optimizer.gate.files", files_text if files_failed else None, files_text)
+        )
         failures = sum(1 for c in cases if c[2] is not None)
-        suites = ET.Element("testsuites", name="optimizer gate", tests=str(len(cases)), failures=str(failures),
-                            errors="0", time=f"{self.seconds:.3f}")
-        suite = ET.SubElement(suites, "testsuite", name="optimizer.gate", tests=str(len(cases)),
-                              failures=str(failures), errors="0", skipped="0", time=f"{self.seconds:.3f}",
-                              timestamp=self.created)
+        suites = ET.Element(
+            "testsuites",
+            name="optimizer gate",
+            tests=str(len(cases)),
+            failures=str(failures),
+            errors="0",
+            time=f"{self.seconds:.3f}",
+        )
+        suite = ET.SubElement(
+            suites,
+            "testsuite",
+            name="optimizer.gate",
+            tests=str(len(cases)),
+            failures=str(failures),
+            errors="0",
+            skipped="0",
+            time=f"{self.seconds:.3f}",
+            timestamp=self.created,
+        )
         properties = ET.SubElement(suite, "properties")
-        for key, value in (("orig_dir", self.orig_dir), ("processed_dir", self.processed_dir),
-                           ("pairs", str(len(self.batch.pairs))), ("profile", str(self.batch.evaluator.get("profile"))),
-                           ("allow_missing", str(self.allow_missing).lower())):
+        for key, value in (
+            ("orig_dir", self.orig_dir),
+            ("processed_dir", self.processed_dir),
+            ("pairs", str(len(self.batch.pairs))),
+            ("profile", str(self.batch.evaluator.get("profile"))),
+            ("allow_missing", str(self.allow_missing).lower()),
+        ):
             ET.SubElement(properties, "property", name=key, value=value)
         for name, classname, failure, details in cases:
             case = ET.SubElement(suite, "testcase", name=name, classname=classname, time="0")
@@ -427,7 +447,8 @@ def check_budget(budget: Budget, pairs: Sequence[PairResult]) -> BudgetResult:
         low = None if low is None else low / share
         high = None if high is None else high / share
     failing = [
-        (p.key, v) for p, v in zip(pairs, values)
+        (p.key, v)
+        for p, v in zip(pairs, values)
         if math.isnan(v) or (low is not None and v < low) or (high is not None and v > high)
     ]
     failing.sort(key=lambda kv: (not math.isnan(kv[1]), kv[1] if budget.higher_is_better else -kv[1]))

@@ -120,9 +120,7 @@ DEFAULT_MAX_PIXELS = 100_000_000
 #: Formats the loader accepts: Pillow format names, plus JXL through imagecodecs. Pillow is only asked to
 #: parse these (other formats it knows are named in the error, never decoded). MPO is Pillow's name for a
 #: JPEG with extra images.
-SUPPORTED_FORMATS = frozenset(
-    {"PNG", "JPEG", "MPO", "WEBP", "AVIF", "GIF", "BMP", "TIFF", "PPM", "TGA", "JXL"}
-)
+SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "WEBP", "AVIF", "GIF", "BMP", "TIFF", "PPM", "TGA", "JXL"})
 
 #: The default background for scoring and for encoders without alpha.
 WHITE = (1.0, 1.0, 1.0)
@@ -225,9 +223,7 @@ class Image:
                     self.source,
                 )
             if alpha.shape != rgb.shape[:2]:
-                raise InvalidImageError(
-                    f"alpha shape {alpha.shape} does not match image {rgb.shape[:2]}", self.source
-                )
+                raise InvalidImageError(f"alpha shape {alpha.shape} does not match image {rgb.shape[:2]}", self.source)
 
     @property
     def width(self) -> int:
@@ -522,9 +518,7 @@ def _open_header(data: bytes, label: str, limit: int) -> PILImage.Image:
         raise InvalidImageError(f"cannot read image header (corrupt or truncated): {exc}", label) from None
     other = _other_format(data)
     if other is not None:
-        raise InvalidImageError(
-            f"unsupported format {other}; supported: {', '.join(sorted(SUPPORTED_FORMATS))}", label
-        )
+        raise InvalidImageError(f"unsupported format {other}; supported: {', '.join(sorted(SUPPORTED_FORMATS))}", label)
     if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
         raise InvalidImageError("HEIC/HEIF is not supported; convert it to PNG, JPEG or AVIF first", label)
     raise InvalidImageError(
@@ -687,8 +681,7 @@ def _check_unit_range(arr: np.ndarray, label: str, what: str) -> None:
     lo, hi = float(arr.min()), float(arr.max())
     if lo < 0.0 or hi > 1.0:
         raise InvalidImageError(
-            f"{what} must hold values in [0, 1], got [{lo:.4g}, {hi:.4g}] "
-            "(scale it, or pass 8-bit data as uint8)",
+            f"{what} must hold values in [0, 1], got [{lo:.4g}, {hi:.4g}] (scale it, or pass 8-bit data as uint8)",
             label,
         )
 
@@ -857,8 +850,12 @@ def _cms16(colour: np.ndarray, icc: bytes | None, label: str) -> np.ndarray | No
     data = colour[..., 0] if space == "gray" else colour
     try:
         out = codecs.cms_transform(
-            np.ascontiguousarray(data), icc, codecs.cms_profile("srgb"),
-            colorspace=space, outcolorspace="rgb", outdtype=np.float32,
+            np.ascontiguousarray(data),
+            icc,
+            codecs.cms_profile("srgb"),
+            colorspace=space,
+            outcolorspace="rgb",
+            outdtype=np.float32,
         )
     except Exception as exc:  # noqa: BLE001 - imagecodecs raises its own error classes
         _icc_warning(label, exc)
@@ -977,9 +974,7 @@ def _from_array(arr: np.ndarray, label: str, limit: int) -> Image:
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
-        raise InvalidImageError(
-            f"array must be H x W, or H x W x 1, 2, 3 or 4 channels, got shape {arr.shape}", label
-        )
+        raise InvalidImageError(f"array must be H x W, or H x W x 1, 2, 3 or 4 channels, got shape {arr.shape}", label)
     height, width, channels = arr.shape
     _check_pixels(width, height, limit, label)
     if arr.dtype == np.uint8:
@@ -1008,4 +1003,3 @@ def _from_array(arr: np.ndarray, label: str, limit: int) -> Image:
     rgb = _grey_to_rgb(scaled)
     info = ImageInfo(format=None, mode=f"array[{arr.dtype}]x{channels}", bit_depth=depth, had_alpha=alpha is not None)
     return Image(rgb=rgb, alpha=alpha, source=label, info=info)
-

@@ -127,8 +127,11 @@ class Threshold:
         if warning is not None and critical is not None:
             higher = _higher_is_better(self.metric)
             if (higher and critical > warning) or (not higher and critical < warning):
-                word = "higher is better, so critical must be <= warning" if higher else (
-                    "lower is better, so critical must be >= warning")
+                word = (
+                    "higher is better, so critical must be <= warning"
+                    if higher
+                    else ("lower is better, so critical must be >= warning")
+                )
                 raise InvalidParameterError(
                     f"threshold on {self.metric!r}: {word}; got warning {warning:g}, critical {critical:g}"
                 )
@@ -176,8 +179,7 @@ class DriftRule:
                 raise InvalidParameterError(f"drift {self.metric}.{name} must be > 0, got {amount:g}")
         if warning is not None and critical is not None and critical < warning:
             raise InvalidParameterError(
-                f"drift on {self.metric!r}: critical must be >= warning, got warning {warning:g}, "
-                f"critical {critical:g}"
+                f"drift on {self.metric!r}: critical must be >= warning, got warning {warning:g}, critical {critical:g}"
             )
 
     @property
@@ -272,8 +274,9 @@ class LoggingSink:
         self.logger = log if isinstance(log, logging.Logger) else logging.getLogger(log or "optimizer.monitor")
 
     def emit(self, alert: Alert) -> None:
-        self.logger.log(self.LEVELS.get(alert.severity, logging.WARNING), "%s", alert.message,
-                        extra={"alert": alert.to_dict()})
+        self.logger.log(
+            self.LEVELS.get(alert.severity, logging.WARNING), "%s", alert.message, extra={"alert": alert.to_dict()}
+        )
 
 
 class JsonLinesSink:
@@ -411,7 +414,9 @@ class MonitorConfig:
                 for metric, spec in _table(data.get("thresholds", {}), f"{source}: thresholds").items()
             )
             drift = tuple(
-                DriftRule(metric, **_rule_values(spec, {"warning", "critical", "baseline"}, f"{source}: drift.{metric}"))
+                DriftRule(
+                    metric, **_rule_values(spec, {"warning", "critical", "baseline"}, f"{source}: drift.{metric}")
+                )
                 for metric, spec in _table(data.get("drift", {}), f"{source}: drift").items()
             )
             options = {k: data[k] for k in ("window", "cooldown", "cooldown_seconds", "rearm") if k in data}
@@ -591,9 +596,16 @@ class QualityMonitor:
         """A monitor from a :class:`MonitorConfig` or a TOML file."""
         if not isinstance(config, MonitorConfig):
             config = load_monitor_config(config)
-        return cls(config.thresholds, window=config.window, drift=config.drift, sinks=sinks,
-                   cooldown=config.cooldown, cooldown_seconds=config.cooldown_seconds, rearm=config.rearm,
-                   clock=clock)
+        return cls(
+            config.thresholds,
+            window=config.window,
+            drift=config.drift,
+            sinks=sinks,
+            cooldown=config.cooldown,
+            cooldown_seconds=config.cooldown_seconds,
+            rearm=config.rearm,
+            clock=clock,
+        )
 
     @property
     def window(self) -> int:
@@ -658,15 +670,19 @@ class QualityMonitor:
         return alerts
 
     def report_error(
-        self, item: str, message: str, *, severity: Severity = "warning", silent: bool = False,
+        self,
+        item: str,
+        message: str,
+        *,
+        severity: Severity = "warning",
+        silent: bool = False,
         timestamp: float | None = None,
     ) -> Alert:
         """Record an item that could not be scored; it becomes an ``error`` alert (never an exception)."""
         if severity not in SEVERITIES:
             raise InvalidParameterError(f"severity must be one of {', '.join(SEVERITIES)}, got {severity!r}")
         now = self.clock() if timestamp is None else timestamp
-        alert = Alert(severity, "file", None, None, "error", f"{item}: could not be scored: {message}", item,
-                      _iso(now))
+        alert = Alert(severity, "file", None, None, "error", f"{item}: could not be scored: {message}", item, _iso(now))
         with self._lock:
             self._errors += 1
             self._count([alert])
@@ -763,8 +779,10 @@ class QualityMonitor:
         within = (
             track.cooldown_severity is not None
             and _RANK[severity] <= _RANK[track.cooldown_severity]
-            and (index - track.cooldown_index <= self.config.cooldown
-                 or now - track.cooldown_time < self.config.cooldown_seconds)
+            and (
+                index - track.cooldown_index <= self.config.cooldown
+                or now - track.cooldown_time < self.config.cooldown_seconds
+            )
         )
         if within:
             track.suppressed += 1
@@ -998,14 +1016,21 @@ class FolderWatcher:
         try:
             result = self.evaluator.for_reference(orig).score(proc)
         except (OptimizerError, OSError, ValueError) as exc:
-            item = WatchItem(key, str(orig), str(proc), error=str(exc) or type(exc).__name__,
-                             original_bytes=signature[0], processed_bytes=signature[2])
+            item = WatchItem(
+                key,
+                str(orig),
+                str(proc),
+                error=str(exc) or type(exc).__name__,
+                original_bytes=signature[0],
+                processed_bytes=signature[2],
+            )
             logger.warning("%s: could not be scored: %s", key, item.error)
             if self.monitor is not None:
                 self.monitor.report_error(key, item.error or "")
         else:
-            item = WatchItem(key, str(orig), str(proc), result=result, original_bytes=signature[0],
-                             processed_bytes=signature[2])
+            item = WatchItem(
+                key, str(orig), str(proc), result=result, original_bytes=signature[0], processed_bytes=signature[2]
+            )
             if self.monitor is not None:
                 self.monitor.observe(result, key)
         self._record(item, signature)

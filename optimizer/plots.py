@@ -207,7 +207,9 @@ def rate_quality(
         return fig
     if column not in df.columns:
         recorded = sorted(c.removeprefix("agg_") for c in df.columns if c.startswith("agg_"))
-        raise InvalidParameterError(f"study {result.study_name!r} did not record {metric!r}; recorded: {', '.join(recorded)}")
+        raise InvalidParameterError(
+            f"study {result.study_name!r} did not record {metric!r}; recorded: {', '.join(recorded)}"
+        )
     finished = df[df["state"].isin(["COMPLETE", "PRUNED"])]
     finished = finished[finished[column].notna() & finished["bits_per_pixel"].notna()]
     if finished.empty:
@@ -228,10 +230,25 @@ def rate_quality(
         pruned = rows[rows["state"] == "PRUNED"]
         ax.scatter(feasible["bits_per_pixel"], feasible[column], s=36, color=color, zorder=3, gid=f"feasible-{fmt}")
         ax.scatter(
-            infeasible["bits_per_pixel"], infeasible[column], s=36, facecolors="none", edgecolors=color,
-            linewidths=1.2, zorder=3, gid=f"infeasible-{fmt}",
+            infeasible["bits_per_pixel"],
+            infeasible[column],
+            s=36,
+            facecolors="none",
+            edgecolors=color,
+            linewidths=1.2,
+            zorder=3,
+            gid=f"infeasible-{fmt}",
         )
-        ax.scatter(pruned["bits_per_pixel"], pruned[column], s=30, marker="x", color=color, alpha=0.6, zorder=2, gid=f"pruned-{fmt}")
+        ax.scatter(
+            pruned["bits_per_pixel"],
+            pruned[column],
+            s=30,
+            marker="x",
+            color=color,
+            alpha=0.6,
+            zorder=2,
+            gid=f"pruned-{fmt}",
+        )
         if not complete.empty:
             x, y = _envelope(complete["bits_per_pixel"].to_numpy(float), complete[column].to_numpy(float), sign)
             (line,) = ax.plot(x, y, "-", color=color, linewidth=1.6, label=fmt, gid=f"curve-{fmt}", zorder=2)
@@ -244,7 +261,9 @@ def rate_quality(
         )
     handles += [
         Line2D([], [], linestyle="", marker="o", color="0.2", label=_FEASIBLE_LABEL),
-        Line2D([], [], linestyle="", marker="o", markerfacecolor="none", markeredgecolor="0.2", label=_INFEASIBLE_LABEL),
+        Line2D(
+            [], [], linestyle="", marker="o", markerfacecolor="none", markeredgecolor="0.2", label=_INFEASIBLE_LABEL
+        ),
         Line2D([], [], linestyle="", marker="x", color="0.2", label=_PRUNED_LABEL),
     ]
     ax.legend(handles=handles, fontsize="small", loc="best")
@@ -311,31 +330,49 @@ def pareto_front(
     if complete.empty:
         _empty(ax, "no complete trials yet")
         return fig
-    ax.scatter(complete["bits_per_pixel"], complete["quality"], s=22, color="0.75", label="trials", zorder=1, gid="trials")
+    ax.scatter(
+        complete["bits_per_pixel"], complete["quality"], s=22, color="0.75", label="trials", zorder=1, gid="trials"
+    )
     front = result.pareto_front
     from .tuning.objective import ATTR_BPP, ATTR_QUALITY, ATTR_SETTINGS
 
     fx = np.array([float(t.user_attrs[ATTR_BPP]) for t in front])
     fy = np.array([float(t.user_attrs[ATTR_QUALITY]) for t in front])
     fmts = [(t.user_attrs.get(ATTR_SETTINGS) or {}).get("codec") for t in front]
-    ax.plot(fx, fy, "-", drawstyle="steps-post", color="0.25", linewidth=1.2, label="Pareto front", zorder=2, gid="front")
+    ax.plot(
+        fx, fy, "-", drawstyle="steps-post", color="0.25", linewidth=1.2, label="Pareto front", zorder=2, gid="front"
+    )
     colors = _format_colors(_formats(result, fmts))
     for fmt in dict.fromkeys(fmts):
         pick = [i for i, f in enumerate(fmts) if f == fmt]
-        ax.scatter(fx[pick], fy[pick], s=40, color=colors.get(fmt, "0.2"), label=f"front: {fmt}", zorder=3, gid=f"front-{fmt}")
+        ax.scatter(
+            fx[pick], fy[pick], s=40, color=colors.get(fmt, "0.2"), label=f"front: {fmt}", zorder=3, gid=f"front-{fmt}"
+        )
     ax.axhline(goal.value, linestyle="--", color="0.3", linewidth=1, label=f"target {goal}", gid="target")
     if preset is not None:
         points = [(tier, _tier_point(result, tier)) for tier in preset.tiers]
         placed = [(tier, p) for tier, p in points if p is not None]
         if placed:
             ax.scatter(
-                [p[0] for _, p in placed], [p[1] for _, p in placed], marker="*", s=260, color="gold",
-                edgecolors="black", linewidths=0.8, zorder=5, label="preset tiers", gid="tiers",
+                [p[0] for _, p in placed],
+                [p[1] for _, p in placed],
+                marker="*",
+                s=260,
+                color="gold",
+                edgecolors="black",
+                linewidths=0.8,
+                zorder=5,
+                label="preset tiers",
+                gid="tiers",
             )
             for tier, (x, y) in placed:
                 ax.annotate(
-                    tier.name + (" (default)" if tier.name == preset.default else ""), (x, y),
-                    xytext=(8, -12), textcoords="offset points", fontsize="small", gid=f"tier-{tier.name}",
+                    tier.name + (" (default)" if tier.name == preset.default else ""),
+                    (x, y),
+                    xytext=(8, -12),
+                    textcoords="offset points",
+                    fontsize="small",
+                    gid=f"tier-{tier.name}",
                 )
     ax.legend(fontsize="small", loc="best")
     ax.grid(True, alpha=0.3)
@@ -354,9 +391,15 @@ def _importance_evaluator(name: str, seed: int) -> tuple[Any, str, str | None]:
     import optuna
 
     if name not in IMPORTANCE_EVALUATORS:
-        raise InvalidParameterError(f"importance evaluator must be one of {', '.join(IMPORTANCE_EVALUATORS)}, got {name!r}")
+        raise InvalidParameterError(
+            f"importance evaluator must be one of {', '.join(IMPORTANCE_EVALUATORS)}, got {name!r}"
+        )
     if name != "ped-anova":
-        cls = optuna.importance.FanovaImportanceEvaluator if name == "fanova" else optuna.importance.MeanDecreaseImpurityImportanceEvaluator
+        cls = (
+            optuna.importance.FanovaImportanceEvaluator
+            if name == "fanova"
+            else optuna.importance.MeanDecreaseImpurityImportanceEvaluator
+        )
         try:
             return cls(seed=seed), ("fANOVA" if name == "fanova" else "mean decrease impurity"), None
         except ImportError:
@@ -433,7 +476,9 @@ def importance_table(
                 notes[f"{scope}: {objective}"] = f"{engine_name} could not assess these trials"
                 continue
             for param in params:
-                rows.append({"scope": scope, "param": param, "objective": objective, "importance": importances.get(param, 0.0)})
+                rows.append(
+                    {"scope": scope, "param": param, "objective": objective, "importance": importances.get(param, 0.0)}
+                )
     table = pd.DataFrame(rows, columns=["scope", "param", "objective", "importance"])
     table.attrs["evaluator"] = engine_name
     table.attrs["notes"] = notes
@@ -511,7 +556,9 @@ def param_importances(
         for offset, (objective, color) in zip((0.2, -0.2), (("bytes", "C0"), ("quality", "C1"))):
             part = rows[rows["objective"] == objective].set_index("param")["importance"]
             values = [float(part.get(p, np.nan)) for p in params]
-            ax.barh(y + offset, values, height=0.38, color=color, label=objective, gid=f"importance-{scope}-{objective}")
+            ax.barh(
+                y + offset, values, height=0.38, color=color, label=objective, gid=f"importance-{scope}-{objective}"
+            )
         ax.set_yticks(y, params)
         ax.set_xlim(0, 1.02)
         ax.set_xlabel("importance (normalised)")
@@ -520,7 +567,9 @@ def param_importances(
     if drawn:
         fig.legend(
             handles=[Patch(color="C0", label="bytes"), Patch(color="C1", label="quality")],
-            loc="outside lower center", ncols=2, fontsize="small",
+            loc="outside lower center",
+            ncols=2,
+            fontsize="small",
         )
     return fig
 
@@ -607,7 +656,9 @@ def tradeoff_table(
             "trial": tier.trial_number,
         }
         if baseline is not None:
-            row["savings"] = 1.0 - tier.expected.total_bytes / baseline.total_bytes if baseline.total_bytes else math.nan
+            row["savings"] = (
+                1.0 - tier.expected.total_bytes / baseline.total_bytes if baseline.total_bytes else math.nan
+            )
         rows.append(row)
     if baseline is not None:
         rows.append(
@@ -760,7 +811,9 @@ def _damage_map(kind: str, reference: Image, decoded: Image, evaluator: Evaluato
     scorer = (evaluator or Evaluator(metrics=[kind])).for_reference(reference)
     maps = scorer.maps(decoded)
     if kind not in maps:
-        raise InvalidParameterError(f"metric {kind!r} offers no spatial map; use ssim, ssimulacra2, lpips or difference")
+        raise InvalidParameterError(
+            f"metric {kind!r} offers no spatial map; use ssim, ssimulacra2, lpips or difference"
+        )
     return get_spec(kind).damage(maps[kind])
 
 
@@ -779,16 +832,27 @@ def _encode_item(item: CorpusItem, settings: EncodingSettings) -> EncodedImage:
     """``settings`` applied to one corpus item exactly as a study trial applies them (at the item's width)."""
     from .tuning.settings import EncodingSettings
 
-    return EncodingSettings(settings.codec, settings.params, item.candidate_transform(settings.transform)).encode(item.source)
+    return EncodingSettings(settings.codec, settings.params, item.candidate_transform(settings.transform)).encode(
+        item.source
+    )
 
 
-def _item_qualities(corpus: Corpus, settings: EncodingSettings, target: Target, evaluator: Evaluator) -> list[dict[str, Any]]:
+def _item_qualities(
+    corpus: Corpus, settings: EncodingSettings, target: Target, evaluator: Evaluator
+) -> list[dict[str, Any]]:
     """Score every corpus item with ``settings`` (for tiers whose trial the study does not hold)."""
     rows = []
     for item in corpus.items:
         encoded = _encode_item(item, settings)
         quality = target.value_of(evaluator.for_reference(item.reference).score(encoded.decoded))
-        rows.append({"name": item.name, "quality": float(quality), "bits_per_pixel": encoded.bits_per_pixel, "bytes": encoded.bytes})
+        rows.append(
+            {
+                "name": item.name,
+                "quality": float(quality),
+                "bits_per_pixel": encoded.bits_per_pixel,
+                "bytes": encoded.bytes,
+            }
+        )
     sign = 1.0 if target.higher_is_better else -1.0
     rows.sort(key=lambda r: (sign * r["quality"], r["name"]))
     return rows
@@ -965,7 +1029,10 @@ def metric_maps(
     aspect = ref.height / ref.width
     fig = Figure(figsize=figsize or (4.0 * cols, 4.0 * aspect * rows + 0.9), layout="constrained")
     scores = ", ".join(f"{k} {v:.4g}" for k, v in result.scores.items())
-    names = (Path(ref.source).name if ref.source else "reference", Path(dist.source).name if dist.source else "distorted")
+    names = (
+        Path(ref.source).name if ref.source else "reference",
+        Path(dist.source).name if dist.source else "distorted",
+    )
     fig.suptitle(f"{names[0]} vs {names[1]}: {scores}", fontsize="medium")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, (title, arr, style) in zip(axes, panels):

@@ -319,7 +319,9 @@ def _summary(result: TuningResult, preset: Preset | None, url: str | None) -> st
         (
             "corpus",
             f"{corpus.get('images')} images, {corpus.get('items')} items, {corpus.get('pixels'):,} pixels, "
-            f"fingerprint {corpus.get('fingerprint')}" if isinstance(corpus.get("pixels"), int) else str(corpus.get("fingerprint")),
+            f"fingerprint {corpus.get('fingerprint')}"
+            if isinstance(corpus.get("pixels"), int)
+            else str(corpus.get("fingerprint")),
         ),
         (
             "trials",
@@ -337,7 +339,7 @@ def _summary(result: TuningResult, preset: Preset | None, url: str | None) -> st
     if url and (url.startswith(("sqlite:", "postgresql", "mysql")) or url.startswith("journal:")):
         target = url.removeprefix("journal:")
         dashboard = (
-            "<p class=\"muted\">Explore every trial interactively: <code>pip install optuna-dashboard</code>, then "
+            '<p class="muted">Explore every trial interactively: <code>pip install optuna-dashboard</code>, then '
             f"<code>optuna-dashboard {_esc(target)}</code>.</p>"
         )
     return f'<section id="summary"><h2>Study</h2><dl class="facts">{rows}</dl>{dashboard}</section>'
@@ -438,7 +440,9 @@ def _crops_section(
     for tier in preset.tiers:
         parts.append(f'<h3 id="crops-{_esc(tier.name)}">{_esc(tier.name)}: {_esc(tier.label())}</h3>')
         try:
-            crops: list[CropComparison] = hardest_crops(result, corpus, presets=preset, tier=tier.name, count=count, crop=crop, damage_map=map_kind)
+            crops: list[CropComparison] = hardest_crops(
+                result, corpus, presets=preset, tier=tier.name, count=count, crop=crop, damage_map=map_kind
+            )
         except OptimizerError as exc:
             notes.append(f"Crops of tier {tier.name!r} omitted: {exc}")
             parts.append(f'<p class="omitted">{_esc(exc)}</p>')
@@ -478,7 +482,9 @@ def _attribute_notes(result: TuningResult) -> list[str]:
         return []
     numbers = ", ".join(str(n) for n in sorted(lacking)[:10]) + (" ..." if len(lacking) > 10 else "")
     keys = sorted({k for v in lacking.values() for k in v})
-    return [f"{len(lacking)} complete trial(s) ({numbers}) lack the user attributes {', '.join(keys)}; they are left out of the figures."]
+    return [
+        f"{len(lacking)} complete trial(s) ({numbers}) lack the user attributes {', '.join(keys)}; they are left out of the figures."
+    ]
 
 
 def _page(result: TuningResult, sections: list[str], notes: list[str]) -> str:

@@ -96,7 +96,7 @@ def test_search_finds_a_certified_crossing_in_fewer_probes_than_bisection(seed: 
             continue
         assert margin[a.answer] >= 0
         assert a.certified and (a.answer == 0 or margin[a.answer - 1] < 0)
-        if b.answer is not None and all(m >= 0 for m in margin[b.answer:]) and all(m < 0 for m in margin[: b.answer]):
+        if b.answer is not None and all(m >= 0 for m in margin[b.answer :]) and all(m < 0 for m in margin[: b.answer]):
             assert a.answer == b.answer  # monotone curve: the same minimal position
         adaptive += a.probes
         bisect += b.probes
@@ -220,8 +220,9 @@ def test_impossible_target_keeps_the_best_candidate(crops: list[Path], ssim: Eva
     best = max(o.quality for o in result.formats if o.quality is not None)
     assert result.quality == pytest.approx(best, abs=1e-6)
     assert _score(ssim, crops[0], Path(result.output)) == pytest.approx(result.quality, abs=1e-6)
-    original = compress(crops[:1], target="ssim:0.99999", formats=["jpeg"], out_dir=tmp_path / "o", evaluator=ssim,
-                        fallback="original")
+    original = compress(
+        crops[:1], target="ssim:0.99999", formats=["jpeg"], out_dir=tmp_path / "o", evaluator=ssim, fallback="original"
+    )
     kept = original.results[0]
     assert kept.kept_original and not kept.met and "original was kept" in (kept.reason or "")
     assert Path(kept.output).read_bytes() == crops[0].read_bytes()
@@ -230,8 +231,14 @@ def test_impossible_target_keeps_the_best_candidate(crops: list[Path], ssim: Eva
 def test_jxl_distance_axis_lower_is_better(crops: list[Path], ssim: Evaluator) -> None:
     if not get_codec("jxl", require_available=False).available():
         pytest.skip("JPEG XL is not installed")
-    report = compress(crops[:1], target=TARGET, formats=["jxl"], evaluator=ssim, params={"jxl": {"effort": 3}},
-                      quality_range=(0.2, 6.0))
+    report = compress(
+        crops[:1],
+        target=TARGET,
+        formats=["jxl"],
+        evaluator=ssim,
+        params={"jxl": {"effort": 3}},
+        quality_range=(0.2, 6.0),
+    )
     result = report.results[0]
     assert result.met and result.minimal and result.data is not None and result.output is None
     distance = result.params["distance"]
@@ -261,7 +268,9 @@ class _StricterOnCheck(Evaluator):
 
 def test_walks_up_when_the_written_file_fails_its_check(crops: list[Path], tmp_path: Path) -> None:
     plain = compress(crops[:1], target=TARGET, formats=["jpeg"], evaluator=Evaluator(metrics=["ssim"]))
-    strict = compress(crops[:1], target=TARGET, formats=["jpeg"], out_dir=tmp_path, evaluator=_StricterOnCheck(metrics=["ssim"]))
+    strict = compress(
+        crops[:1], target=TARGET, formats=["jpeg"], out_dir=tmp_path, evaluator=_StricterOnCheck(metrics=["ssim"])
+    )
     first, walked = plain.results[0], strict.results[0]
     assert walked.met and not walked.minimal
     assert walked.params["quality"] > first.params["quality"]
@@ -297,8 +306,14 @@ def test_original_kept_when_smaller(tmp_path: Path, ssim: Evaluator) -> None:
     result = report.results[0]
     assert result.met and result.kept_original and result.format == "png"
     assert Path(result.output).read_bytes() == flat.read_bytes() and "original" in (result.reason or "")
-    larger = compress([flat], target=TARGET, formats=["jpeg"], out_dir=tmp_path / "out2", evaluator=ssim,
-                      keep_original_if_smaller=False)
+    larger = compress(
+        [flat],
+        target=TARGET,
+        formats=["jpeg"],
+        out_dir=tmp_path / "out2",
+        evaluator=ssim,
+        keep_original_if_smaller=False,
+    )
     bigger = larger.results[0]
     assert bigger.met and not bigger.kept_original and bigger.bytes > flat.stat().st_size
     assert "larger than the original" in (bigger.reason or "")
@@ -359,15 +374,28 @@ def test_cli(crops: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[st
     for i, crop in enumerate(crops[:2]):
         (folder / ("sub" if i else "") / crop.name).write_bytes(crop.read_bytes())
     out = tmp_path / "out"
-    code = main(["compress", str(folder), "--target", TARGET, "--formats", "jpeg", "-o", str(out),
-                 "--quality-range", "20-100"])
+    code = main(
+        ["compress", str(folder), "--target", TARGET, "--formats", "jpeg", "-o", str(out), "--quality-range", "20-100"]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert (out / f"{crops[0].stem}.jpg").is_file() and (out / "sub" / f"{crops[1].stem}.jpg").is_file()
     assert "probes" in printed and "2 of 2 met the target" in printed
 
-    code = main(["compress", str(crops[0]), "--target", "ssim:0.99999", "--formats", "jpeg", "-o", str(out / "x"),
-                 "--format", "json"])
+    code = main(
+        [
+            "compress",
+            str(crops[0]),
+            "--target",
+            "ssim:0.99999",
+            "--formats",
+            "jpeg",
+            "-o",
+            str(out / "x"),
+            "--format",
+            "json",
+        ]
+    )
     data = json.loads(capsys.readouterr().out)
     assert code == 1
     assert data["results"][0]["met"] is False and data["totals"]["unmet"] == 1
@@ -377,8 +405,20 @@ def test_cli(crops: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == 3
     code = main(["compress", str(crops[0]), "--target", "ssim", "-o", str(out)])
     assert code == 2
-    code = main(["compress", str(crops[0]), "--target", TARGET, "--formats", "jpeg", "-o", str(out),
-                 "--param", "jpeg.quality=80"])
+    code = main(
+        [
+            "compress",
+            str(crops[0]),
+            "--target",
+            TARGET,
+            "--formats",
+            "jpeg",
+            "-o",
+            str(out),
+            "--param",
+            "jpeg.quality=80",
+        ]
+    )
     assert code == 2
 
 
@@ -398,11 +438,19 @@ def test_cli_parsing() -> None:
         parse_format_params(["speed=8"])
 
 
-def test_resize_transform_scores_against_a_resized_reference(crops: list[Path], ssim: Evaluator, tmp_path: Path) -> None:
+def test_resize_transform_scores_against_a_resized_reference(
+    crops: list[Path], ssim: Evaluator, tmp_path: Path
+) -> None:
     from optimizer.transforms import Transform, resize
 
-    report = compress(crops[:1], target=TARGET, formats=["jpeg"], out_dir=tmp_path, evaluator=ssim,
-                      transform=Transform(width=128, filter="bilinear"))
+    report = compress(
+        crops[:1],
+        target=TARGET,
+        formats=["jpeg"],
+        out_dir=tmp_path,
+        evaluator=ssim,
+        transform=Transform(width=128, filter="bilinear"),
+    )
     result = report.results[0]
     assert result.met and (result.width, result.height) == (128, 128) and result.original_bytes is None
     reference = resize(load_image(crops[0]), width=128, filter="lanczos")
@@ -425,8 +473,14 @@ def test_transparent_images_keep_their_alpha(tmp_path: Path, crops: list[Path], 
     rgba.putalpha(PILImage.fromarray(alpha))
     logo = tmp_path / "logo.png"
     rgba.save(logo)
-    report = compress([logo], target=TARGET, formats=["jpeg", "webp"], out_dir=tmp_path / "out", evaluator=ssim,
-                      keep_original_if_smaller=False)
+    report = compress(
+        [logo],
+        target=TARGET,
+        formats=["jpeg", "webp"],
+        out_dir=tmp_path / "out",
+        evaluator=ssim,
+        keep_original_if_smaller=False,
+    )
     result = report.results[0]
     assert result.format == "webp" and set(result.probes) == {"webp"}
     assert load_image(Path(result.output)).alpha is not None
@@ -438,7 +492,13 @@ def test_equal_names_from_two_folders_get_their_own_outputs(tmp_path: Path, crop
     for folder, source in (("a", crops[0]), ("b", crops[1])):
         (tmp_path / folder).mkdir()
         PILImage.open(source).resize((64, 64)).save(tmp_path / folder / "photo.png")
-    report = compress([tmp_path / "a", tmp_path / "b"], target=TARGET, formats=["jpeg"], out_dir=tmp_path / "out",
-                      evaluator=ssim, keep_original_if_smaller=False)
+    report = compress(
+        [tmp_path / "a", tmp_path / "b"],
+        target=TARGET,
+        formats=["jpeg"],
+        out_dir=tmp_path / "out",
+        evaluator=ssim,
+        keep_original_if_smaller=False,
+    )
     outputs = [Path(r.output).name for r in report.results]
     assert len(set(outputs)) == 2 and all((tmp_path / "out" / name).exists() for name in outputs)

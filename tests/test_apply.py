@@ -32,8 +32,16 @@ def setup(kodak_paths: list[Path], tmp_path_factory: pytest.TempPathFactory) -> 
     corpus.mkdir()
     for path in kodak_paths[:2]:
         PILImage.open(path).crop((200, 150, 392, 278)).save(corpus / path.name)
-    result = tune(sorted(corpus.iterdir()), space={"formats": ["jpeg"]}, target="ssim:0.9", profile="fast",
-                  storage=f"sqlite:///{folder}/s.db", study_name="apply-test", n_trials=6, seed=1)
+    result = tune(
+        sorted(corpus.iterdir()),
+        space={"formats": ["jpeg"]},
+        target="ssim:0.9",
+        profile="fast",
+        storage=f"sqlite:///{folder}/s.db",
+        study_name="apply-test",
+        n_trials=6,
+        seed=1,
+    )
     preset = result.presets
     path = preset.save(folder / "presets.json")
     return {"preset": preset, "path": path, "corpus": corpus}
@@ -52,7 +60,9 @@ def _inputs(tmp_path: Path, corpus: Path) -> Path:
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
+    }
 
 
 def _impossible(preset: Preset) -> Preset:
@@ -64,9 +74,13 @@ def test_outputs_mirror_the_input_tree(tmp_path: Path, setup: dict[str, Any]) ->
     before = _digest(root)
     report = apply_preset(setup["preset"], root, tmp_path / "out")
     assert sorted(str(Path(i.output).relative_to(tmp_path / "out")) for i in report.items) == [
-        "kodim01.jpg", "sub/kodim02.jpg"]
+        "kodim01.jpg",
+        "sub/kodim02.jpg",
+    ]
     assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.jpg")) == [
-        "kodim01.jpg", "sub/kodim02.jpg"]
+        "kodim01.jpg",
+        "sub/kodim02.jpg",
+    ]
     assert _digest(root) == before  # inputs untouched
     for item in report.items:
         assert Path(item.output).stat().st_size == item.bytes_out
@@ -145,8 +159,12 @@ def test_name_collisions_and_explicit_files(tmp_path: Path, setup: dict[str, Any
 
 def test_responsive_widths(tmp_path: Path, setup: dict[str, Any]) -> None:
     preset: Preset = setup["preset"]
-    tier = replace(preset.default_tier, widths=(96, 400), reference_filter="lanczos",
-                   settings=replace(preset.default_tier.settings, transform=Transform(filter="bilinear", sharpen_amount=0.5)))
+    tier = replace(
+        preset.default_tier,
+        widths=(96, 400),
+        reference_filter="lanczos",
+        settings=replace(preset.default_tier.settings, transform=Transform(filter="bilinear", sharpen_amount=0.5)),
+    )
     sized = replace(preset, tiers=[tier])
     report = apply_preset(sized, setup["corpus"], tmp_path / "out", verify=True)
     assert sorted(Path(i.output).name for i in report.items) == ["kodim01-96w.jpg", "kodim02-96w.jpg"]
@@ -169,14 +187,17 @@ def test_workers_give_the_same_report(tmp_path: Path, setup: dict[str, Any]) -> 
     one = apply_preset(setup["preset"], root, tmp_path / "a", verify=True)
     two = apply_preset(setup["preset"], root, tmp_path / "b", verify=True, workers=2)
     assert [(Path(i.output).name, i.bytes_out, i.quality) for i in one.items] == [
-        (Path(i.output).name, i.bytes_out, i.quality) for i in two.items]
+        (Path(i.output).name, i.bytes_out, i.quality) for i in two.items
+    ]
     assert [i.kind for i in one.issues] == [i.kind for i in two.issues]
     with pytest.raises(InvalidParameterError, match="workers"):
         apply_preset(setup["preset"], root, tmp_path / "c", workers=0)
 
 
 def test_report_exports(tmp_path: Path, setup: dict[str, Any]) -> None:
-    report: ApplyReport = apply_preset(setup["preset"], _inputs(tmp_path, setup["corpus"]), tmp_path / "out", verify=True)
+    report: ApplyReport = apply_preset(
+        setup["preset"], _inputs(tmp_path, setup["corpus"]), tmp_path / "out", verify=True
+    )
     data = json.loads(report.to_json(tmp_path / "r.json"))
     assert data["tier"] == "target" and data["totals"]["outputs"] == 2 and data["issues"][0]["kind"] == "unreadable"
     assert data["preset"]["fingerprint"] == setup["preset"].fingerprint()
@@ -187,8 +208,9 @@ def test_report_exports(tmp_path: Path, setup: dict[str, Any]) -> None:
 
 def test_evaluator_must_compute_the_target_metric(tmp_path: Path, setup: dict[str, Any]) -> None:
     with pytest.raises(InvalidParameterError, match="does not compute 'ssim'"):
-        apply_preset(setup["preset"], setup["corpus"], tmp_path / "out", verify=True,
-                     evaluator=Evaluator(metrics=["psnr"]))
+        apply_preset(
+            setup["preset"], setup["corpus"], tmp_path / "out", verify=True, evaluator=Evaluator(metrics=["psnr"])
+        )
     assert evaluator_for_preset(setup["preset"]).profile.name == "fast"
 
 

@@ -23,7 +23,10 @@ def image(kodak_paths: list[Path], tmp_path_factory: pytest.TempPathFactory) -> 
 def test_version_and_module_entry_point() -> None:
     from optimizer import __version__
 
-    for command in ([sys.executable, "-m", "optimizer", "--version"], [str(Path(sys.executable).parent / "optimizer"), "--version"]):
+    for command in (
+        [sys.executable, "-m", "optimizer", "--version"],
+        [str(Path(sys.executable).parent / "optimizer"), "--version"],
+    ):
         proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0 and proc.stdout.strip() == f"optimizer {__version__}"
 
@@ -47,12 +50,16 @@ def test_codecs_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_encode_prints_bytes_and_bpp(image: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out" / "photo.avif"
-    code = main(["encode", str(image), "--format", "avif", "--param", "quality=60", "--param", "speed=8", "-o", str(out)])
+    code = main(
+        ["encode", str(image), "--format", "avif", "--param", "quality=60", "--param", "speed=8", "-o", str(out)]
+    )
     text = capsys.readouterr().out
     assert code == EXIT_OK and out.exists()
     assert f"{out.stat().st_size:,} bytes" in text and "bits per pixel" in text
     resized = tmp_path / "small.jpg"
-    assert main(["encode", str(image), "-f", "jpeg", "--width", "128", "--sharpen", "0.5", "-o", str(resized)]) == EXIT_OK
+    assert (
+        main(["encode", str(image), "-f", "jpeg", "--width", "128", "--sharpen", "0.5", "-o", str(resized)]) == EXIT_OK
+    )
     assert PILImage.open(resized).size == (128, 96)
 
 
@@ -66,7 +73,9 @@ def test_encode_prints_bytes_and_bpp(image: Path, tmp_path: Path, capsys: pytest
         (["--format", "jpeg", "--param", "quality"], EXIT_USAGE, "NAME=VALUE"),
     ],
 )
-def test_encode_errors_are_one_line(image: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args, code, message) -> None:
+def test_encode_errors_are_one_line(
+    image: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args, code, message
+) -> None:
     assert main(["encode", str(image), "-o", str(tmp_path / "x"), *args]) == code
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
@@ -92,7 +101,10 @@ def test_evaluate_two_files(image: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert "composite" in out and "level:" in out
     report = tmp_path / "report.json"
     maps = tmp_path / "maps"
-    assert main(["evaluate", str(image), str(dist), "--format", "json", "--report", str(report), "--maps", str(maps)]) == EXIT_OK
+    assert (
+        main(["evaluate", str(image), str(dist), "--format", "json", "--report", str(report), "--maps", str(maps)])
+        == EXIT_OK
+    )
     data = json.loads(capsys.readouterr().out)
     assert data["pairs"][0]["scores"].keys() >= {"ssimulacra2", "ms_ssim", "ssim", "psnr"}
     assert json.loads(report.read_text())["summary"]["count"] == 1
@@ -112,14 +124,18 @@ def test_evaluate_folders_and_mismatch(image: Path, tmp_path: Path, capsys: pyte
     out = capsys.readouterr().out
     assert "1 pairs" in out and "expected equal sizes" in out
     assert csv.read_text().count("\n") == 2
-    assert main(["evaluate", str(ref), str(dist), "--metrics", "ssim", "--resize-to-reference", "--format", "json"]) == EXIT_OK
+    assert (
+        main(["evaluate", str(ref), str(dist), "--metrics", "ssim", "--resize-to-reference", "--format", "json"])
+        == EXIT_OK
+    )
     assert json.loads(capsys.readouterr().out)["summary"]["count"] == 2
     assert main(["evaluate", str(ref), str(image)]) == EXIT_USAGE
     assert main(["evaluate", str(image), str(tmp_path / "missing.png")]) == EXIT_INPUT
 
 
-def test_weights_status_and_missing_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, image: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_weights_status_and_missing_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, image: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     assert main(["weights"]) == EXIT_OK
     out = capsys.readouterr().out

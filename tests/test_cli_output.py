@@ -101,7 +101,12 @@ def test_error_is_one_logical_line_on_a_narrow_terminal(bad_image: tuple[Path, s
     env = {**_env("40"), "TERM": "xterm"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "optimizer", "encode", str(bad), "-f", "webp", "-o", str(tmp_path / "x.webp")],
-        stdin=slave, stdout=slave, stderr=slave, env=env, cwd=tmp_path, close_fds=True,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        cwd=tmp_path,
+        close_fds=True,
     )
     os.close(slave)
     chunks = []
@@ -150,9 +155,7 @@ def test_progress_is_plain_log_lines_off_a_terminal(kodak_paths: list[Path], lon
 def test_progress_reporter_throttles_log_lines() -> None:
     stream = io.StringIO()
     now = [0.0]
-    reporter = ProgressReporter(
-        "work", total=10, interval=5.0, clock=lambda: now[0], stream=StreamConsole(file=stream)
-    )
+    reporter = ProgressReporter("work", total=10, interval=5.0, clock=lambda: now[0], stream=StreamConsole(file=stream))
     assert not reporter.live
     with reporter:
         for done in range(1, 11):

@@ -238,7 +238,11 @@ def test_invalid_params_raise_before_encoding(codec: Codec, crop: Image, monkeyp
         ("jxl", {"effort": 10}, "jxl: effort must be an integer in [1, 9], got 10"),
         ("jxl", {"quality": 0}, "jxl: quality must be an integer in [1, 100], got 0"),
         ("png", {"compress_level": 10}, "png: compress_level must be an integer in [0, 9], got 10"),
-        ("jpeg", {"qualty": 80}, "jpeg: unknown parameter 'qualty'; known: optimize, progressive, quality, subsampling"),
+        (
+            "jpeg",
+            {"qualty": 80},
+            "jpeg: unknown parameter 'qualty'; known: optimize, progressive, quality, subsampling",
+        ),
     ],
 )
 def test_invalid_param_messages(name: str, params: dict[str, Any], message: str, crop: Image) -> None:

@@ -101,7 +101,13 @@ def test_custom_weights_and_extra_metrics(pair) -> None:
 def test_quality_levels_configurable() -> None:
     levels = QualityLevels()
     assert [levels.level(x) for x in (0.95, 0.85, 0.75, 0.65, 0.55, 0.1)] == [
-        "excellent", "very_good", "good", "acceptable", "poor", "very_poor"]
+        "excellent",
+        "very_good",
+        "good",
+        "acceptable",
+        "poor",
+        "very_poor",
+    ]
     strict = QualityLevels.from_mapping({"great": 0.95, "ok": 0.8})
     assert strict.level(0.9) == "ok" and strict.level(0.5) == "very_poor"
     with pytest.raises(InvalidParameterError):

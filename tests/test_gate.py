@@ -82,10 +82,10 @@ def test_budget_file_round_trip(tmp_path: Path) -> None:
         ('[[budget]]\nmetric = "ssim"\nmin = "high"\n', "number"),
         ('[[budget]]\nstat = "mean"\nmin = 0.5\n', "'metric' is required"),
         ('[[budget]]\nmetric = "ssim"\nmin = 0.5\n[[budget]]\nmetric = "ssim"\nmin = 0.5\n', "duplicate"),
-        ('budgets = []\n', "unknown key"),
+        ("budgets = []\n", "unknown key"),
         ('profile = "fast"\n', "no budgets"),
-        ('budget = 3\n', "array of tables"),
-        ('budget = [1, 2]\n', "array of tables"),
+        ("budget = 3\n", "array of tables"),
+        ("budget = [1, 2]\n", "array of tables"),
         ('profile = "nope"\n[[budget]]\nmetric = "ssim"\nmin = 0.5\n', "unknown profile"),
         ('allow_missing = "yes"\n[[budget]]\nmetric = "ssim"\nmin = 0.5\n', "allow_missing"),
         ('[[budget]\nmetric = "ssim"\n', "not valid TOML"),
@@ -210,8 +210,9 @@ def test_no_pairs_fails(tmp_path: Path, evaluator: Evaluator) -> None:
     assert root.get("failures") == "2"
 
 
-def test_lossless_pairs_have_infinite_psnr_statistics(folders: tuple[Path, Path], evaluator: Evaluator,
-                                                      tmp_path: Path) -> None:
+def test_lossless_pairs_have_infinite_psnr_statistics(
+    folders: tuple[Path, Path], evaluator: Evaluator, tmp_path: Path
+) -> None:
     # Identical images have an infinite PSNR: every statistic of it is inf (numpy's percentile says NaN).
     orig = folders[0]
     budgets = [Budget("psnr", stat, min=60) for stat in ("p10", "median", "p90", "worst")]
@@ -238,8 +239,7 @@ def test_junit_xml_is_well_formed(folders: tuple[Path, Path], evaluator: Evaluat
     assert root.tag == "testsuites" and root.get("tests") == "3" and root.get("failures") == "1"
     [suite] = root.findall("testsuite")
     cases = suite.findall("testcase")
-    assert [c.get("name") for c in cases] == ['ssim floor <& "quoted">', "psnr mean >= 0",
-                                              "files paired and readable"]
+    assert [c.get("name") for c in cases] == ['ssim floor <& "quoted">', "psnr mean >= 0", "files paired and readable"]
     failure = cases[0].find("failure")
     assert failure is not None and "sub/c" in failure.get("message", "") and "sub/c" in (failure.text or "")
     assert cases[1].find("failure") is None and cases[2].find("failure") is None
@@ -260,8 +260,10 @@ def _cli(args: list[str]) -> int:
 
 def test_cli_exit_codes(folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = tmp_path / "good.toml"
-    good.write_text('profile = "fast"\n[[budget]]\nmetric = "composite"\nstat = "min"\nmin = 0.0\n'
-                    '[[budget]]\nmetric = "bytes"\nmax_ratio = 0.9\n')
+    good.write_text(
+        'profile = "fast"\n[[budget]]\nmetric = "composite"\nstat = "min"\nmin = 0.0\n'
+        '[[budget]]\nmetric = "bytes"\nmax_ratio = 0.9\n'
+    )
     bad = tmp_path / "bad.toml"
     bad.write_text('[[budget]]\nmetric = "ssim"\nstat = "min"\nmin = 0.999\n')
     junit = tmp_path / "ci" / "junit.xml"

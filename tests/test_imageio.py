@@ -78,9 +78,7 @@ def raw_png(
         rows = (b"\x00" + np.ascontiguousarray(arr[y]).astype(dtype).tobytes() for y in range(arr.shape[0]))
         idat = zlib.compress(b"".join(rows))
     ihdr = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + extra + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + extra + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
 
 
 def raw_tiff(arr: np.ndarray, photometric: int, extra_samples: tuple[int, ...] = ()) -> bytes:
@@ -93,10 +91,16 @@ def raw_tiff(arr: np.ndarray, photometric: int, extra_samples: tuple[int, ...] =
     pixels_offset = bits_offset + len(bits)
     ifd_offset = pixels_offset + len(pixels)
     entries = [
-        (256, 3, 1, width), (257, 3, 1, height),
+        (256, 3, 1, width),
+        (257, 3, 1, height),
         (258, 3, samples, bits_offset),  # 3 or 4 shorts: stored out of line
-        (259, 3, 1, 1), (262, 3, 1, photometric), (273, 4, 1, pixels_offset), (277, 3, 1, samples),
-        (278, 3, 1, height), (279, 4, 1, len(pixels)), (284, 3, 1, 1),
+        (259, 3, 1, 1),
+        (262, 3, 1, photometric),
+        (273, 4, 1, pixels_offset),
+        (277, 3, 1, samples),
+        (278, 3, 1, height),
+        (279, 4, 1, len(pixels)),
+        (284, 3, 1, 1),
     ]
     if extra_samples:
         entries.append((338, 3, 1, extra_samples[0]))
@@ -139,8 +143,19 @@ def icc_profile(device_class: bytes, space: bytes, pcs: bytes, tags: dict[bytes,
         blobs += blob
     body = struct.pack(">I", len(tags)) + b"".join(table) + blobs
     header = (
-        struct.pack(">I", 128 + len(body)) + bytes(4) + struct.pack(">I", 0x02100000) + device_class + space + pcs
-        + bytes(12) + b"acsp" + bytes(28) + _s15(D50[0]) + _s15(D50[1]) + _s15(D50[2]) + bytes(48)
+        struct.pack(">I", 128 + len(body))
+        + bytes(4)
+        + struct.pack(">I", 0x02100000)
+        + device_class
+        + space
+        + pcs
+        + bytes(12)
+        + b"acsp"
+        + bytes(28)
+        + _s15(D50[0])
+        + _s15(D50[1])
+        + _s15(D50[2])
+        + bytes(48)
     )
     assert len(header) == 128
     return header + body
@@ -148,13 +163,20 @@ def icc_profile(device_class: bytes, space: bytes, pcs: bytes, tags: dict[bytes,
 
 def linear_rgb_profile() -> bytes:
     """sRGB primaries with a linear (gamma 1) tone curve: value v means linear light v/255."""
-    return icc_profile(b"mntr", b"RGB ", b"XYZ ", {
-        b"desc": _desc("Linear RGB (test)"),
-        b"rXYZ": _xyz(0.4360747, 0.2225045, 0.0139322),
-        b"gXYZ": _xyz(0.3850649, 0.7168786, 0.0971045),
-        b"bXYZ": _xyz(0.1430804, 0.0606169, 0.7141733),
-        b"rTRC": _curve(1.0), b"gTRC": _curve(1.0), b"bTRC": _curve(1.0),
-    })
+    return icc_profile(
+        b"mntr",
+        b"RGB ",
+        b"XYZ ",
+        {
+            b"desc": _desc("Linear RGB (test)"),
+            b"rXYZ": _xyz(0.4360747, 0.2225045, 0.0139322),
+            b"gXYZ": _xyz(0.3850649, 0.7168786, 0.0971045),
+            b"bXYZ": _xyz(0.1430804, 0.0606169, 0.7141733),
+            b"rTRC": _curve(1.0),
+            b"gTRC": _curve(1.0),
+            b"bTRC": _curve(1.0),
+        },
+    )
 
 
 def linear_grey_profile() -> bytes:
@@ -185,8 +207,12 @@ def process_cmyk_profile() -> bytes:
     lab[:, 1:] = (lab[:, 1:].view(np.int8).astype(np.int16) + 128).astype(np.uint8)  # lut8 Lab: a, b + 128
     identity = bytes(range(256))
     lut8 = (
-        b"mft1\0\0\0\0" + bytes([4, 3, 2, 0]) + b"".join(_s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
-        + identity * 4 + lab.tobytes() + identity * 3
+        b"mft1\0\0\0\0"
+        + bytes([4, 3, 2, 0])
+        + b"".join(_s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
+        + identity * 4
+        + lab.tobytes()
+        + identity * 3
     )
     return icc_profile(b"prtr", b"CMYK", b"Lab ", {b"desc": _desc("Process CMYK (test)"), b"A2B0": lut8})
 
@@ -238,8 +264,9 @@ def test_empty_file(tmp_path):
     expect_invalid(b"", "<bytes>", "empty")
 
 
-@pytest.mark.parametrize("fmt,suffix", [("PNG", "png"), ("JPEG", "jpg"), ("GIF", "gif"), ("WEBP", "webp"),
-                                         ("TIFF", "tif"), ("BMP", "bmp")])
+@pytest.mark.parametrize(
+    "fmt,suffix", [("PNG", "png"), ("JPEG", "jpg"), ("GIF", "gif"), ("WEBP", "webp"), ("TIFF", "tif"), ("BMP", "bmp")]
+)
 def test_truncated_in_half(tmp_path, fmt, suffix):
     data = encode(PILImage.fromarray(PHOTO), fmt)
     path = write(tmp_path, f"half.{suffix}", data[: len(data) // 2])
@@ -282,8 +309,9 @@ def test_text_file_with_image_extension(tmp_path, name):
     expect_invalid(path, str(path), "not a recognised image")
 
 
-@pytest.mark.parametrize("fmt,suffix", [("ICO", "ico"), ("PCX", "pcx"), ("SGI", "sgi"), ("JPEG2000", "jp2"),
-                                         ("QOI", "qoi"), ("DDS", "dds")])
+@pytest.mark.parametrize(
+    "fmt,suffix", [("ICO", "ico"), ("PCX", "pcx"), ("SGI", "sgi"), ("JPEG2000", "jp2"), ("QOI", "qoi"), ("DDS", "dds")]
+)
 def test_format_pillow_knows_but_loader_refuses(tmp_path, fmt, suffix):
     image = PILImage.fromarray(PHOTO[:32, :32]).convert("RGBA" if fmt == "DDS" else "RGB")
     path = write(tmp_path, f"image.{suffix}", encode(image, fmt))
@@ -457,12 +485,15 @@ def _frames() -> list[PILImage.Image]:
     return [PILImage.new("RGB", (24, 16), colour) for colour in COLOURS]
 
 
-@pytest.mark.parametrize("fmt,suffix,kwargs", [
-    ("GIF", "gif", {}),
-    ("PNG", "png", {}),  # APNG
-    ("WEBP", "webp", {"lossless": True}),
-    ("TIFF", "tif", {}),  # multi-page
-])
+@pytest.mark.parametrize(
+    "fmt,suffix,kwargs",
+    [
+        ("GIF", "gif", {}),
+        ("PNG", "png", {}),  # APNG
+        ("WEBP", "webp", {"lossless": True}),
+        ("TIFF", "tif", {}),  # multi-page
+    ],
+)
 def test_animated_first_frame_or_error(tmp_path, fmt, suffix, kwargs):
     frames = _frames()
     data = encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100, **kwargs)
@@ -585,7 +616,7 @@ def test_rgb_with_trns_colour_key():
 
 
 def test_bilevel():
-    bits = (PHOTO[..., 0] > 128)
+    bits = PHOTO[..., 0] > 128
     image = load_png(PILImage.fromarray(bits).convert("1"))
     np.testing.assert_array_equal(image.rgb[..., 0], bits.astype(np.float32))
     assert image.info.mode == "1" and image.info.bit_depth == 1
@@ -687,8 +718,13 @@ def test_16_bit_apng_is_read_at_8_bits_with_a_warning():
 
     ihdr = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
     data = (
-        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"acTL", struct.pack(">II", 2, 0))
-        + fctl(0) + png_chunk(b"IDAT", frame) + fctl(1) + png_chunk(b"fdAT", struct.pack(">I", 2) + frame)
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"acTL", struct.pack(">II", 2, 0))
+        + fctl(0)
+        + png_chunk(b"IDAT", frame)
+        + fctl(1)
+        + png_chunk(b"fdAT", struct.pack(">I", 2) + frame)
         + png_chunk(b"IEND", b"")
     )
     with pytest.warns(PrecisionWarning, match="animated"):
@@ -785,7 +821,7 @@ def test_cmyk_jpeg_with_profile():
 
 def test_arrays_of_every_accepted_dtype():
     np.testing.assert_array_equal(load_image(PHOTO).rgb, PHOTO / np.float32(255))
-    wide = (PHOTO.astype(np.uint16) * 257)
+    wide = PHOTO.astype(np.uint16) * 257
     image = load_image(wide)
     np.testing.assert_allclose(image.rgb, PHOTO / 255.0, atol=1e-7)
     assert image.info.bit_depth == 16
@@ -819,17 +855,20 @@ def test_array_input_is_not_aliased():
     assert image.rgb.max() > 0
 
 
-@pytest.mark.parametrize("arr,fragment", [
-    (np.full((4, 4, 3), 1.5, np.float32), "[0, 1]"),
-    (np.full((4, 4, 3), -0.1, np.float64), "[0, 1]"),
-    (np.array([[0.5, np.nan]], np.float32), "NaN"),
-    (np.array([[0.5, np.inf]], np.float32), "NaN or infinity"),
-    (np.zeros((4, 4, 3), np.int32), "dtype int32"),
-    (np.zeros((4, 4, 3), np.complex64), "dtype"),
-    (np.zeros((4, 4, 5), np.uint8), "shape"),
-    (np.zeros((2, 4, 4, 3), np.uint8), "shape"),
-    (np.zeros(7, np.uint8), "shape"),
-])
+@pytest.mark.parametrize(
+    "arr,fragment",
+    [
+        (np.full((4, 4, 3), 1.5, np.float32), "[0, 1]"),
+        (np.full((4, 4, 3), -0.1, np.float64), "[0, 1]"),
+        (np.array([[0.5, np.nan]], np.float32), "NaN"),
+        (np.array([[0.5, np.inf]], np.float32), "NaN or infinity"),
+        (np.zeros((4, 4, 3), np.int32), "dtype int32"),
+        (np.zeros((4, 4, 3), np.complex64), "dtype"),
+        (np.zeros((4, 4, 5), np.uint8), "shape"),
+        (np.zeros((2, 4, 4, 3), np.uint8), "shape"),
+        (np.zeros(7, np.uint8), "shape"),
+    ],
+)
 def test_bad_arrays(arr, fragment):
     expect_invalid(arr, fragment)
 

@@ -313,7 +313,9 @@ def test_stlpips_rejects_unknown_net() -> None:
 def test_lpips_heads_are_the_shipped_v0_1_weights(random_backbones) -> None:
     import lpips
 
-    shipped = torch.load(Path(lpips.__file__).parent / "weights" / "v0.1" / "squeeze.pth", map_location="cpu", weights_only=True)
+    shipped = torch.load(
+        Path(lpips.__file__).parent / "weights" / "v0.1" / "squeeze.pth", map_location="cpu", weights_only=True
+    )
     ours = LPIPS("squeeze", backbone_weights=random_backbones["squeeze"].state_dict())
     assert len(shipped) == 7
     for key, value in shipped.items():

@@ -34,8 +34,17 @@ from optimizer.monitor import (
 
 def make_result(composite: float = 0.9, name: str | None = None, **scores: float) -> EvaluationResult:
     return EvaluationResult(
-        scores=dict(scores), normalised={}, composite=composite, level="x", profile="custom", weights={},
-        metric_versions={}, width=8, height=8, reference=None, distorted=name,
+        scores=dict(scores),
+        normalised={},
+        composite=composite,
+        level="x",
+        profile="custom",
+        weights={},
+        metric_versions={},
+        width=8,
+        height=8,
+        reference=None,
+        distorted=name,
     )
 
 
@@ -245,8 +254,11 @@ def test_sinks_json_lines_logging_and_a_broken_sink(tmp_path: Path, caplog: pyte
     def broken(alert: Alert) -> None:
         raise RuntimeError("sink down")
 
-    monitor = QualityMonitor({"ssim": {"warning": 0.9, "critical": 0.5}}, cooldown=0,
-                             sinks=[broken, JsonLinesSink(path), LoggingSink(), calls.append])
+    monitor = QualityMonitor(
+        {"ssim": {"warning": 0.9, "critical": 0.5}},
+        cooldown=0,
+        sinks=[broken, JsonLinesSink(path), LoggingSink(), calls.append],
+    )
     with caplog.at_level(logging.WARNING, logger="optimizer.monitor"):
         monitor.observe(make_result(ssim=0.8), "a")
         monitor.observe(make_result(ssim=0.2), "b")
@@ -515,8 +527,23 @@ def test_cli_once_alerts_and_restart(tmp_path: Path, crops: list) -> None:
     config = tmp_path / "monitor.toml"
     config.write_text("[thresholds.ssim]\nwarning = 0.8\n")
     alerts = tmp_path / "alerts.jsonl"
-    base = ["monitor", "--watch", str(orig), str(proc), "--metrics", "ssim", "--profile", "fast",
-            "--config", str(config), "--alerts", str(alerts), "--once", "--settle", "0"]
+    base = [
+        "monitor",
+        "--watch",
+        str(orig),
+        str(proc),
+        "--metrics",
+        "ssim",
+        "--profile",
+        "fast",
+        "--config",
+        str(config),
+        "--alerts",
+        str(alerts),
+        "--once",
+        "--settle",
+        "0",
+    ]
     assert _cli(base) == 0
     [line] = alerts.read_text().splitlines()
     alert = json.loads(line)

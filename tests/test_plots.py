@@ -56,7 +56,11 @@ def test_rate_quality_one_series_per_format(result: TuningResult) -> None:
     target = next(line for line in ax.lines if line.get_gid() == "target")
     assert set(target.get_ydata()) == {0.9}
     # every finished trial is drawn once, in its format's colour group
-    points = sum(len(c.get_offsets()) for c in ax.collections if c.get_gid() and c.get_gid().split("-")[0] in ("feasible", "infeasible", "pruned"))
+    points = sum(
+        len(c.get_offsets())
+        for c in ax.collections
+        if c.get_gid() and c.get_gid().split("-")[0] in ("feasible", "infeasible", "pruned")
+    )
     finished = result.trials_dataframe().query("state in ('COMPLETE', 'PRUNED')")
     assert points == len(finished)
 
@@ -136,7 +140,17 @@ def test_importances_with_too_few_trials_say_so(result: TuningResult) -> None:
 
 def test_tradeoff_table_with_and_without_baseline(result: TuningResult) -> None:
     table = plots.tradeoff_table(result)
-    assert list(table.columns) == ["tier", "default", "target", "format", "settings", "bits_per_pixel", "quality", "total_bytes", "trial"]
+    assert list(table.columns) == [
+        "tier",
+        "default",
+        "target",
+        "format",
+        "settings",
+        "bits_per_pixel",
+        "quality",
+        "total_bytes",
+        "trial",
+    ]
     assert table["default"].sum() == 1
     tier = result.presets.default_tier
     row = table[table["tier"] == tier.name].iloc[0]
@@ -170,8 +184,10 @@ def test_hardest_images_follow_the_recorded_scores(result: TuningResult) -> None
 
 def test_comparison_crops_show_the_hardest_images(result: TuningResult, corpus_dir: Path) -> None:
     crops = plots.hardest_crops(result, corpus_dir, count=2, crop=64)
-    assert [c.name for c in crops] == [r["name"] for r in plots.hardest_images(
-        result.study.trials[result.presets.default_tier.trial_number], "ssim:0.9", 2)]
+    assert [c.name for c in crops] == [
+        r["name"]
+        for r in plots.hardest_images(result.study.trials[result.presets.default_tier.trial_number], "ssim:0.9", 2)
+    ]
     for c in crops:
         x, y, w, h = c.box
         assert (w, h) == (64, 64) and 0 <= x <= 192 - 64 and 0 <= y <= 128 - 64
@@ -242,7 +258,9 @@ def test_figures_leave_no_pyplot_state(result: TuningResult) -> None:
     assert pylab_helpers.Gcf.get_num_fig_managers() == before
 
 
-def test_crops_of_a_tier_the_study_does_not_hold_are_scored_afresh(result: TuningResult, corpus_dir: Path, tmp_path: Path) -> None:
+def test_crops_of_a_tier_the_study_does_not_hold_are_scored_afresh(
+    result: TuningResult, corpus_dir: Path, tmp_path: Path
+) -> None:
     """A preset file from elsewhere (no trial number): the hardest images are found by scoring them again."""
     import json
 
@@ -262,7 +280,9 @@ def test_crops_of_a_tier_the_study_does_not_hold_are_scored_afresh(result: Tunin
 def test_hardest_images_of_a_distance_rank_the_largest_first() -> None:
     import optuna
 
-    records = [{"name": n, "scores": {"lpips": v}, "composite": 0.5, "bits_per_pixel": 1.0, "bytes": 10}
-               for n, v in (("a", 0.05), ("b", 0.30), ("c", 0.12))]
+    records = [
+        {"name": n, "scores": {"lpips": v}, "composite": 0.5, "bits_per_pixel": 1.0, "bytes": 10}
+        for n, v in (("a", 0.05), ("b", 0.30), ("c", 0.12))
+    ]
     trial = optuna.trial.create_trial(value=1.0, user_attrs={"images": records})
     assert [r["name"] for r in plots.hardest_images(trial, "lpips:0.1", count=2)] == ["b", "c"]

@@ -37,8 +37,17 @@ def tuned(kodak_paths: list[Path], tmp_path_factory: pytest.TempPathFactory) -> 
         PILImage.open(path).crop((200, 150, 392, 278)).save(crop)
         images.append(crop)
     storage = f"sqlite:///{folder}/s.db"
-    result = tune(images, space={"formats": ["jpeg"]}, target=TARGET, profile="fast", storage=storage,
-                  study_name="presets-test", n_trials=8, seed=1, tiers=EXTRA)
+    result = tune(
+        images,
+        space={"formats": ["jpeg"]},
+        target=TARGET,
+        profile="fast",
+        storage=storage,
+        study_name="presets-test",
+        n_trials=8,
+        seed=1,
+        tiers=EXTRA,
+    )
     return {"result": result, "storage": storage, "dir": folder}
 
 
@@ -86,8 +95,11 @@ def test_preset_records_provenance(tuned: dict[str, Any], preset: Preset) -> Non
 
 
 def test_unmet_tier_raises_with_the_best_quality_reached(tuned: dict[str, Any]) -> None:
-    with pytest.raises(PresetError, match=r"tier 'perfect': no trial .* met the target ssim:0\.9999 .*best p10 ssim "
-                                          r"reached was 0\.9\d+ \(trial \d+"):
+    with pytest.raises(
+        PresetError,
+        match=r"tier 'perfect': no trial .* met the target ssim:0\.9999 .*best p10 ssim "
+        r"reached was 0\.9\d+ \(trial \d+",
+    ):
         build_preset(tuned["result"].study, tiers={"perfect": "ssim:0.9999"})
 
 
@@ -135,8 +147,9 @@ def test_same_study_from_another_process(tuned: dict[str, Any], preset: Preset) 
         "study, _ = load_study('presets-test', sys.argv[1])\n"
         "print(build_preset(study, tiers={'high': 'ssim:0.95'}, storage=sys.argv[1]).fingerprint())\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, tuned["storage"]], capture_output=True, text=True,
-                          cwd=tuned["dir"], timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code, tuned["storage"]], capture_output=True, text=True, cwd=tuned["dir"], timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == preset.fingerprint()
 
@@ -184,9 +197,15 @@ def _write(tmp_path: Path, data: Any) -> Path:
         (lambda d: d["tiers"][0].update(target="ssim"), "tier 'target': invalid target 'ssim'"),
         (lambda d: d["tiers"][0].update(target="nosuchmetric:3"), "unknown metric 'nosuchmetric'"),
         (lambda d: d["tiers"][0]["settings"].update(codec="gif"), "tier 'target': unknown codec 'gif'"),
-        (lambda d: d["tiers"][0]["settings"]["params"].update(quality=500), "quality must be an integer in \\[1, 100\\]"),
+        (
+            lambda d: d["tiers"][0]["settings"]["params"].update(quality=500),
+            "quality must be an integer in \\[1, 100\\]",
+        ),
         (lambda d: d["tiers"][0]["settings"]["params"].update(colour=1), "unknown parameter 'colour'"),
-        (lambda d: d["tiers"][0]["settings"]["transform"].update(filter="fancy"), "filter must be one of .* got 'fancy'"),
+        (
+            lambda d: d["tiers"][0]["settings"]["transform"].update(filter="fancy"),
+            "filter must be one of .* got 'fancy'",
+        ),
         (lambda d: d["tiers"][0]["expected"].update(total_bytes=-3), "total_bytes must be a non-negative integer"),
         (lambda d: d["tiers"][0]["expected"].pop("quality"), "missing key\\(s\\) 'quality'"),
         (lambda d: d["tiers"][0].update(widths=[0]), "widths must be a list of positive integers"),
@@ -221,7 +240,9 @@ def test_missing_file(tmp_path: Path) -> None:
         Preset.load(tmp_path / "absent.json")
 
 
-def test_unavailable_codec_is_a_dependency_error(tmp_path: Path, preset: Preset, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unavailable_codec_is_a_dependency_error(
+    tmp_path: Path, preset: Preset, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from optimizer.codecs import JpegCodec
 
     monkeypatch.setattr(JpegCodec, "available", lambda self: False)
@@ -243,10 +264,18 @@ def _study(mode: str, trials: list[tuple[int, int, float]], target: str = TARGET
 
     goal = Target.parse(target)
     definition = StudyDefinition(
-        space=SearchSpace(formats=("jpeg",)).to_dict(), target=target, mode=mode, aggregate="p10",
-        tradeoff_lambda=0.05, time_objective=False,
-        evaluator={"profile": "fast", "weights": {"ssim": 0.6, "psnr": 0.4}, "metrics": ["ssim", "psnr"],
-                   "metric_versions": {"ssim": "1", "psnr": "1"}},
+        space=SearchSpace(formats=("jpeg",)).to_dict(),
+        target=target,
+        mode=mode,
+        aggregate="p10",
+        tradeoff_lambda=0.05,
+        time_objective=False,
+        evaluator={
+            "profile": "fast",
+            "weights": {"ssim": 0.6, "psnr": 0.4},
+            "metrics": ["ssim", "psnr"],
+            "metric_versions": {"ssim": "1", "psnr": "1"},
+        },
         corpus={"fingerprint": "0123456789abcdef", "images": 2, "items": 2, "pixels": 1000},
     )
     study = optuna.create_study(directions=directions_for(mode, goal))
@@ -255,7 +284,9 @@ def _study(mode: str, trials: list[tuple[int, int, float]], target: str = TARGET
         bpp = total * 8 / 1000
         attrs = {
             "settings": EncodingSettings("jpeg", {"quality": quality}).to_dict(),
-            "total_bytes": total, "bits_per_pixel": bpp, "quality": ssim,
+            "total_bytes": total,
+            "bits_per_pixel": bpp,
+            "quality": ssim,
             "aggregates": {"ssim": ssim, "psnr": 30.0, "composite": 0.6},
             "constraint": goal.value - ssim,
         }
@@ -333,8 +364,18 @@ def test_cli_export(tmp_path: Path, preset: Preset, capsys: pytest.CaptureFixtur
 
 def test_cli_build(tmp_path: Path, tuned: dict[str, Any], preset: Preset, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "built.json"
-    argv = ["presets", "build", "--study", "presets-test", "--storage", tuned["storage"], "-o", str(out),
-            "--tier", "high=ssim:0.95"]
+    argv = [
+        "presets",
+        "build",
+        "--study",
+        "presets-test",
+        "--storage",
+        tuned["storage"],
+        "-o",
+        str(out),
+        "--tier",
+        "high=ssim:0.95",
+    ]
     assert main(argv) == 0
     assert Preset.load(out).fingerprint() == preset.fingerprint()
     assert main([*argv[:-2], "--tier", "oops"]) == 2

@@ -120,18 +120,52 @@ def test_study_without_tiers_still_reports(corpus_dir: Path, tmp_path: Path) -> 
     assert "No tiers" in report.html and 'id="plot-rate-quality"' in report.html
 
 
-def test_cli_writes_the_report(result: TuningResult, corpus_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_the_report(
+    result: TuningResult, corpus_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out" / "report.html"
-    code = main(["report", "--study", result.study_name, "--storage", result.storage, "--images", str(corpus_dir),
-                 "--crops", "1", "--crop-size", "64", "--no-baseline", "-o", str(out)])
+    code = main(
+        [
+            "report",
+            "--study",
+            result.study_name,
+            "--storage",
+            result.storage,
+            "--images",
+            str(corpus_dir),
+            "--crops",
+            "1",
+            "--crop-size",
+            "64",
+            "--no-baseline",
+            "-o",
+            str(out),
+        ]
+    )
     assert code == 0
     html = out.read_text()
     assert html.startswith("<!DOCTYPE html>") and html.count('class="crop-row"') == 1
     assert "savings vs baseline" not in html
     assert "report written to" in capsys.readouterr().out
     presets = result.presets.save(tmp_path / "presets.json")
-    assert main(["report", "--study", result.study_name, "--storage", result.storage, "--presets", str(presets),
-                 "--map", "difference", "-o", str(tmp_path / "p.html")]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--study",
+                result.study_name,
+                "--storage",
+                result.storage,
+                "--presets",
+                str(presets),
+                "--map",
+                "difference",
+                "-o",
+                str(tmp_path / "p.html"),
+            ]
+        )
+        == 0
+    )
     assert "no images given" in capsys.readouterr().err
 
 

@@ -20,7 +20,6 @@ from optimizer.report import build_report
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
-
 def _chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         path = shutil.which(name)

@@ -61,8 +61,12 @@ def images(kodak_paths: list[Path]) -> dict[str, bytes]:
 
 
 def _preset() -> Preset:
-    tier = PresetTier(name="target", target="ssim:0.9", settings=EncodingSettings("jpeg", {"quality": 70}),
-                      expected=Expected(bits_per_pixel=1.1, total_bytes=12345, quality=0.93))
+    tier = PresetTier(
+        name="target",
+        target="ssim:0.9",
+        settings=EncodingSettings("jpeg", {"quality": 70}),
+        expected=Expected(bits_per_pixel=1.1, total_bytes=12345, quality=0.93),
+    )
     return Preset(tiers=[tier], default="target", mode="constrained", target="ssim:0.9", study={"name": "t"})
 
 
@@ -73,9 +77,19 @@ def preset_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def config(preset_path: Path) -> ServiceConfig:
-    return ServiceConfig(profiles=("fast", "default"), presets=(preset_path,), max_file_bytes=1 * MIB,
-                         max_request_bytes=4 * MIB, max_pixels=200_000, max_batch_pairs=6, max_zip_entries=40,
-                         pool_size=2, max_queue=8, request_timeout=60.0, compress_max_probes=8)
+    return ServiceConfig(
+        profiles=("fast", "default"),
+        presets=(preset_path,),
+        max_file_bytes=1 * MIB,
+        max_request_bytes=4 * MIB,
+        max_pixels=200_000,
+        max_batch_pairs=6,
+        max_zip_entries=40,
+        pool_size=2,
+        max_queue=8,
+        request_timeout=60.0,
+        compress_max_probes=8,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +167,16 @@ def test_metrics_endpoint(client: TestClient, images: dict[str, bytes]) -> None:
 
 def test_openapi_has_models_examples_and_bodies(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
-    assert set(schema["paths"]) >= {"/evaluate/single", "/evaluate/batch", "/compress", "/presets",
-                                    "/presets/{name}", "/health", "/ready", "/metrics"}
+    assert set(schema["paths"]) >= {
+        "/evaluate/single",
+        "/evaluate/batch",
+        "/compress",
+        "/presets",
+        "/presets/{name}",
+        "/health",
+        "/ready",
+        "/metrics",
+    }
     single = schema["paths"]["/evaluate/single"]["post"]
     body = single["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert body["required"] == ["original", "processed"]
@@ -290,8 +312,11 @@ def test_single_errors(client: TestClient, images: dict[str, bytes], case: str, 
     elif case == "no_boundary":
         response = client.post(url, content=b"x", headers={"Content-Type": "multipart/form-data"})
     elif case == "broken_multipart":
-        response = client.post(url, content=b"--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n--b--\r\n",
-                               headers={"Content-Type": "multipart/form-data; boundary=b"})
+        response = client.post(
+            url,
+            content=b"--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n--b--\r\n",
+            headers={"Content-Type": "multipart/form-data; boundary=b"},
+        )
     else:
         response = client.post(url, files=files, data=data, **kwargs)
     error = _error(response, status, kind)
@@ -320,11 +345,15 @@ def test_unknown_route_and_method(client: TestClient) -> None:
 
 def test_batch_explicit_pairs(client: TestClient, images: dict[str, bytes]) -> None:
     files = {
-        "original_0": ("a.png", images["png0"]), "processed_0": ("a.jpg", images["jpg0"]),
-        "original_1": ("b.png", images["png1"]), "processed_1": ("b.jpg", images["jpg1"]),
-        "original_2": ("c.png", images["png2"]), "processed_2": ("c.jpg", b"GIF89a broken"),
+        "original_0": ("a.png", images["png0"]),
+        "processed_0": ("a.jpg", images["jpg0"]),
+        "original_1": ("b.png", images["png1"]),
+        "processed_1": ("b.jpg", images["jpg1"]),
+        "original_2": ("c.png", images["png2"]),
+        "processed_2": ("c.jpg", b"GIF89a broken"),
         "original_7": ("lonely.png", images["png2"]),
-        "original_3": ("d.png", images["png2"]), "processed_3": ("d.png", images["tall"]),
+        "original_3": ("d.png", images["png2"]),
+        "processed_3": ("d.png", images["tall"]),
     }
     response = client.post("/evaluate/batch", files=files, params={"metrics": "ssim,psnr"})
     assert response.status_code == 200, response.text
@@ -338,7 +367,8 @@ def test_batch_explicit_pairs(client: TestClient, images: dict[str, bytes]) -> N
     assert issues["d.png"]["type"] == "size_mismatch"
     assert issues["lonely.png"]["kind"] == "unpaired" and "processed_7" in issues["lonely.png"]["reason"]
     assert body["summary"]["metrics"]["composite"]["mean"] == pytest.approx(
-        sum(p["composite"] for p in body["pairs"]) / 2)
+        sum(p["composite"] for p in body["pairs"]) / 2
+    )
     assert body["evaluator"]["metrics"] == ["ssim", "psnr"]
 
 
@@ -357,39 +387,41 @@ def _lie_about_size(data: bytes, name: str, claimed: int) -> bytes:
     local = raw.find(b"PK\x03\x04")
     while local != -1:
         name_len = struct.unpack_from("<H", raw, local + 26)[0]
-        if bytes(raw[local + 30: local + 30 + name_len]) == encoded:
+        if bytes(raw[local + 30 : local + 30 + name_len]) == encoded:
             struct.pack_into("<I", raw, local + 22, claimed)
         local = raw.find(b"PK\x03\x04", local + 4)
     central = raw.find(b"PK\x01\x02")
     while central != -1:
         name_len = struct.unpack_from("<H", raw, central + 28)[0]
-        if bytes(raw[central + 46: central + 46 + name_len]) == encoded:
+        if bytes(raw[central + 46 : central + 46 + name_len]) == encoded:
             struct.pack_into("<I", raw, central + 24, claimed)
         central = raw.find(b"PK\x01\x02", central + 4)
     return bytes(raw)
 
 
 def test_batch_zip_pairs_and_hostile_entries(client: TestClient, images: dict[str, bytes]) -> None:
-    archive = _zip({
-        "set/original/city/a.png": images["png0"],
-        "set/processed/city/a.jpg": images["jpg0"],
-        "set/original/b.png": images["png1"],
-        "set/processed/b.webp": images["jpg1"],  # the extension does not matter, the content does
-        "set/original/ambiguous.png": images["png2"],
-        "set/original/ambiguous.jpg": images["jpg2"],
-        "set/processed/ambiguous.jpg": images["jpg2"],
-        "set/original/lonely.png": images["png2"],
-        "set/../../etc/passwd.png": images["png2"],
-        "/abs/original/x.png": images["png2"],
-        "set/original/bomb.png": b"\0" * (700 * KIB),
-        "set/processed/bomb.png": b"\0" * (700 * KIB),
-        "set/original/liar.png": images["png2"],
-        "set/processed/liar.png": images["jpg2"],
-        "set/original/notes.txt": b"skipped: not an image extension",
-        "README.md": b"skipped too, and it does not stop set/ from being the enclosing folder",
-        "set/.hidden/original/z.png": images["png2"],
-        "__MACOSX/set/original/._a.png": b"resource fork",
-    })
+    archive = _zip(
+        {
+            "set/original/city/a.png": images["png0"],
+            "set/processed/city/a.jpg": images["jpg0"],
+            "set/original/b.png": images["png1"],
+            "set/processed/b.webp": images["jpg1"],  # the extension does not matter, the content does
+            "set/original/ambiguous.png": images["png2"],
+            "set/original/ambiguous.jpg": images["jpg2"],
+            "set/processed/ambiguous.jpg": images["jpg2"],
+            "set/original/lonely.png": images["png2"],
+            "set/../../etc/passwd.png": images["png2"],
+            "/abs/original/x.png": images["png2"],
+            "set/original/bomb.png": b"\0" * (700 * KIB),
+            "set/processed/bomb.png": b"\0" * (700 * KIB),
+            "set/original/liar.png": images["png2"],
+            "set/processed/liar.png": images["jpg2"],
+            "set/original/notes.txt": b"skipped: not an image extension",
+            "README.md": b"skipped too, and it does not stop set/ from being the enclosing folder",
+            "set/.hidden/original/z.png": images["png2"],
+            "__MACOSX/set/original/._a.png": b"resource fork",
+        }
+    )
     archive = _lie_about_size(archive, "set/processed/liar.png", 100)
     response = client.post("/evaluate/batch?profile=fast", files={"archive": ("batch.zip", archive)})
     assert response.status_code == 200, response.text
@@ -409,14 +441,17 @@ def test_batch_zip_pairs_and_hostile_entries(client: TestClient, images: dict[st
 
 
 def test_batch_zip_limits(client: TestClient, images: dict[str, bytes]) -> None:
-    _error(client.post("/evaluate/batch", files={"archive": ("x.zip", b"PK\x03\x04 not really")}), 422,
-           "invalid_archive")
+    _error(
+        client.post("/evaluate/batch", files={"archive": ("x.zip", b"PK\x03\x04 not really")}), 422, "invalid_archive"
+    )
     many = _zip({f"original/{i}.png": b"x" for i in range(50)})
     _error(client.post("/evaluate/batch", files={"archive": ("x.zip", many)}), 413, "too_many_entries")
     pairs = {f"{side}/{i}.png": images["png0"] for i in range(7) for side in ("original", "processed")}
     _error(client.post("/evaluate/batch", files={"archive": ("x.zip", _zip(pairs))}), 413, "too_many_pairs")
-    stored = _zip({"original/a.png": images["png0"] + b"\0" * MIB, "processed/a.png": images["jpg0"]},
-                  compression=zipfile.ZIP_STORED)
+    stored = _zip(
+        {"original/a.png": images["png0"] + b"\0" * MIB, "processed/a.png": images["jpg0"]},
+        compression=zipfile.ZIP_STORED,
+    )
     _error(client.post("/evaluate/batch", files={"archive": ("x.zip", stored)}), 413, "too_large")  # the upload
 
 
@@ -435,8 +470,11 @@ def test_batch_request_errors(client: TestClient, images: dict[str, bytes]) -> N
 
 
 def test_compress_json(client: TestClient, images: dict[str, bytes]) -> None:
-    response = client.post("/compress", files={"image": ("kodak.png", images["png0"])},
-                           data={"target": "ssim:0.95", "formats": "jpeg,webp"})
+    response = client.post(
+        "/compress",
+        files={"image": ("kodak.png", images["png0"])},
+        data={"target": "ssim:0.95", "formats": "jpeg,webp"},
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["met"] is True and body["target"] == "ssim:0.95" and body["format"] in ("jpeg", "webp")
@@ -451,8 +489,10 @@ def test_compress_json(client: TestClient, images: dict[str, bytes]) -> None:
 
 
 def test_compress_image_output(client: TestClient, images: dict[str, bytes]) -> None:
-    response = client.post("/compress?target=ssimulacra2:70&formats=jpeg&output=image&max_probes=50",
-                           files={"image": ("my photo.png", images["png1"])})
+    response = client.post(
+        "/compress?target=ssimulacra2:70&formats=jpeg&output=image&max_probes=50",
+        files={"image": ("my photo.png", images["png1"])},
+    )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/jpeg"
     assert response.headers["content-disposition"] == 'inline; filename="my_photo.jpg"'
@@ -487,17 +527,23 @@ def test_compress_form_fields(client: TestClient, images: dict[str, bytes]) -> N
     fields = {"target": "psnr:30", "formats": "jpeg", "max_probes": "2", "profile": "fast"}
     body = client.post("/compress", files={"image": ("a.png", images["png2"])}, data=fields).json()
     assert body["probes"]["jpeg"] <= 2 and body["target"] == "psnr:30"
-    _error(client.post("/compress", files={"image": ("a.png", images["png2"])},
-                       data={**fields, "max_probes": "many"}), 422, "invalid_parameter")
-    _error(client.post("/compress", files={"image": ("a.png", images["png2"]), "extra": ("b.png", b"x")},
-                       data=fields), 422, "unexpected_field")
+    _error(
+        client.post("/compress", files={"image": ("a.png", images["png2"])}, data={**fields, "max_probes": "many"}),
+        422,
+        "invalid_parameter",
+    )
+    _error(
+        client.post("/compress", files={"image": ("a.png", images["png2"]), "extra": ("b.png", b"x")}, data=fields),
+        422,
+        "unexpected_field",
+    )
 
 
 def test_compress_bad_image(client: TestClient, images: dict[str, bytes]) -> None:
-    _error(client.post("/compress?target=ssim:0.9", files={"image": ("a.png", b"\x89PNG\r\n\x1a\n")}), 422,
-           "invalid_image")
-    _error(client.post("/compress?target=ssim:0.9", files={"image": ("a.png", images["huge"])}), 413,
-           "too_many_pixels")
+    _error(
+        client.post("/compress?target=ssim:0.9", files={"image": ("a.png", b"\x89PNG\r\n\x1a\n")}), 422, "invalid_image"
+    )
+    _error(client.post("/compress?target=ssim:0.9", files={"image": ("a.png", images["huge"])}), 413, "too_many_pixels")
     _error(client.post("/compress?target=ssim:0.9", data={"image": "a.png"}), 422, "missing_field")
 
 
@@ -540,9 +586,10 @@ def test_full_queue_answers_503_with_retry_after(images: dict[str, bytes], gated
     app = create_app(ServiceConfig(profiles=("fast",), pool_size=1, max_queue=1, warm_up=False))
     with TestClient(app) as client:
         results: list[Any] = []
-        workers = [threading.Thread(target=lambda: results.append(client.post("/evaluate/single",
-                                                                              files=_pair(images))))
-                   for _ in range(2)]
+        workers = [
+            threading.Thread(target=lambda: results.append(client.post("/evaluate/single", files=_pair(images))))
+            for _ in range(2)
+        ]
         for worker in workers:
             worker.start()
         pool = app.state.service.pool
@@ -563,8 +610,7 @@ def test_full_queue_answers_503_with_retry_after(images: dict[str, bytes], gated
 
 
 def test_timeout_answers_503(images: dict[str, bytes], gated: threading.Event) -> None:
-    app = create_app(ServiceConfig(profiles=("fast",), pool_size=1, max_queue=2, request_timeout=0.3,
-                                   warm_up=False))
+    app = create_app(ServiceConfig(profiles=("fast",), pool_size=1, max_queue=2, request_timeout=0.3, warm_up=False))
     with TestClient(app) as client:
         response = client.post("/evaluate/single", files=_pair(images))
         error = _error(response, 503, "timeout")
@@ -581,8 +627,11 @@ def test_batch_past_its_deadline_lists_the_rest(images: dict[str, bytes], monkey
 
     monkeypatch.setattr(jobs_module, "_score", slow)
     app = create_app(ServiceConfig(profiles=("fast",), pool_size=1, request_timeout=1.0, warm_up=False))
-    files = {f"{side}_{i}": (f"{i}.png", images["png0"] if side == "original" else images["jpg0"])
-             for i in range(4) for side in ("original", "processed")}
+    files = {
+        f"{side}_{i}": (f"{i}.png", images["png0"] if side == "original" else images["jpg0"])
+        for i in range(4)
+        for side in ("original", "processed")
+    }
     with TestClient(app) as client:
         body = client.post("/evaluate/batch", files=files).json()
     assert 1 <= body["summary"]["count"] < 4

@@ -50,9 +50,29 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     env = {**os.environ, "OPTIMIZER_ALLOW_DOWNLOAD": "0"}
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-c", _SERVE, "serve", "--host", "127.0.0.1", "--port", str(port), "--profile", "fast",
-             "--pool-size", "2", "--max-queue", "64", "--max-upload-mb", "1", "--log-level", "warning"],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
+            [
+                sys.executable,
+                "-c",
+                _SERVE,
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--profile",
+                "fast",
+                "--pool-size",
+                "2",
+                "--max-queue",
+                "64",
+                "--max-upload-mb",
+                "1",
+                "--log-level",
+                "warning",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -92,6 +112,7 @@ def test_fifty_concurrent_requests(server: Any, kodak_paths: list[Path]) -> None
     async def send_all() -> list[Any]:
         limits = httpx.Limits(max_connections=REQUESTS)
         async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
+
             async def one(i: int) -> Any:
                 original, processed = pairs[i % len(pairs)]
                 files = {"original": (f"{i}.png", original), "processed": (f"{i}.jpg", processed)}

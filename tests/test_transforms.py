@@ -180,7 +180,10 @@ def test_sharpen_with_alpha_ignores_transparent_colour() -> None:
         ({"scale": 0}, "scale must be a positive finite number, got 0"),
         ({"scale": float("nan")}, "scale must be a positive finite number"),
         ({"scale": 0.5, "width": 10}, "either scale or width/height"),
-        ({"scale": 0.5, "filter": "spline"}, "unknown resize filter 'spline'; known: lanczos, bicubic, bilinear, box, hamming, nearest"),
+        (
+            {"scale": 0.5, "filter": "spline"},
+            "unknown resize filter 'spline'; known: lanczos, bicubic, bilinear, box, hamming, nearest",
+        ),
     ],
 )
 def test_resize_validation(kwargs: dict, message: str, photo: Image) -> None:
@@ -246,7 +249,10 @@ def test_transform_dict_round_trip() -> None:
         ({"width": 0}, "width must be a positive integer"),
         ({"scale": -1.0}, "scale must be a positive finite number"),
         ({"scale": 0.5, "height": 20}, "either scale or width/height"),
-        ({"filter": "spline"}, "filter must be one of 'lanczos', 'bicubic', 'bilinear', 'box', 'hamming', 'nearest', got 'spline'"),
+        (
+            {"filter": "spline"},
+            "filter must be one of 'lanczos', 'bicubic', 'bilinear', 'box', 'hamming', 'nearest', got 'spline'",
+        ),
         ({"sharpen_amount": 6}, "sharpen_amount must be a number in [0, 5], got 6"),
         ({"sharpen_threshold": -0.1}, "sharpen_threshold must be"),
     ],

@@ -62,7 +62,9 @@ def test_target_parse_and_direction() -> None:
     assert Target.parse("ssim:0.9").margin(0.95) == pytest.approx(0.05)
 
 
-@pytest.mark.parametrize("text", ["ssimulacra2", "ssimulacra2:", ":80", "ssimulacra2:high", "composite:1.5", "ssim:nan"])
+@pytest.mark.parametrize(
+    "text", ["ssimulacra2", "ssimulacra2:", ":80", "ssimulacra2:high", "composite:1.5", "ssim:nan"]
+)
 def test_target_parse_rejects(text: str) -> None:
     with pytest.raises(InvalidParameterError):
         Target.parse(text)
@@ -200,7 +202,9 @@ def test_settings_at_width_keep_filter_and_sharpening() -> None:
     assert (resized.filter, resized.sharpen_amount) == ("box", 0.4)
 
 
-def test_a_round_that_starts_no_trial_ends_the_run(tmp_path: Path, crops: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_round_that_starts_no_trial_ends_the_run(
+    tmp_path: Path, crops: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The timeout can run out inside Optuna before a round starts a trial: that is not a failure."""
     from optimizer.tuning.study import prepare_study, run_trials
 
@@ -212,8 +216,9 @@ def test_a_round_that_starts_no_trial_ends_the_run(tmp_path: Path, crops: list[P
 @pytest.mark.parametrize("how", ["worst", "p10", "mean"])
 def test_pruning_only_when_certain(how: str, crops: list[Path]) -> None:
     corpus = load_corpus(crops * 1, names=["a", "b", "c"])
-    objective = Objective(corpus, SearchSpace(formats=("jpeg",)), Target.parse("ssim:0.9"), Evaluator(profile="fast"),
-                          aggregate_by=how)
+    objective = Objective(
+        corpus, SearchSpace(formats=("jpeg",)), Target.parse("ssim:0.9"), Evaluator(profile="fast"), aggregate_by=how
+    )
     # Brute force: the pruning decision must agree with "no completion of the remaining scores passes".
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -251,7 +256,9 @@ def test_seeded_study_is_reproducible(tmp_path: Path, crops: list[Path]) -> None
     a = tune(crops, **_study_kwargs(tmp_path / "a", n_trials=6))
     b = tune(crops, **_study_kwargs(tmp_path / "b", n_trials=6))
     assert [t.params for t in a.study.trials] == [t.params for t in b.study.trials]
-    assert [t.user_attrs["total_bytes"] for t in a.study.trials] == [t.user_attrs["total_bytes"] for t in b.study.trials]
+    assert [t.user_attrs["total_bytes"] for t in a.study.trials] == [
+        t.user_attrs["total_bytes"] for t in b.study.trials
+    ]
 
 
 def test_resume_counts_budget_and_refuses_other_definition(tmp_path: Path, crops: list[Path]) -> None:
@@ -285,7 +292,11 @@ def test_distance_target_direction(tmp_path: Path, crops: list[Path]) -> None:
 
     assert directions_for("pareto", Target.parse("lpips:0.1")) == ["minimize", "minimize"]
     assert directions_for("pareto", Target.parse("ssimulacra2:80")) == ["minimize", "maximize"]
-    assert directions_for("pareto", Target.parse("ssim:0.9"), time_objective=True) == ["minimize", "maximize", "minimize"]
+    assert directions_for("pareto", Target.parse("ssim:0.9"), time_objective=True) == [
+        "minimize",
+        "maximize",
+        "minimize",
+    ]
 
 
 def test_failing_encodes_mark_trial_failed(tmp_path: Path, crops: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -327,8 +338,16 @@ def test_interrupted_study_loses_no_finished_trial(tmp_path: Path, crops: list[P
     study = optuna.load_study(study_name="k", storage=f"sqlite:///{db}")
     assert len(finished_trials(study)) >= 3
     kept = {t.number: t.user_attrs["total_bytes"] for t in finished_trials(study)}
-    resumed = tune(crops, space={"formats": ["jpeg"]}, target="ssim:0.93", profile="fast",
-                   storage=f"sqlite:///{db}", study_name="k", n_trials=6, seed=1)
+    resumed = tune(
+        crops,
+        space={"formats": ["jpeg"]},
+        target="ssim:0.93",
+        profile="fast",
+        storage=f"sqlite:///{db}",
+        study_name="k",
+        n_trials=6,
+        seed=1,
+    )
     after = {t.number: t.user_attrs["total_bytes"] for t in finished_trials(resumed.study)}
     assert len(after) == 6 and all(after[n] == b for n, b in kept.items())
 
@@ -338,8 +357,26 @@ def test_cli_tune_and_export(tmp_path: Path, crops: list[Path], monkeypatch: pyt
 
     monkeypatch.setenv("OPTIMIZER_STUDIES_DIR", str(tmp_path / "studies"))
     export = tmp_path / "presets.json"
-    code = main(["tune", *map(str, crops), "--formats", "jpeg", "--target", "ssim:0.9", "--profile", "fast",
-                 "--trials", "5", "--seed", "3", "--study", "cli", "--export", str(export)])
+    code = main(
+        [
+            "tune",
+            *map(str, crops),
+            "--formats",
+            "jpeg",
+            "--target",
+            "ssim:0.9",
+            "--profile",
+            "fast",
+            "--trials",
+            "5",
+            "--seed",
+            "3",
+            "--study",
+            "cli",
+            "--export",
+            str(export),
+        ]
+    )
     assert code == 0
     assert (tmp_path / "studies" / "cli.db").exists()
     data = json.loads(export.read_text())

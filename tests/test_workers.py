@@ -59,7 +59,9 @@ def fast_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _create(crops: list[Path], storage: str, name: str, n_trials: int, **overrides: Any):
-    options = dict(space=SPACE, target="ssim:0.9", profile="fast", storage=storage, study_name=name, n_trials=n_trials, seed=3)
+    options = dict(
+        space=SPACE, target="ssim:0.9", profile="fast", storage=storage, study_name=name, n_trials=n_trials, seed=3
+    )
     options.update(overrides)
     return prepare_study(crops, **options)
 
@@ -90,7 +92,9 @@ def test_join_reads_definition_and_refuses_other_corpus_or_space(tmp_path: Path,
     with pytest.raises(StudyError, match="same file names, different pixels"):
         join_study("join", storage, [crops[0], other])
     with pytest.raises(StudyError, match=r"search space.*params\.jpeg\.quality"):
-        join_study("join", storage, crops, space={"formats": ["jpeg"], "jpeg": {"quality": [40, 90], "subsampling": "4:2:0"}})
+        join_study(
+            "join", storage, crops, space={"formats": ["jpeg"], "jpeg": {"quality": [40, 90], "subsampling": "4:2:0"}}
+        )
     assert join_study("join", storage, crops, space=SPACE).budget == 4
     with pytest.raises(StudyError, match="no study named 'nope'"):
         join_study("nope", storage, crops)
@@ -180,7 +184,9 @@ def test_threads_racing_for_the_last_slots_keep_the_budget_exact(tmp_path: Path,
         return x
 
     def work(seed: int) -> None:
-        own = optuna.load_study(study_name="race", storage=resolve_storage(path, "race"), sampler=optuna.samplers.RandomSampler(seed))
+        own = optuna.load_study(
+            study_name="race", storage=resolve_storage(path, "race"), sampler=optuna.samplers.RandomSampler(seed)
+        )
         reports.append(run_worker(own, objective, poll=0.05))
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
@@ -217,7 +223,9 @@ def test_result_of_a_trial_failed_under_its_worker_is_discarded(tmp_path: Path) 
 
 
 def test_journal_heartbeat_fails_and_retries_a_dead_trial(tmp_path: Path) -> None:
-    storage = resolve_storage(f"journal:{tmp_path / 'hb.journal'}", "hb", heartbeat_interval=1, grace_period=2, max_retry=1)
+    storage = resolve_storage(
+        f"journal:{tmp_path / 'hb.journal'}", "hb", heartbeat_interval=1, grace_period=2, max_retry=1
+    )
     assert isinstance(storage, HeartbeatJournalStorage)
     study = optuna.create_study(study_name="hb", storage=storage)
     dead = study.ask()
@@ -293,7 +301,10 @@ def test_postgres_workers_survive_a_killed_worker(tmp_path: Path, crops: list[Pa
     workers: list[subprocess.Popen] = []
     victim = subprocess.Popen(
         [sys.executable, "-c", _STALLING_WORKER, str(marker), *common, "--seed", "1", *images],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_env(),
     )
     try:
         _wait_for(marker.exists, 180, "the first worker to start its second trial", [victim])
@@ -304,7 +315,10 @@ def test_postgres_workers_survive_a_killed_worker(tmp_path: Path, crops: list[Pa
         workers += [
             subprocess.Popen(
                 [*worker_command(), *common, "--seed", str(10 + i), "--export", str(exports[i]), *images],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=_env(),
             )
             for i in range(2)
         ]
@@ -360,7 +374,18 @@ def test_tune_with_two_local_workers_on_a_journal(
     for key, value in FAST_HEARTBEAT.items():
         monkeypatch.setenv(key, value)
     export = tmp_path / "presets.json"
-    args = ["tune", *map(str, crops), "--formats", "jpeg", "--target", "ssim:0.9", "--profile", "fast", "--study", "local"]
+    args = [
+        "tune",
+        *map(str, crops),
+        "--formats",
+        "jpeg",
+        "--target",
+        "ssim:0.9",
+        "--profile",
+        "fast",
+        "--study",
+        "local",
+    ]
     code = main([*args, "--trials", "10", "--workers", "2", "--seed", "5", "--export", str(export)])
     assert code == 0
     journal = tmp_path / "studies" / "local.journal"

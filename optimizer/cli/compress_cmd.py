@@ -50,7 +50,9 @@ def parse_format_params(items: list[str] | None) -> dict[str, dict[str, Any]]:
         key, sep, value = item.partition("=")
         fmt, dot, name = key.strip().partition(".")
         if not sep or not dot or not fmt or not name:
-            raise InvalidParameterError(f"fixed settings are written FORMAT.NAME=VALUE (e.g. avif.speed=8), got {item!r}")
+            raise InvalidParameterError(
+                f"fixed settings are written FORMAT.NAME=VALUE (e.g. avif.speed=8), got {item!r}"
+            )
         out.setdefault(fmt.lower(), {})[name] = parse_scalar(value)
     return out
 
@@ -67,7 +69,8 @@ def compress_command(
     ] = None,
     profile: Annotated[Optional[str], typer.Option(help="Composite profile for composite targets.")] = None,
     param: Annotated[
-        Optional[list[str]], typer.Option("--param", help="Fixed setting FORMAT.NAME=VALUE (repeatable), e.g. avif.speed=8.")
+        Optional[list[str]],
+        typer.Option("--param", help="Fixed setting FORMAT.NAME=VALUE (repeatable), e.g. avif.speed=8."),
     ] = None,
     quality_range: Annotated[
         Optional[str],
@@ -76,7 +79,9 @@ def compress_command(
     max_probes: Annotated[Optional[int], typer.Option(min=1, help="Encodes per image and format at most.")] = None,
     keep_original: Annotated[
         bool,
-        typer.Option("--keep-original/--no-keep-original", help="Copy the original when it is smaller than every encoding."),
+        typer.Option(
+            "--keep-original/--no-keep-original", help="Copy the original when it is smaller than every encoding."
+        ),
     ] = True,
     fallback: Annotated[
         str, typer.Option(help="When nothing meets the target: keep the 'best' candidate or the 'original'.")
@@ -142,14 +147,27 @@ def _print_table(report: CompressReport) -> None:
         saved = f"{r.saved:.1%}" if r.saved is not None else "-"
         probes = ", ".join(f"{name} {count}" for name, count in r.probes.items()) + f" = {r.total_probes}"
         met = "yes" if r.met else "[bold red]NO[/]"
-        table.add_row(Path(r.input).name, r.setting_label, f"{r.bytes:,}", saved, f"{r.bits_per_pixel:.3f}",
-                      _quality(r.quality), met, probes)
+        table.add_row(
+            Path(r.input).name,
+            r.setting_label,
+            f"{r.bytes:,}",
+            saved,
+            f"{r.bits_per_pixel:.3f}",
+            _quality(r.quality),
+            met,
+            probes,
+        )
     console.print(table)
-    line = (f"{totals['met']} of {totals['images']} met the target; {totals['bytes']:,} bytes"
-            + (f" ({totals['saved']:.1%} smaller than the originals)" if totals["saved"] is not None else "")
-            + (f"; {totals['probes']} probes, {totals['probes_per_image']:.1f} per image"
-               if totals["probes_per_image"] is not None else "")
-            + f"; {totals['seconds']:.1f} s")
+    line = (
+        f"{totals['met']} of {totals['images']} met the target; {totals['bytes']:,} bytes"
+        + (f" ({totals['saved']:.1%} smaller than the originals)" if totals["saved"] is not None else "")
+        + (
+            f"; {totals['probes']} probes, {totals['probes_per_image']:.1f} per image"
+            if totals["probes_per_image"] is not None
+            else ""
+        )
+        + f"; {totals['seconds']:.1f} s"
+    )
     console.print(line, highlight=False)
     for r in report.results:
         if r.reason:

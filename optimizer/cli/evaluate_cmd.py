@@ -37,11 +37,15 @@ def evaluate_command(
     reference: Annotated[Path, typer.Argument(metavar="REF", help="Reference image or folder.")],
     distorted: Annotated[Path, typer.Argument(metavar="DIST", help="Processed image or folder.")],
     profile: Annotated[Optional[str], typer.Option(help="Composite profile (default, seed, perceptual, fast).")] = None,
-    metrics: Annotated[Optional[str], typer.Option(help="Comma-separated metrics (equal weights unless --profile).")] = None,
+    metrics: Annotated[
+        Optional[str], typer.Option(help="Comma-separated metrics (equal weights unless --profile).")
+    ] = None,
     output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
     report: Annotated[Optional[Path], typer.Option(help="Write the full JSON report here.")] = None,
     csv: Annotated[Optional[Path], typer.Option(help="Write per-pair rows as CSV here.")] = None,
-    maps: Annotated[Optional[Path], typer.Option(help="Write SSIM and distance heat maps (PNG) into this folder.")] = None,
+    maps: Annotated[
+        Optional[Path], typer.Option(help="Write SSIM and distance heat maps (PNG) into this folder.")
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Processes for folder batches.")] = 1,
     resize_to_reference: Annotated[
         bool, typer.Option("--resize-to-reference", help="Resize processed images to the reference size.")
@@ -69,8 +73,9 @@ def evaluate_command(
         if maps is not None:
             maps.mkdir(parents=True, exist_ok=True)
             write_maps(scorer.maps(processed), maps, distorted.stem)
-        pair = PairResult(distorted.stem, str(reference), str(distorted), result,
-                          reference.stat().st_size, distorted.stat().st_size)
+        pair = PairResult(
+            distorted.stem, str(reference), str(distorted), result, reference.stat().st_size, distorted.stat().st_size
+        )
         batch = BatchReport(pairs=[pair], issues=[], evaluator=evaluator.describe())
     if report is not None:
         batch.to_json(report)
@@ -86,8 +91,9 @@ def evaluate_command(
 
 def _run_batch(evaluate_folders, reference, distorted, evaluator, workers, maps) -> BatchReport:  # type: ignore[no-untyped-def]
     with ProgressReporter("evaluating") as bar:
-        return evaluate_folders(reference, distorted, evaluator=evaluator, workers=workers, maps_dir=maps,
-                                progress=bar.update)
+        return evaluate_folders(
+            reference, distorted, evaluator=evaluator, workers=workers, maps_dir=maps, progress=bar.update
+        )
 
 
 def _fmt(value: float) -> str:
@@ -116,8 +122,9 @@ def _print_summary(batch: BatchReport) -> None:
     for column in ("metric", "mean", "median", "p10", "p90", "worst", "worst pair"):
         table.add_column(column, justify="left" if column in ("metric", "worst pair") else "right")
     for name, s in summary["metrics"].items():
-        table.add_row(name, _fmt(s["mean"]), _fmt(s["median"]), _fmt(s["p10"]), _fmt(s["p90"]), _fmt(s["worst"]),
-                      s["worst_pair"])
+        table.add_row(
+            name, _fmt(s["mean"]), _fmt(s["median"]), _fmt(s["p10"]), _fmt(s["p90"]), _fmt(s["worst"]), s["worst_pair"]
+        )
     console.print(table)
     if summary["count"]:
         levels = ", ".join(f"{k} {v}" for k, v in summary["levels"].items() if v)
@@ -146,8 +153,9 @@ def evaluate_set_command(
     if output_format == "json":
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        console.print(f"FID {result.value:.4f} ({result.n_ref} reference, {result.n_dist} processed images)",
-                      highlight=False)
+        console.print(
+            f"FID {result.value:.4f} ({result.n_ref} reference, {result.n_dist} processed images)", highlight=False
+        )
 
 
 weights_app = typer.Typer(help="Pretrained network weights: status and import.", no_args_is_help=False)
@@ -171,10 +179,15 @@ def weights_status_command(
     console.print(f"weights cache: {cache_dir()} (set TORCH_HOME to move it)", highlight=False, soft_wrap=True)
     for status in statuses:
         mark = "[green]present[/]" if status.present else "[red]missing[/]"
-        console.print(f"{mark}  {status.file}  (needed by {', '.join(status.needed_by)})", highlight=False, soft_wrap=True)
+        console.print(
+            f"{mark}  {status.file}  (needed by {', '.join(status.needed_by)})", highlight=False, soft_wrap=True
+        )
         if not status.present:
-            console.print(f"         download {status.url} and run: optimizer weights import FILE",
-                          highlight=False, soft_wrap=True)
+            console.print(
+                f"         download {status.url} and run: optimizer weights import FILE",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 @weights_app.command("import")

@@ -53,8 +53,11 @@ class _ConsoleSink:
 def monitor_command(
     watch: Annotated[
         tuple[Path, Path],
-        typer.Option("--watch", metavar="ORIG_DIR PROCESSED_DIR",
-                     help="Follow this folder pair: originals and their processed versions (same relative stem)."),
+        typer.Option(
+            "--watch",
+            metavar="ORIG_DIR PROCESSED_DIR",
+            help="Follow this folder pair: originals and their processed versions (same relative stem).",
+        ),
     ],
     profile: Annotated[Optional[str], typer.Option(help="Composite profile (default, seed, perceptual, fast).")] = None,
     metrics: Annotated[
@@ -64,14 +67,14 @@ def monitor_command(
         Optional[Path], typer.Option(help="TOML file with thresholds, drift rules, window and cooldown.")
     ] = None,
     interval: Annotated[float, typer.Option(min=0.01, help="Seconds between scans of the folders.")] = 1.0,
-    settle: Annotated[
-        float, typer.Option(min=0.0, help="Seconds a file must stay unchanged before it is read.")
-    ] = 1.0,
+    settle: Annotated[float, typer.Option(min=0.0, help="Seconds a file must stay unchanged before it is read.")] = 1.0,
     alerts: Annotated[Optional[Path], typer.Option(help="Append alerts to this JSON-lines file.")] = None,
     state: Annotated[
         Optional[Path],
-        typer.Option(help=f"JSON-lines record of processed pairs (default: PROCESSED_DIR/{STATE_NAME}); a restart "
-                          "skips them and restores the statistics."),
+        typer.Option(
+            help=f"JSON-lines record of processed pairs (default: PROCESSED_DIR/{STATE_NAME}); a restart "
+            "skips them and restores the statistics."
+        ),
     ] = None,
     window: Annotated[Optional[int], typer.Option(min=2, help="Rolling window size (overrides the config).")] = None,
     once: Annotated[bool, typer.Option("--once", help="Process what is there now and exit.")] = False,
@@ -115,8 +118,7 @@ def monitor_command(
 
     monitor = QualityMonitor.from_config(settings, sinks=[*sinks, count])  # type: ignore[list-item]
     state_file = state if state is not None else processed_dir / STATE_NAME
-    watcher = FolderWatcher(orig_dir, processed_dir, evaluator, monitor=monitor, state_file=state_file,
-                            settle=settle)
+    watcher = FolderWatcher(orig_dir, processed_dir, evaluator, monitor=monitor, state_file=state_file, settle=settle)
     console.print(
         f"watching {orig_dir} -> {processed_dir} (profile {evaluator.profile.name}, metrics "
         f"{', '.join(evaluator.metric_names)}); {watcher.replayed} pair(s) restored from {state_file}",
@@ -143,7 +145,7 @@ def monitor_command(
     if interrupted:
         err_console.print("stopped; every pair already read is recorded in the state file", highlight=False)
         raise typer.Exit(EXIT_INTERRUPTED)
-    if fail_on != "never" and any(run_counts[s] for s in _FAIL_ON[_FAIL_ON.index(fail_on):]):
+    if fail_on != "never" and any(run_counts[s] for s in _FAIL_ON[_FAIL_ON.index(fail_on) :]):
         raise typer.Exit(EXIT_CHECK_FAILED)
     raise typer.Exit(EXIT_OK)
 
@@ -159,12 +161,21 @@ def _print_stats(stats: MonitorStats, processed: int, pending: list[str]) -> Non
     for column in ("metric", "count", "window mean", "trend/obs", "std", "last", "baseline", "drift"):
         table.add_column(column, justify="left" if column in ("metric", "drift") else "right")
     for name, s in stats.metrics.items():
-        table.add_row(name, str(s.count), _num(s.mean), _num(s.trend, "+.3g"), _num(s.std, ".3g"), _num(s.last),
-                      _num(s.baseline), s.drift_state or "ok")
+        table.add_row(
+            name,
+            str(s.count),
+            _num(s.mean),
+            _num(s.trend, "+.3g"),
+            _num(s.std, ".3g"),
+            _num(s.last),
+            _num(s.baseline),
+            s.drift_state or "ok",
+        )
     console.print(table)
     alerts = ", ".join(f"{n} {severity}" for severity, n in stats.alerts.items())
-    console.print(f"alerts: {alerts} ({stats.suppressed} suppressed by cooldown); unreadable: {stats.errors}",
-                  highlight=False)
+    console.print(
+        f"alerts: {alerts} ({stats.suppressed} suppressed by cooldown); unreadable: {stats.errors}", highlight=False
+    )
     if pending:
         console.print(f"still being written (left for the next run): {', '.join(pending)}", highlight=False)
 
@@ -178,7 +189,9 @@ def gate_command(
     processed_dir: Annotated[Path, typer.Argument(metavar="PROCESSED_DIR", help="Folder of processed images.")],
     budget: Annotated[Path, typer.Option("--budget", help="TOML file of [[budget]] tables.")],
     profile: Annotated[Optional[str], typer.Option(help="Composite profile (overrides the budget file).")] = None,
-    junit: Annotated[Optional[Path], typer.Option(help="Write a JUnit XML report here (one test case per budget).")] = None,
+    junit: Annotated[
+        Optional[Path], typer.Option(help="Write a JUnit XML report here (one test case per budget).")
+    ] = None,
     output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
     allow_missing: Annotated[
         bool, typer.Option("--allow-missing", help="Unpaired or unreadable files do not fail the gate (still listed).")
@@ -200,8 +213,13 @@ def gate_command(
     options = {"evaluator": evaluator, "allow_missing": True if allow_missing else None, "workers": workers}
     if output_format == "table":
         with ProgressReporter("evaluating") as bar:
-            result = run_gate(settings, orig_dir, processed_dir, **options,  # type: ignore[arg-type]
-                              progress=bar.update)
+            result = run_gate(
+                settings,
+                orig_dir,
+                processed_dir,
+                **options,  # type: ignore[arg-type]
+                progress=bar.update,
+            )
     else:
         result = run_gate(settings, orig_dir, processed_dir, **options)  # type: ignore[arg-type]
     if junit is not None:
@@ -222,7 +240,9 @@ def _print_gate(result: GateReport) -> None:
 
     from ..gate import format_value
 
-    table = Table(title=f"quality gate: {len(result.batch.pairs)} pair(s), profile {result.batch.evaluator.get('profile')}")
+    table = Table(
+        title=f"quality gate: {len(result.batch.pairs)} pair(s), profile {result.batch.evaluator.get('profile')}"
+    )
     for column in ("budget", "value", "limit", "result", "failing images"):
         table.add_column(column, justify="right" if column == "value" else "left")
     for r in result.results:

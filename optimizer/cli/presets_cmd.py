@@ -78,7 +78,9 @@ def presets_export_command(
     to: Annotated[str, typer.Option("--to", help="pillow, cjpeg, cwebp, avifenc, cjxl, imagemagick or sharp.")],
     tier: Annotated[Optional[str], typer.Option(help="Tier name (default: the preset's default tier).")] = None,
     input_name: Annotated[str, typer.Option("--input", help="Input file name used in the output.")] = "input.png",
-    output_name: Annotated[Optional[str], typer.Option("--output", help="Output file name (default output.EXT).")] = None,
+    output_name: Annotated[
+        Optional[str], typer.Option("--output", help="Output file name (default output.EXT).")
+    ] = None,
     program: Annotated[str, typer.Option(help="ImageMagick program: magick (7) or convert (6).")] = "magick",
     output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
     notes: Annotated[bool, typer.Option("--notes/--no-notes", help="Print where the tool differs.")] = True,
@@ -109,9 +111,12 @@ def presets_build_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Preset file to write.")],
     storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL (default: studies/NAME.db).")] = None,
     tier: Annotated[
-        Optional[list[str]], typer.Option("--tier", help="Extra tier NAME=METRIC:VALUE (repeatable; constrained studies).")
+        Optional[list[str]],
+        typer.Option("--tier", help="Extra tier NAME=METRIC:VALUE (repeatable; constrained studies)."),
     ] = None,
-    point: Annotated[Optional[list[int]], typer.Option("--point", help="Trial number to export as a tier (repeatable).")] = None,
+    point: Annotated[
+        Optional[list[int]], typer.Option("--point", help="Trial number to export as a tier (repeatable).")
+    ] = None,
 ) -> None:
     """Build a preset file from an existing study (the same study always gives the same tiers)."""
     from ..tuning.presets import build_preset
@@ -171,8 +176,9 @@ def apply_command(
 
 def _apply_with_progress(apply_preset, preset, in_dir, out_dir, tier, verify, workers, overwrite) -> ApplyReport:  # type: ignore[no-untyped-def]
     with ProgressReporter("encoding") as bar:
-        return apply_preset(preset, in_dir, out_dir, tier=tier, verify=verify, workers=workers,
-                            overwrite=overwrite, progress=bar.update)
+        return apply_preset(
+            preset, in_dir, out_dir, tier=tier, verify=verify, workers=workers, overwrite=overwrite, progress=bar.update
+        )
 
 
 def _print_apply(result: ApplyReport) -> None:
@@ -186,8 +192,13 @@ def _print_apply(result: ApplyReport) -> None:
     for column in columns:
         table.add_column(column, justify="left" if column in ("output", "met") else "right")
     for item in result.items:
-        row = [_escape(_relative(item.output, result.out_dir)), f"{item.width}x{item.height}", f"{item.bytes_in:,}", f"{item.bytes_out:,}",
-               f"{item.bits_per_pixel:.3f}"]
+        row = [
+            _escape(_relative(item.output, result.out_dir)),
+            f"{item.width}x{item.height}",
+            f"{item.bytes_in:,}",
+            f"{item.bytes_out:,}",
+            f"{item.bits_per_pixel:.3f}",
+        ]
         if result.verified:
             row += [_num(item.quality, 4), "yes" if item.met else "[red]no[/]"]
         table.add_row(*row)

@@ -29,8 +29,10 @@ def serve_command(
     ] = None,
     profile: Annotated[
         Optional[list[str]],
-        typer.Option("--profile", help="Profile clients may use (repeatable; the first is the default). "
-                                       "Default: default and fast."),
+        typer.Option(
+            "--profile",
+            help="Profile clients may use (repeatable; the first is the default). Default: default and fast.",
+        ),
     ] = None,
     max_upload_mb: Annotated[Optional[float], typer.Option(help="Largest file, in MiB (default 25).")] = None,
     max_request_mb: Annotated[
@@ -81,8 +83,10 @@ def serve_command(
         overrides["max_request_bytes"] = _mib(max_request_mb, "--max-request-mb")
     config = build_config(config_file, overrides)
     _check_presets(config)
-    logging.basicConfig(level=log_level.upper() if log_level.upper() in logging.getLevelNamesMapping() else "INFO",
-                        format="%(levelname)s:     %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper() if log_level.upper() in logging.getLevelNamesMapping() else "INFO",
+        format="%(levelname)s:     %(name)s: %(message)s",
+    )
 
     if workers == 1:
         from ..service.app import create_app
@@ -104,8 +108,15 @@ def serve_command(
     os.environ[CONFIG_ENV] = config.to_json()
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="optimizer-metrics-")
-    uvicorn.run("optimizer.service.app:create_app_from_environment", factory=True, host=host, port=port,
-                workers=workers, log_level=log_level, timeout_graceful_shutdown=30)
+    uvicorn.run(
+        "optimizer.service.app:create_app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        timeout_graceful_shutdown=30,
+    )
 
 
 def build_config(path: Path | None, overrides: dict[str, Any]) -> ServiceConfig:

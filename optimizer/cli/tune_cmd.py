@@ -59,7 +59,9 @@ def _int_list(text: str | None) -> list[int] | None:
 
 @app.command("tune")
 def tune_command(
-    images: Annotated[Optional[list[Path]], typer.Argument(metavar="IMAGES...", help="Images or folders to tune on.")] = None,
+    images: Annotated[
+        Optional[list[Path]], typer.Argument(metavar="IMAGES...", help="Images or folders to tune on.")
+    ] = None,
     demo: Annotated[bool, typer.Option("--demo", help="Tune on demo photographs shipped with scikit-image.")] = False,
     formats: Annotated[Optional[str], typer.Option(help="Comma-separated formats, e.g. avif,webp,jpeg.")] = None,
     target: Annotated[str, typer.Option(help="Quality target METRIC:VALUE or composite:VALUE.")] = "ssimulacra2:80",
@@ -69,7 +71,9 @@ def tune_command(
     trials: Annotated[int, typer.Option(min=1, help="Total finished trials the study should hold.")] = 40,
     timeout: Annotated[Optional[float], typer.Option(help="Stop after this many seconds.")] = None,
     storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL (default: SQLite under studies/).")] = None,
-    study: Annotated[Optional[str], typer.Option(help="Study name; an existing study with this name is resumed.")] = None,
+    study: Annotated[
+        Optional[str], typer.Option(help="Study name; an existing study with this name is resumed.")
+    ] = None,
     jobs: Annotated[int, typer.Option(min=1, help="Trials run in parallel (threads) on this machine.")] = 1,
     workers: Annotated[
         int,
@@ -82,7 +86,9 @@ def tune_command(
     seed: Annotated[Optional[int], typer.Option(help="Seed for a reproducible search.")] = None,
     export: Annotated[Optional[Path], typer.Option(help="Write the presets JSON here.")] = None,
     space: Annotated[Optional[Path], typer.Option(help="Search space file (.toml, .yaml, .json).")] = None,
-    quality: Annotated[Optional[str], typer.Option(help="Quality range LOW-HIGH for every format with a quality axis.")] = None,
+    quality: Annotated[
+        Optional[str], typer.Option(help="Quality range LOW-HIGH for every format with a quality axis.")
+    ] = None,
     subsampling: Annotated[Optional[str], typer.Option(help="Chroma subsamplings to try, e.g. 4:2:0,4:4:4.")] = None,
     speed: Annotated[Optional[str], typer.Option(help="AVIF speeds to try, e.g. 6 or 4,6,8.")] = None,
     effort: Annotated[Optional[str], typer.Option(help="JPEG XL efforts to try.")] = None,
@@ -90,8 +96,12 @@ def tune_command(
     filters: Annotated[Optional[str], typer.Option(help="Resize filters to try (with --widths).")] = None,
     sharpen: Annotated[Optional[str], typer.Option(help="Sharpening amount range LOW-HIGH after resizing.")] = None,
     sampler: Annotated[str, typer.Option(help="tpe, nsga2 (pareto) or random.")] = "tpe",
-    tradeoff_lambda: Annotated[float, typer.Option("--lambda", help="Trade-off mode: quality lost per bit per pixel.")] = 0.05,
-    time_objective: Annotated[bool, typer.Option("--time-objective", help="Pareto mode: encode time as a third objective.")] = False,
+    tradeoff_lambda: Annotated[
+        float, typer.Option("--lambda", help="Trade-off mode: quality lost per bit per pixel.")
+    ] = 0.05,
+    time_objective: Annotated[
+        bool, typer.Option("--time-objective", help="Pareto mode: encode time as a third objective.")
+    ] = False,
     tiers: Annotated[Optional[str], typer.Option(help="Extra preset tiers NAME=METRIC:VALUE,...")] = None,
     max_images: Annotated[Optional[int], typer.Option(min=1, help="Use at most this many images.")] = None,
 ) -> None:
@@ -234,8 +244,9 @@ def _print_summary(result: TuningResult) -> None:
     )
     if result.presets is None or not result.presets.tiers:
         reason = result.preset_error or "no trial met the target"
-        console.print(f"[yellow]no preset:[/] {reason}; raise --trials, widen the space or lower the target",
-                      highlight=False)
+        console.print(
+            f"[yellow]no preset:[/] {reason}; raise --trials, widen the space or lower the target", highlight=False
+        )
         return
     table = Table(title="Presets")
     for column in ("tier", "settings", "bits/pixel", "quality", "bytes"):

@@ -43,18 +43,32 @@ def worker_command(
     study: Annotated[str, typer.Option(help="Name of the study to join (created by `optimizer tune`).")],
     storage: Annotated[
         str,
-        typer.Option(envvar="OPTIMIZER_STORAGE", help="Shared storage: postgresql://USER:PASS@HOST/DB or journal:PATH."),
+        typer.Option(
+            envvar="OPTIMIZER_STORAGE", help="Shared storage: postgresql://USER:PASS@HOST/DB or journal:PATH."
+        ),
     ],
     space: Annotated[Optional[Path], typer.Option(help="Search space file; refused unless it is the study's.")] = None,
-    timeout: Annotated[Optional[float], typer.Option(min=0, help="Stop starting trials after this many seconds.")] = None,
-    deadline: Annotated[Optional[str], typer.Option(help="Stop starting trials at this time (Unix seconds or ISO 8601).")] = None,
-    wait: Annotated[float, typer.Option(min=0, help="Wait up to this many seconds for the storage and the study to exist.")] = 0.0,
+    timeout: Annotated[
+        Optional[float], typer.Option(min=0, help="Stop starting trials after this many seconds.")
+    ] = None,
+    deadline: Annotated[
+        Optional[str], typer.Option(help="Stop starting trials at this time (Unix seconds or ISO 8601).")
+    ] = None,
+    wait: Annotated[
+        float, typer.Option(min=0, help="Wait up to this many seconds for the storage and the study to exist.")
+    ] = 0.0,
     sampler: Annotated[str, typer.Option(help="tpe, nsga2 (pareto) or random.")] = "tpe",
     seed: Annotated[Optional[int], typer.Option(help="Sampler seed (give each worker its own).")] = None,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for this worker's metrics and encoders.")] = None,
+    threads: Annotated[
+        Optional[int], typer.Option(min=1, help="CPU threads for this worker's metrics and encoders.")
+    ] = None,
     device: Annotated[Optional[str], typer.Option(help="Torch device for the metrics (cpu, cuda).")] = None,
-    heartbeat: Annotated[Optional[int], typer.Option(min=1, help="Seconds between heartbeats of a running trial.")] = None,
-    grace: Annotated[Optional[int], typer.Option(min=1, help="Seconds without a heartbeat before a trial is failed and retried.")] = None,
+    heartbeat: Annotated[
+        Optional[int], typer.Option(min=1, help="Seconds between heartbeats of a running trial.")
+    ] = None,
+    grace: Annotated[
+        Optional[int], typer.Option(min=1, help="Seconds without a heartbeat before a trial is failed and retried.")
+    ] = None,
     max_retry: Annotated[Optional[int], typer.Option(min=0, help="Retries of a trial whose worker died.")] = None,
     export: Annotated[Optional[Path], typer.Option(help="When stopped, write the study's presets JSON here.")] = None,
     tiers: Annotated[Optional[str], typer.Option(help="Preset tiers for --export, NAME=METRIC:VALUE,...")] = None,

@@ -231,8 +231,7 @@ class Codec(ABC):
                 f"{', '.join(repr(k) for k in unknown)}; known: {self._known()}"
             )
         return {
-            p.name: p.validate(params[p.name], owner=self.name) if p.name in params else p.default
-            for p in self.params
+            p.name: p.validate(params[p.name], owner=self.name) if p.name in params else p.default for p in self.params
         }
 
     def _known(self) -> str:

@@ -96,9 +96,7 @@ def _as_planes(image: "torch.Tensor", device: "torch.device", what: str) -> "tor
 def _check_same_size(reference: "torch.Tensor", distorted: "torch.Tensor") -> None:
     if reference.shape != distorted.shape:
         if reference.shape[-2:] != distorted.shape[-2:]:
-            raise ImageSizeMismatchError(
-                f"expected equal sizes, got {_size(reference)} and {_size(distorted)}"
-            )
+            raise ImageSizeMismatchError(f"expected equal sizes, got {_size(reference)} and {_size(distorted)}")
         raise ImageSizeMismatchError(
             f"expected equal channel counts, got {reference.shape[0]} and {distorted.shape[0]}"
         )
@@ -346,7 +344,5 @@ class MSSSIM(Metric):
                 terms.append(cs_c)
             terms[-1] = cast("torch.Tensor", ssim_c)  # luminance only at the coarsest scale
             values = torch.stack(terms).clamp_(min=0.0).double().cpu().tolist()
-        per_channel = [
-            math.prod(values[k][ch] ** state.weights[k] for k in range(n)) for ch in range(len(values[0]))
-        ]
+        per_channel = [math.prod(values[k][ch] ** state.weights[k] for k in range(n)) for ch in range(len(values[0]))]
         return sum(per_channel) / len(per_channel)

@@ -314,9 +314,7 @@ def _norms(maps: torch.Tensor) -> torch.Tensor:
     return torch.stack([mean, fourth.sqrt().sqrt()], dim=-1)
 
 
-def _scale_maps(
-    ref: _ScaleState, linear: torch.Tensor, keep_maps: bool
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _scale_maps(ref: _ScaleState, linear: torch.Tensor, keep_maps: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Pooled error maps of one scale (``3 maps x 3 planes x 2 norms``, float64; maps: SSIM', artifact,
     detail lost) and, when asked, the maps themselves (``3 x 3 x h x w``; zeros where the plan skips)."""
     plan = ref.plan

@@ -108,8 +108,16 @@ class ServiceConfig:
         dupes = sorted({s for s in stems if stems.count(s) > 1})
         if dupes:
             raise ConfigError(f"presets are named by file stem and must be unique, duplicated: {', '.join(dupes)}")
-        for name in ("max_file_bytes", "max_request_bytes", "max_pixels", "max_batch_pairs", "max_zip_entries",
-                     "pool_size", "torch_threads", "compress_max_probes"):
+        for name in (
+            "max_file_bytes",
+            "max_request_bytes",
+            "max_pixels",
+            "max_batch_pairs",
+            "max_zip_entries",
+            "pool_size",
+            "torch_threads",
+            "compress_max_probes",
+        ):
             _positive_int(getattr(self, name), name)
         if isinstance(self.max_queue, bool) or not isinstance(self.max_queue, int) or self.max_queue < 0:
             raise ConfigError(f"max_queue must be an integer >= 0, got {self.max_queue!r}")

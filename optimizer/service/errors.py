@@ -88,4 +88,3 @@ def from_exception(exc: BaseException, **extra: Any) -> ServiceError:
     if isinstance(exc, OptimizerError):
         return ServiceError(422, "unprocessable", message, **extra)
     raise TypeError(f"no client error for {type(exc).__name__}") from exc
-

@@ -80,8 +80,14 @@ class Models:
                 problem = "is not enabled on this server"
             except UnknownNameError:
                 problem = "does not exist"
-            raise ServiceError(422, "unknown_name", f"profile {name!r} {problem}; enabled: "
-                               f"{', '.join(self.evaluators)}", kind="profile", name=name, known=list(self.evaluators))
+            raise ServiceError(
+                422,
+                "unknown_name",
+                f"profile {name!r} {problem}; enabled: {', '.join(self.evaluators)}",
+                kind="profile",
+                name=name,
+                known=list(self.evaluators),
+            )
         return evaluator
 
     def plan(self, profile: str | None, metrics: Sequence[str] | None) -> ScoringPlan:
@@ -101,10 +107,14 @@ class Models:
         if not candidates:
             missing = [m for m in needed if m not in self.metric_names]
             raise ServiceError(
-                422, "unknown_name",
+                422,
+                "unknown_name",
                 f"metric(s) {', '.join(missing) or ', '.join(needed)} are not loaded by this server"
-                + ("" if missing else " in one profile") + f"; available: {', '.join(self.metric_names)}",
-                kind="metric", name=",".join(missing or needed), known=self.metric_names,
+                + ("" if missing else " in one profile")
+                + f"; available: {', '.join(self.metric_names)}",
+                kind="metric",
+                name=",".join(missing or needed),
+                known=self.metric_names,
             )
         source = min(candidates, key=lambda ev: len(ev.metric_names))
         subset = None if set(needed) == set(source.metric_names) else tuple(needed)
@@ -119,8 +129,14 @@ class Models:
             return default
         candidates = [ev for ev in self.evaluators.values() if metric in ev.metric_names]
         if not candidates:
-            raise ServiceError(422, "unknown_name", f"metric {metric!r} is not loaded by this server; available: "
-                               f"{', '.join(self.metric_names)}", kind="metric", name=metric, known=self.metric_names)
+            raise ServiceError(
+                422,
+                "unknown_name",
+                f"metric {metric!r} is not loaded by this server; available: {', '.join(self.metric_names)}",
+                kind="metric",
+                name=metric,
+                known=self.metric_names,
+            )
         return min(candidates, key=lambda ev: len(ev.metric_names))
 
 
@@ -144,7 +160,11 @@ def _score(plan: ScoringPlan, original: Upload, processed: Upload, max_pixels: i
     if plan.composer is plan.source:
         return raw
     return plan.composer.result_from_scores(
-        raw.scores, width=raw.width, height=raw.height, reference=raw.reference, distorted=raw.distorted,
+        raw.scores,
+        width=raw.width,
+        height=raw.height,
+        reference=raw.reference,
+        distorted=raw.distorted,
         seconds=raw.seconds,
     )
 
@@ -190,8 +210,7 @@ def evaluate_batch(
     results: list[EvaluationResult] = []
     for key, original, processed in pairs or []:
         if cancelled is not None and cancelled.is_set():
-            issues.append(InputIssue(processed.label, "not scored: the request ran out of time", "failed",
-                                     "timeout"))
+            issues.append(InputIssue(processed.label, "not scored: the request ran out of time", "failed", "timeout"))
             continue
         try:
             result = _score(plan, original, processed, config.max_pixels)
@@ -199,14 +218,16 @@ def evaluate_batch(
             issues.append(InputIssue(processed.label, str(exc), "failed", from_exception(exc).type))
             continue
         except MemoryError:
-            issues.append(InputIssue(processed.label, "the server ran out of memory for this pair", "failed",
-                                     "out_of_memory"))
+            issues.append(
+                InputIssue(processed.label, "the server ran out of memory for this pair", "failed", "out_of_memory")
+            )
             continue
         scored.append(PairResult(key, original.label, processed.label, result, original.size, processed.size))
         payloads.append(json_safe(scored[-1].to_dict()))
         results.append(result)
-    report = BatchReport(pairs=scored, issues=[PairIssue(i.path, i.reason, i.kind) for i in issues],
-                         evaluator=plan.describe())
+    report = BatchReport(
+        pairs=scored, issues=[PairIssue(i.path, i.reason, i.kind) for i in issues], evaluator=plan.describe()
+    )
     body = {
         "evaluator": json_safe(report.evaluator),
         "summary": json_safe(report.summary()),
@@ -234,8 +255,14 @@ def compress_upload(
     from ..tuning.adaptive import compress
 
     image = _load(upload, max_pixels)
-    report = compress(image, target=target, formats=list(formats) if formats else None, evaluator=evaluator,
-                      max_probes=max_probes, keep_original_if_smaller=False)
+    report = compress(
+        image,
+        target=target,
+        formats=list(formats) if formats else None,
+        evaluator=evaluator,
+        max_probes=max_probes,
+        keep_original_if_smaller=False,
+    )
     if report.failures:
         raise ServiceError(422, "compress_failed", report.failures[0].reason)
     result = report.results[0]

@@ -63,10 +63,18 @@ class ErrorInfo(BaseModel):
 class ErrorResponse(BaseModel):
     """Every error has this shape; extra keys (limit, field, kind, known) depend on the type."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"error": {
-        "type": "size_mismatch",
-        "message": "expected equal sizes, got 768x512 (original 'a.png') and 512x768 (processed 'a.jpg')",
-    }}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": {
+                        "type": "size_mismatch",
+                        "message": "expected equal sizes, got 768x512 (original 'a.png') and 512x768 (processed 'a.jpg')",
+                    }
+                }
+            ]
+        }
+    )
 
     error: ErrorInfo
 
@@ -90,8 +98,9 @@ class PairResponse(BaseModel):
     scores: dict[str, Number] = Field(description="Raw value per metric, in the metric's own unit.")
     normalised: dict[str, Number] = Field(description="Per metric, 0 (worst) to 1 (best), direction applied.")
     composite: Number = Field(description="Weighted mean of the normalised values, 0 to 1.")
-    level: str = Field(description="Quality level of the composite: excellent, very_good, good, acceptable, "
-                                   "poor, very_poor.")
+    level: str = Field(
+        description="Quality level of the composite: excellent, very_good, good, acceptable, poor, very_poor."
+    )
     profile: str
     weights: dict[str, float]
     metric_versions: dict[str, str]
@@ -145,23 +154,59 @@ class EvaluatorInfo(BaseModel):
 class BatchResponse(BaseModel):
     """Per-pair results, the entries left out (with reasons), and a summary over the scored pairs."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "evaluator": _EVALUATOR,
-        "summary": {
-            "count": 1, "unpaired": 1, "failed": 1,
-            "metrics": {"composite": {"mean": 0.764, "median": 0.764, "p10": 0.764, "p90": 0.764,
-                                      "worst": 0.764, "worst_pair": "0"}},
-            "levels": {"excellent": 0, "very_good": 0, "good": 1, "acceptable": 0, "poor": 0, "very_poor": 0},
-            "bytes": {"reference_total": 557596, "distorted_total": 41907, "ratio": 0.07516,
-                      "bits_per_pixel": 0.8526},
-        },
-        "pairs": [{**PAIR_EXAMPLE, "key": "0"}],
-        "issues": [
-            {"path": "broken.jpg", "reason": "broken.jpg: cannot read image header (corrupt or truncated)",
-             "kind": "failed", "type": "invalid_image"},
-            {"path": "original_2", "reason": "no processed_2 for original_2", "kind": "unpaired", "type": None},
-        ],
-    }]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "evaluator": _EVALUATOR,
+                    "summary": {
+                        "count": 1,
+                        "unpaired": 1,
+                        "failed": 1,
+                        "metrics": {
+                            "composite": {
+                                "mean": 0.764,
+                                "median": 0.764,
+                                "p10": 0.764,
+                                "p90": 0.764,
+                                "worst": 0.764,
+                                "worst_pair": "0",
+                            }
+                        },
+                        "levels": {
+                            "excellent": 0,
+                            "very_good": 0,
+                            "good": 1,
+                            "acceptable": 0,
+                            "poor": 0,
+                            "very_poor": 0,
+                        },
+                        "bytes": {
+                            "reference_total": 557596,
+                            "distorted_total": 41907,
+                            "ratio": 0.07516,
+                            "bits_per_pixel": 0.8526,
+                        },
+                    },
+                    "pairs": [{**PAIR_EXAMPLE, "key": "0"}],
+                    "issues": [
+                        {
+                            "path": "broken.jpg",
+                            "reason": "broken.jpg: cannot read image header (corrupt or truncated)",
+                            "kind": "failed",
+                            "type": "invalid_image",
+                        },
+                        {
+                            "path": "original_2",
+                            "reason": "no processed_2 for original_2",
+                            "kind": "unpaired",
+                            "type": None,
+                        },
+                    ],
+                }
+            ]
+        }
+    )
 
     evaluator: EvaluatorInfo
     summary: BatchSummary
@@ -185,18 +230,52 @@ class FormatOutcomeModel(BaseModel):
 class CompressResponse(BaseModel):
     """The smallest encoding found that meets the target, the search's report, and the file (base64)."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "input": "kodim23.png", "format": "webp", "setting": 83,
-        "params": {"quality": 83, "method": 4, "lossless": False},
-        "bytes": 30512, "original_bytes": 557596, "saved": 0.9453, "width": 768, "height": 512,
-        "bits_per_pixel": 0.6207, "quality": 80.41, "target": "ssimulacra2:80", "met": True,
-        "kept_original": False, "minimal": True, "probes": {"avif": 4, "webp": 3, "jpeg": 2}, "total_probes": 9,
-        "formats": [{"format": "webp", "axis": "quality", "probes": 3, "met": True, "setting": 83,
-                     "params": {"quality": 83}, "bytes": 30512, "quality": 80.41, "certified": True, "note": None}],
-        "scores": {"ssimulacra2": 80.41, "ms_ssim": 0.9902, "ssim": 0.9561, "psnr": 38.9},
-        "seconds": 1.84, "reason": None, "media_type": "image/webp", "extension": ".webp",
-        "evaluator": _EVALUATOR, "data_base64": "UklGRuR2AABXRUJQVlA4INh2AA...",
-    }]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "input": "kodim23.png",
+                    "format": "webp",
+                    "setting": 83,
+                    "params": {"quality": 83, "method": 4, "lossless": False},
+                    "bytes": 30512,
+                    "original_bytes": 557596,
+                    "saved": 0.9453,
+                    "width": 768,
+                    "height": 512,
+                    "bits_per_pixel": 0.6207,
+                    "quality": 80.41,
+                    "target": "ssimulacra2:80",
+                    "met": True,
+                    "kept_original": False,
+                    "minimal": True,
+                    "probes": {"avif": 4, "webp": 3, "jpeg": 2},
+                    "total_probes": 9,
+                    "formats": [
+                        {
+                            "format": "webp",
+                            "axis": "quality",
+                            "probes": 3,
+                            "met": True,
+                            "setting": 83,
+                            "params": {"quality": 83},
+                            "bytes": 30512,
+                            "quality": 80.41,
+                            "certified": True,
+                            "note": None,
+                        }
+                    ],
+                    "scores": {"ssimulacra2": 80.41, "ms_ssim": 0.9902, "ssim": 0.9561, "psnr": 38.9},
+                    "seconds": 1.84,
+                    "reason": None,
+                    "media_type": "image/webp",
+                    "extension": ".webp",
+                    "evaluator": _EVALUATOR,
+                    "data_base64": "UklGRuR2AABXRUJQVlA4INh2AA...",
+                }
+            ]
+        }
+    )
 
     input: str
     format: str
@@ -210,8 +289,10 @@ class CompressResponse(BaseModel):
     bits_per_pixel: float
     quality: Optional[Number] = Field(default=None, description="The target metric's value for the returned file.")
     target: str
-    met: bool = Field(description="Whether the returned file meets the target (false: the best-quality "
-                                  "candidate is returned and reason says why).")
+    met: bool = Field(
+        description="Whether the returned file meets the target (false: the best-quality "
+        "candidate is returned and reason says why)."
+    )
     kept_original: bool
     minimal: bool = Field(description="The next lower setting was probed and failed the target.")
     probes: dict[str, int]
@@ -252,14 +333,40 @@ class PresetSummary(BaseModel):
 
 
 class PresetListResponse(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"presets": [{
-        "name": "web", "default_tier": "target", "mode": "constrained", "target": "ssimulacra2:80",
-        "aggregate": "p10", "study": "corpus", "created": "2025-01-01T00:00:00+00:00", "optimizer_version": "0.1.0",
-        "fingerprint": "3f2a9c1b7d0e4a55",
-        "tiers": [{"tier": "target", "default": True, "target": "ssimulacra2:80", "codec": "avif",
-                   "settings": "avif quality=58 speed=6", "bits_per_pixel": 0.61, "total_bytes": 240311,
-                   "quality": 80.3, "trial": 41}],
-    }]}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "presets": [
+                        {
+                            "name": "web",
+                            "default_tier": "target",
+                            "mode": "constrained",
+                            "target": "ssimulacra2:80",
+                            "aggregate": "p10",
+                            "study": "corpus",
+                            "created": "2025-01-01T00:00:00+00:00",
+                            "optimizer_version": "0.1.0",
+                            "fingerprint": "3f2a9c1b7d0e4a55",
+                            "tiers": [
+                                {
+                                    "tier": "target",
+                                    "default": True,
+                                    "target": "ssimulacra2:80",
+                                    "codec": "avif",
+                                    "settings": "avif quality=58 speed=6",
+                                    "bits_per_pixel": 0.61,
+                                    "total_bytes": 240311,
+                                    "quality": 80.3,
+                                    "trial": 41,
+                                }
+                            ],
+                        }
+                    ]
+                }
+            ]
+        }
+    )
 
     presets: list[PresetSummary]
 
@@ -279,11 +386,21 @@ class PoolInfo(BaseModel):
 
 
 class ReadyResponse(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "ready": True, "profiles": ["default", "fast"], "default_profile": "default",
-        "metrics": ["ssimulacra2", "ms_ssim", "ssim", "psnr"], "presets": ["web"],
-        "pool": {"workers": 2, "max_queue": 32, "running": 0, "waiting": 0}, "error": None,
-    }]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "ready": True,
+                    "profiles": ["default", "fast"],
+                    "default_profile": "default",
+                    "metrics": ["ssimulacra2", "ms_ssim", "ssim", "psnr"],
+                    "presets": ["web"],
+                    "pool": {"workers": 2, "max_queue": 32, "running": 0, "waiting": 0},
+                    "error": None,
+                }
+            ]
+        }
+    )
 
     ready: bool
     profiles: list[str]
@@ -306,9 +423,15 @@ def multipart_body(properties: dict[str, dict[str, Any]], required: list[str], d
         "requestBody": {
             "required": True,
             "description": description,
-            "content": {"multipart/form-data": {"schema": {
-                "type": "object", "properties": properties, "required": required,
-            }}},
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": properties,
+                        "required": required,
+                    }
+                }
+            },
         }
     }
 
@@ -317,10 +440,16 @@ SINGLE_BODY = multipart_body(
     {
         "original": {**_BINARY, "description": "The reference image (PNG, JPEG, WebP, AVIF, JPEG XL, ...)."},
         "processed": {**_BINARY, "description": "The processed image, same width and height."},
-        "profile": {"type": "string", "description": "Profile for the composite (or the query parameter).",
-                    "example": "default"},
-        "metrics": {"type": "string", "description": "Comma-separated metrics (or the query parameter).",
-                    "example": "ssimulacra2,ssim"},
+        "profile": {
+            "type": "string",
+            "description": "Profile for the composite (or the query parameter).",
+            "example": "default",
+        },
+        "metrics": {
+            "type": "string",
+            "description": "Comma-separated metrics (or the query parameter).",
+            "example": "ssimulacra2,ssim",
+        },
     },
     ["original", "processed"],
     "Two images. Example: curl -F original=@a.png -F processed=@a.avif http://HOST/evaluate/single",
@@ -332,8 +461,11 @@ BATCH_BODY = multipart_body(
         "processed_0": {**_BINARY, "description": "First processed image."},
         "original_1": {**_BINARY, "description": "... and so on, original_N with processed_N."},
         "processed_1": {**_BINARY},
-        "archive": {**_BINARY, "description": "Instead of the fields above: one zip with folders original/ "
-                                              "and processed/, paired by relative path and stem."},
+        "archive": {
+            **_BINARY,
+            "description": "Instead of the fields above: one zip with folders original/ "
+            "and processed/, paired by relative path and stem.",
+        },
         "profile": {"type": "string", "example": "fast"},
         "metrics": {"type": "string", "example": "ssim,psnr"},
     },
@@ -346,10 +478,16 @@ BATCH_BODY = multipart_body(
 COMPRESS_BODY = multipart_body(
     {
         "image": {**_BINARY, "description": "The image to compress."},
-        "target": {"type": "string", "description": "Quality bar METRIC:VALUE (or the query parameter).",
-                   "example": "ssimulacra2:80"},
-        "formats": {"type": "string", "description": "Comma-separated formats to try (default avif,webp,jpeg).",
-                    "example": "webp,jpeg"},
+        "target": {
+            "type": "string",
+            "description": "Quality bar METRIC:VALUE (or the query parameter).",
+            "example": "ssimulacra2:80",
+        },
+        "formats": {
+            "type": "string",
+            "description": "Comma-separated formats to try (default avif,webp,jpeg).",
+            "example": "webp,jpeg",
+        },
         "profile": {"type": "string", "description": "Profile for composite targets.", "example": "default"},
         "max_probes": {"type": "integer", "description": "Encodes per format at most (capped by the server)."},
     },

@@ -42,21 +42,39 @@ class Telemetry:
         self.multiprocess = bool(os.environ.get(_MULTIPROC_ENV))
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("optimizer_http_requests", "HTTP requests answered, by route, method and status.",
-                                ["endpoint", "method", "status"], registry=r)
-        self.latency = Histogram("optimizer_http_request_duration_seconds",
-                                 "Time from the request's arrival to the end of the answer, by route.",
-                                 ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.quality = Histogram("optimizer_quality_normalised",
-                                 "Normalised quality of scored pairs (0 worst, 1 best), per metric and composite.",
-                                 ["profile", "metric"], buckets=_QUALITY_BUCKETS, registry=r)
+        self.requests = Counter(
+            "optimizer_http_requests",
+            "HTTP requests answered, by route, method and status.",
+            ["endpoint", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "optimizer_http_request_duration_seconds",
+            "Time from the request's arrival to the end of the answer, by route.",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.quality = Histogram(
+            "optimizer_quality_normalised",
+            "Normalised quality of scored pairs (0 worst, 1 best), per metric and composite.",
+            ["profile", "metric"],
+            buckets=_QUALITY_BUCKETS,
+            registry=r,
+        )
         gauge_mode = {"multiprocess_mode": "livesum"} if self.multiprocess else {}
-        self.jobs = Gauge("optimizer_pool_jobs", "Jobs in the work pool, by state.", ["state"], registry=r,
-                          **gauge_mode)  # type: ignore[arg-type]
-        self.rejected = Counter("optimizer_pool_rejected", "Requests refused with 503, by reason.", ["reason"],
-                                registry=r)
-        self.ready = Gauge("optimizer_ready", "1 once models and presets are loaded.", registry=r,
-                           **({"multiprocess_mode": "min"} if self.multiprocess else {}))  # type: ignore[arg-type]
+        self.jobs = Gauge(
+            "optimizer_pool_jobs", "Jobs in the work pool, by state.", ["state"], registry=r, **gauge_mode
+        )  # type: ignore[arg-type]
+        self.rejected = Counter(
+            "optimizer_pool_rejected", "Requests refused with 503, by reason.", ["reason"], registry=r
+        )
+        self.ready = Gauge(
+            "optimizer_ready",
+            "1 once models and presets are loaded.",
+            registry=r,
+            **({"multiprocess_mode": "min"} if self.multiprocess else {}),
+        )  # type: ignore[arg-type]
         for state in ("running", "waiting"):
             self.jobs.labels(state).set(0)
         for reason in ("overloaded", "timeout"):

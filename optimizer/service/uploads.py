@@ -120,8 +120,9 @@ class _FormBuilder:
         self.part = _PartState()
         self.parts += 1
         if self.parts > self.max_parts:
-            raise ServiceError(413, "too_many_entries", f"a request may hold at most {self.max_parts} parts",
-                               limit=self.max_parts)
+            raise ServiceError(
+                413, "too_many_entries", f"a request may hold at most {self.max_parts} parts", limit=self.max_parts
+            )
 
     def _header_bytes(self, count: int) -> None:
         self.part.header_bytes += count
@@ -147,8 +148,9 @@ class _FormBuilder:
         disposition = next((v for k, v in part.headers if k == b"content-disposition"), b"")
         kind, options = parse_options_header(disposition)
         if kind != b"form-data" or b"name" not in options:
-            raise ServiceError(400, "bad_request",
-                               'every part needs a "Content-Disposition: form-data; name=..." header')
+            raise ServiceError(
+                400, "bad_request", 'every part needs a "Content-Disposition: form-data; name=..." header'
+            )
         part.name = options[b"name"].decode("utf-8", "replace")
         if b"filename" in options:
             part.is_file = True
@@ -158,10 +160,14 @@ class _FormBuilder:
         part = self.part
         limit = self.max_file_bytes if part.is_file else MAX_FIELD_BYTES
         if len(part.data) + (end - start) > limit:
-            what = f"file {safe_label(part.filename, part.name or '?')!r} (field {part.name!r})" if part.is_file \
+            what = (
+                f"file {safe_label(part.filename, part.name or '?')!r} (field {part.name!r})"
+                if part.is_file
                 else f"text field {part.name!r}"
-            raise ServiceError(413, "too_large", f"{what} is larger than the limit of {limit:,} bytes",
-                               limit=limit, field=part.name)
+            )
+            raise ServiceError(
+                413, "too_large", f"{what} is larger than the limit of {limit:,} bytes", limit=limit, field=part.name
+            )
         part.data += data[start:end]
 
     def on_part_end(self) -> None:
@@ -191,8 +197,11 @@ async def read_form(request: Request, *, max_file_bytes: int, max_request_bytes:
         return await _read_urlencoded(stream, max_request_bytes)
     if kind != b"multipart/form-data":
         await _drain(stream, 0, max_request_bytes)
-        raise ServiceError(415, "unsupported_media_type",
-                           f"expected a multipart/form-data body, got Content-Type {kind.decode('latin-1')!r}")
+        raise ServiceError(
+            415,
+            "unsupported_media_type",
+            f"expected a multipart/form-data body, got Content-Type {kind.decode('latin-1')!r}",
+        )
     boundary = params.get(b"boundary")
     if not boundary:
         await _drain(stream, 0, max_request_bytes)
@@ -253,8 +262,9 @@ def _content_length(request: Request) -> int | None:
 
 def _request_too_large(limit: int, declared: int | None) -> ServiceError:
     size = f" (Content-Length {declared:,})" if declared is not None else ""
-    return ServiceError(413, "too_large", f"the request body is larger than the limit of {limit:,} bytes{size}",
-                        limit=limit)
+    return ServiceError(
+        413, "too_large", f"the request body is larger than the limit of {limit:,} bytes{size}", limit=limit
+    )
 
 
 async def discard_body(request: Request, max_request_bytes: int) -> None:
@@ -317,16 +327,20 @@ def read_zip_pairs(
     with archive:
         infos = archive.infolist()
         if len(infos) > max_entries:
-            raise ServiceError(413, "too_many_entries",
-                               f"the archive has {len(infos):,} entries, over the limit of {max_entries:,}",
-                               limit=max_entries)
+            raise ServiceError(
+                413,
+                "too_many_entries",
+                f"the archive has {len(infos):,} entries, over the limit of {max_entries:,}",
+                limit=max_entries,
+            )
         issues: list[InputIssue] = []
         entries: list[tuple[tuple[str, ...], zipfile.ZipInfo]] = []
         for info in infos:
             parts = _entry_parts(info.filename)
             if parts is None:
-                issues.append(InputIssue(info.filename, "unsafe path (absolute, or with '..'); ignored", "failed",
-                                         "unsafe_path"))
+                issues.append(
+                    InputIssue(info.filename, "unsafe path (absolute, or with '..'); ignored", "failed", "unsafe_path")
+                )
                 continue
             if info.is_dir() or not parts or any(p.startswith(".") for p in parts) or parts[0] == "__MACOSX":
                 continue
@@ -350,16 +364,22 @@ def read_zip_pairs(
                 if len(members) > 1:
                     names = ", ".join(m.filename for m in members)
                     for m in members:
-                        issues.append(InputIssue(m.filename, f"ambiguous: several files share the stem {key!r} "
-                                                             f"({names})", "unpaired"))
+                        issues.append(
+                            InputIssue(
+                                m.filename, f"ambiguous: several files share the stem {key!r} ({names})", "unpaired"
+                            )
+                        )
                 else:
                     index[side][key] = members[0]
         originals, processed = index["original"], index["processed"]
         keys = sorted(originals.keys() & processed.keys())
         if len(keys) > max_pairs:
-            raise ServiceError(413, "too_many_pairs",
-                               f"the archive pairs {len(keys):,} images, over the limit of {max_pairs:,} per batch",
-                               limit=max_pairs)
+            raise ServiceError(
+                413,
+                "too_many_pairs",
+                f"the archive pairs {len(keys):,} images, over the limit of {max_pairs:,} per batch",
+                limit=max_pairs,
+            )
         for key in sorted(originals.keys() - processed.keys()):
             issues.append(InputIssue(originals[key].filename, f"no processed file for {key!r}", "unpaired"))
         for key in sorted(processed.keys() - originals.keys()):
@@ -402,17 +422,22 @@ def _entry_parts(name: str) -> tuple[str, ...] | None:
     return parts
 
 
-def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: int, max_ratio: float,
-                budget: _Budget) -> bytes:
+def _read_entry(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: int, max_ratio: float, budget: _Budget
+) -> bytes:
     """Decompress one entry, never producing more than its limit or the archive's remaining budget."""
     if info.flag_bits & 0x1:
         raise ServiceError(422, "invalid_archive", "encrypted entries are not supported")
     if info.file_size > max_bytes:
         raise ServiceError(413, "too_large", f"entry is {info.file_size:,} bytes, over the limit of {max_bytes:,}")
     if info.file_size > max_ratio * max(info.compress_size, 1) and info.file_size > _RATIO_FLOOR:
-        raise ServiceError(413, "too_large", f"entry expands {info.file_size / max(info.compress_size, 1):,.0f} times "
-                                             f"({info.compress_size:,} -> {info.file_size:,} bytes), over the ratio "
-                                             f"limit of {max_ratio:g}; refused as a likely zip bomb")
+        raise ServiceError(
+            413,
+            "too_large",
+            f"entry expands {info.file_size / max(info.compress_size, 1):,.0f} times "
+            f"({info.compress_size:,} -> {info.file_size:,} bytes), over the ratio "
+            f"limit of {max_ratio:g}; refused as a likely zip bomb",
+        )
     cap = min(max_bytes, budget.left)
     if cap <= 0:
         raise ServiceError(413, "too_large", f"the archive's entries add up to more than {budget.total:,} bytes")
@@ -425,6 +450,7 @@ def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: int,
     if len(data) > cap:
         if cap < max_bytes:
             raise ServiceError(413, "too_large", f"the archive's entries add up to more than {budget.total:,} bytes")
-        raise ServiceError(413, "too_large", f"entry expands to more than {max_bytes:,} bytes (its header claimed "
-                                             f"{info.file_size:,})")
+        raise ServiceError(
+            413, "too_large", f"entry expands to more than {max_bytes:,} bytes (its header claimed {info.file_size:,})"
+        )
     return data

@@ -187,7 +187,11 @@ def _prior_slope(axis: QualityAxis, target: Target) -> float | None:
     span = abs(_prior_position(axis, high) - _prior_position(axis, low))
     if span == 0:
         return None
-    units = 1.0 if target.metric == COMPOSITE else abs(get_spec(target.metric).norm_range[1] - get_spec(target.metric).norm_range[0])
+    units = (
+        1.0
+        if target.metric == COMPOSITE
+        else abs(get_spec(target.metric).norm_range[1] - get_spec(target.metric).norm_range[0])
+    )
     slope = (high - low) * units / span
     bar_gap = abs(target.best_value - target.value)
     if math.isfinite(target.best_value) and bar_gap > 0:
@@ -678,7 +682,9 @@ class CompressReport:
             "probes": probes,
             "probes_per_image": probes / len(results) if results else None,
             "probes_by_format": by_format,
-            "chosen_formats": {f: sum(1 for r in results if r.format == f) for f in sorted({r.format for r in results})},
+            "chosen_formats": {
+                f: sum(1 for r in results if r.format == f) for f in sorted({r.format for r in results})
+            },
             "seconds": self.seconds,
         }
 
@@ -909,8 +915,12 @@ def _formats_for(
             codecs.append(codec)
     if not codecs:
         raise InvalidParameterError(
-            "no format to search: " + ("give at least one format" if explicit else "none of the default formats "
-                                        f"({', '.join(DEFAULT_FORMATS)}) is installed")
+            "no format to search: "
+            + (
+                "give at least one format"
+                if explicit
+                else f"none of the default formats ({', '.join(DEFAULT_FORMATS)}) is installed"
+            )
         )
     chosen = {c.name for c in codecs}
     by_codec = _per_format("params", params or {}, chosen)
@@ -1010,8 +1020,13 @@ def _reference_and_input(image: Image, transform: Transform | None) -> tuple[Ima
     encoder_input = transform.apply(image)
     if not transform.resizes:
         return image, encoder_input
-    fixed = Transform(width=transform.width, height=transform.height, scale=transform.scale, filter="lanczos",
-                      linear_light=transform.linear_light)
+    fixed = Transform(
+        width=transform.width,
+        height=transform.height,
+        scale=transform.scale,
+        filter="lanczos",
+        linear_light=transform.linear_light,
+    )
     return fixed.apply(image), encoder_input
 
 
@@ -1042,8 +1057,10 @@ def _compress_one(job: _Input, run: _Run) -> CompressResult:
             break
         _, _, search, candidate = min(live, key=lambda item: item[:2])
         if run.keep_original_if_smaller and original_bytes is not None and original_bytes <= len(candidate.data):
-            reason = (f"the original ({original_bytes:,} bytes) is no larger than the smallest encoding that "
-                      f"meets the target ({candidate.label()}, {len(candidate.data):,} bytes); original kept")
+            reason = (
+                f"the original ({original_bytes:,} bytes) is no larger than the smallest encoding that "
+                f"meets the target ({candidate.label()}, {len(candidate.data):,} bytes); original kept"
+            )
             return context.keep_original(met=True, reason=reason, chosen=search)
         written = context.write_and_verify(candidate, search)
         if written is not None:
@@ -1185,7 +1202,9 @@ class _Context:
             return None
         return self.run.out_dir / self.job.out_stem.with_name(self.job.out_stem.name + extension)
 
-    def _write_checked(self, data: bytes, path: Path | None, *, must_meet: bool = False) -> tuple[EvaluationResult, bool]:
+    def _write_checked(
+        self, data: bytes, path: Path | None, *, must_meet: bool = False
+    ) -> tuple[EvaluationResult, bool]:
         """Write ``data``, read the file back, decode and score those bytes: (scores, whether kept).
 
         The file goes through a temporary name and takes its final name only once scored, and, with
@@ -1232,8 +1251,17 @@ class _Context:
         reason = None
         if self.original_bytes is not None and len(candidate.data) > self.original_bytes:
             reason = f"the output is larger than the original ({len(candidate.data):,} > {self.original_bytes:,} bytes)"
-        return self._result(candidate.format.name, dict(candidate.params), candidate.data, path, result, met=True,
-                            kept_original=False, reason=reason, chosen=search)
+        return self._result(
+            candidate.format.name,
+            dict(candidate.params),
+            candidate.data,
+            path,
+            result,
+            met=True,
+            kept_original=False,
+            reason=reason,
+            chosen=search,
+        )
 
     def keep_original(self, *, met: bool, reason: str, chosen: _FormatSearch | None) -> CompressResult:
         original = self.job.original
@@ -1242,8 +1270,9 @@ class _Context:
         data = original.read_bytes()
         path = self._path(original.suffix)
         result, _ = self._write_checked(data, path)
-        return self._result(_format_of(original), {}, data, path, result, met=met, kept_original=True,
-                            reason=reason, chosen=chosen)
+        return self._result(
+            _format_of(original), {}, data, path, result, met=met, kept_original=True, reason=reason, chosen=chosen
+        )
 
     def fallback(self) -> CompressResult:
         """Nothing met the target: keep the best-quality candidate, or the original, and say why."""
@@ -1261,15 +1290,27 @@ class _Context:
             run.fallback == "original" or best is None or self.original_bytes <= len(best.data)
         )
         if use_original:
-            why = "the original was kept" if run.fallback == "original" or best is None else (
-                f"the original was kept, being no larger ({self.original_bytes:,} bytes) than the best candidate")
+            why = (
+                "the original was kept"
+                if run.fallback == "original" or best is None
+                else (f"the original was kept, being no larger ({self.original_bytes:,} bytes) than the best candidate")
+            )
             return self.keep_original(met=False, reason=f"{head}; {why}", chosen=owner)
         if best is None:  # pragma: no cover - every search probes at least once
             raise InvalidParameterError(f"{self.job.label}: nothing was encoded")
         path = self._path(best.format.codec.extension)
         result, _ = self._write_checked(best.data, path)
-        return self._result(best.format.name, dict(best.params), best.data, path, result, met=False,
-                            kept_original=False, reason=f"{head}; the best-quality candidate was kept", chosen=owner)
+        return self._result(
+            best.format.name,
+            dict(best.params),
+            best.data,
+            path,
+            result,
+            met=False,
+            kept_original=False,
+            reason=f"{head}; the best-quality candidate was kept",
+            chosen=owner,
+        )
 
     def _result(
         self,

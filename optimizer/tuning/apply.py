@@ -198,8 +198,21 @@ class ApplyReport:
                 if name not in names:
                     names.append(name)
             rows.append(row)
-        columns = ["source", "output", "width", "height", "target_width", "bytes_in", "bytes_out",
-                   "bits_per_pixel", "byte_ratio", "seconds", "quality", "met", *names]
+        columns = [
+            "source",
+            "output",
+            "width",
+            "height",
+            "target_width",
+            "bytes_in",
+            "bytes_out",
+            "bits_per_pixel",
+            "byte_ratio",
+            "seconds",
+            "quality",
+            "met",
+            *names,
+        ]
         return pd.DataFrame(rows, columns=columns)
 
 
@@ -365,7 +378,9 @@ def _apply_one(
         for w in tier.widths:
             if w > image.width:
                 issues.append(
-                    ApplyIssue(str(job.source), f"{image.width} px wide, narrower than width {w}: not upscaled", "skipped")
+                    ApplyIssue(
+                        str(job.source), f"{image.width} px wide, narrower than width {w}: not upscaled", "skipped"
+                    )
                 )
         widths = list(fitting) or [image.width]
     else:
@@ -373,11 +388,15 @@ def _apply_one(
     for width in widths:
         output = _output_path(job.base, width)
         if output.resolve() in inputs:
-            issues.append(ApplyIssue(str(job.source), f"its output {output} is an input file; not overwritten", "failed"))
+            issues.append(
+                ApplyIssue(str(job.source), f"its output {output} is an input file; not overwritten", "failed")
+            )
             continue
         if output.exists() and not overwrite:
             issues.append(
-                ApplyIssue(str(job.source), f"{output} exists (pass overwrite=True / --overwrite to replace it)", "exists")
+                ApplyIssue(
+                    str(job.source), f"{output} exists (pass overwrite=True / --overwrite to replace it)", "exists"
+                )
             )
             continue
         try:
@@ -434,4 +453,3 @@ def _reason(exc: BaseException, source: Path) -> str:
         return f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
     text = str(exc) or type(exc).__name__
     return text.removeprefix(f"{source}: ")
-

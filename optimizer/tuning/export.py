@@ -340,7 +340,9 @@ def _pillow(settings: EncodingSettings, transform: Transform, input: str, output
     if transform.resizes:
         size = _pil_size_expr(transform)
         lines.append(f"im = im.resize({size}, Image.Resampling.{_PIL_FILTERS[transform.filter]})")
-        notes.append("Pillow resizes 8-bit data (optimizer resamples float32 planes): expect differences of about one level")
+        notes.append(
+            "Pillow resizes 8-bit data (optimizer resamples float32 planes): expect differences of about one level"
+        )
         if transform.linear_light:
             notes.append(
                 "the tier resamples in linear light; Pillow has no one-call equivalent (convert to linear "
@@ -379,8 +381,10 @@ def _cjpeg(settings: EncodingSettings, transform: Transform, input: str, output:
     notes = []
     prepare, source = _prepare_step(transform, input, output, "cjpeg", ".ppm", program, flatten=True)
     if prepare is not None:
-        notes.append("cjpeg reads PPM, BMP, Targa or GIF (not PNG) and cannot resize or sharpen: ImageMagick "
-                     "prepares its input in the first command")
+        notes.append(
+            "cjpeg reads PPM, BMP, Targa or GIF (not PNG) and cannot resize or sharpen: ImageMagick "
+            "prepares its input in the first command"
+        )
     argv = ["cjpeg", "-quality", str(p["quality"]), "-sample", _CJPEG_SAMPLING[p["subsampling"]]]
     if p["quality"] < 25:
         # Pillow forces baseline (8-bit) quantisation tables; below quality 25 libjpeg's would exceed 255.
@@ -543,7 +547,12 @@ def _sharp_parts(settings: EncodingSettings, transform: Transform) -> tuple[dict
             "mozjpeg": False,
         }
     elif codec == "webp":
-        options["webp"] = {"quality": p["quality"], "effort": p["method"], "lossless": p["lossless"], "smartSubsample": False}
+        options["webp"] = {
+            "quality": p["quality"],
+            "effort": p["method"],
+            "lossless": p["lossless"],
+            "smartSubsample": False,
+        }
         if p["lossless"]:
             options["webp"]["exact"] = True
     elif codec == "avif":

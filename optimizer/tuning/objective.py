@@ -204,7 +204,9 @@ class Objective:
         images = [self._measure(item, scorer, settings) for item, scorer in zip(self.corpus.items, self.scorers)]
         total = sum(img["bytes"] for img in images)
         pixels = sum(img["width"] * img["height"] for img in images)
-        quality = aggregate([_quality(img, self.target) for img in images], self.aggregate_by, self.target.higher_is_better)
+        quality = aggregate(
+            [_quality(img, self.target) for img in images], self.aggregate_by, self.target.higher_is_better
+        )
         return {
             "settings": settings.to_dict(),
             "total_bytes": total,
@@ -264,7 +266,9 @@ class Objective:
         if self.prune_target.metric != COMPOSITE and math.isinf(best):
             return False  # an unbounded best (PSNR) can rescue any mean or percentile
         remaining = len(self.corpus) - len(qualities)
-        best_case = aggregate(list(qualities) + [best] * remaining, self.aggregate_by, self.prune_target.higher_is_better)
+        best_case = aggregate(
+            list(qualities) + [best] * remaining, self.aggregate_by, self.prune_target.higher_is_better
+        )
         return not self.prune_target.is_met(best_case)
 
 
@@ -280,4 +284,3 @@ def _finite(value: float) -> float:
     if math.isinf(value):
         return math.copysign(1e308, value)
     return float(value)
-

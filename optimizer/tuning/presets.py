@@ -450,9 +450,7 @@ def build_preset(
     goal = definition.target_obj
     widths = tuple(int(w) for w in definition.space.get("widths", []))
     reference_filter = str(definition.space.get("reference_filter", "lanczos"))
-    complete = sorted(
-        (t for t in complete_trials(study) if ATTR_SETTINGS in t.user_attrs), key=lambda t: t.number
-    )
+    complete = sorted((t for t in complete_trials(study) if ATTR_SETTINGS in t.user_attrs), key=lambda t: t.number)
 
     chosen: list[tuple[str, Target, optuna.trial.FrozenTrial]] = []
     if pareto_points is not None:
@@ -465,7 +463,13 @@ def build_preset(
             )
         chosen.append((DEFAULT_TIER, goal, _smallest_meeting(complete, goal, definition.aggregate, study.study_name)))
         for name, tier_target in extra.items():
-            chosen.append((name, tier_target, _smallest_meeting(complete, tier_target, definition.aggregate, study.study_name, name)))
+            chosen.append(
+                (
+                    name,
+                    tier_target,
+                    _smallest_meeting(complete, tier_target, definition.aggregate, study.study_name, name),
+                )
+            )
     elif tiers:
         raise PresetError(f"named tiers need a constrained study; study {study.study_name!r} is {definition.mode}")
     elif definition.mode == "tradeoff":

@@ -95,4 +95,6 @@ class EncodingSettings:
     def label(self) -> str:
         """A short human description: ``avif quality=52 speed=6, lanczos + sharpen 0.3``."""
         params = " ".join(f"{k}={v}" for k, v in self.params.items())
-        return f"{self.codec} {params}".strip() + (f", {self.transform.label()}" if not self.transform.is_identity else "")
+        return f"{self.codec} {params}".strip() + (
+            f", {self.transform.label()}" if not self.transform.is_identity else ""
+        )

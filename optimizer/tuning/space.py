@@ -146,9 +146,14 @@ class SearchSpace:
         if not filters:
             raise ConfigError("filters must name at least one resize filter")
         object.__setattr__(self, "filters", filters)
-        lo, hi = (float(v) for v in (self.sharpen if isinstance(self.sharpen, (list, tuple)) else (self.sharpen, self.sharpen)))
+        lo, hi = (
+            float(v)
+            for v in (self.sharpen if isinstance(self.sharpen, (list, tuple)) else (self.sharpen, self.sharpen))
+        )
         if not 0.0 <= lo <= hi:
-            raise ConfigError(f"sharpen must be an amount or a [low, high] range with 0 <= low <= high, got {self.sharpen!r}")
+            raise ConfigError(
+                f"sharpen must be an amount or a [low, high] range with 0 <= low <= high, got {self.sharpen!r}"
+            )
         object.__setattr__(self, "sharpen", (lo, hi))
         Transform(sharpen_amount=hi, sharpen_radius=self.sharpen_radius)  # validates the values
 
@@ -269,7 +274,9 @@ class SearchSpace:
         for name, value in params.items():
             if isinstance(value, tuple):
                 raise ConfigError(f"trial has no value for searched parameter {fmt}.{name}")
-        return self._settings(fmt, params, values.get("filter", self.filters[0]), values.get("sharpen", self.sharpen[0]))
+        return self._settings(
+            fmt, params, values.get("filter", self.filters[0]), values.get("sharpen", self.sharpen[0])
+        )
 
     def _settings(self, fmt: str, params: Mapping[str, Any], flt: str, amount: float) -> EncodingSettings:
         transform = Transform(

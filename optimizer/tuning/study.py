@@ -388,7 +388,9 @@ def load_study(
     try:
         study = optuna.load_study(study_name=study_name, storage=resolved, sampler=sampler)
     except KeyError:
-        raise StudyError(f"no study named {study_name!r} in {redact_storage(str(storage or default_storage(study_name)))}") from None
+        raise StudyError(
+            f"no study named {study_name!r} in {redact_storage(str(storage or default_storage(study_name)))}"
+        ) from None
     stored = study.user_attrs.get(DEFINITION_ATTR)
     if stored is None:
         raise StudyError(f"study {study_name!r} was not created by optimizer (no stored definition)")
@@ -546,7 +548,9 @@ def tune(
         corpus=corpus,
         tiers=tiers,
     )
-    run_trials(prepared.study, prepared.objective, n_trials=n_trials, timeout=timeout, n_jobs=n_jobs, callbacks=callbacks)
+    run_trials(
+        prepared.study, prepared.objective, n_trials=n_trials, timeout=timeout, n_jobs=n_jobs, callbacks=callbacks
+    )
     return prepared.result(tiers)
 
 

@@ -376,7 +376,9 @@ def join_study(
     return JoinedStudy(study=study, definition=definition, objective=objective, storage=storage)
 
 
-def _load_when_ready(study_name: str, storage: str, *, wait: float, **storage_options: Any) -> tuple[optuna.Study, StudyDefinition]:
+def _load_when_ready(
+    study_name: str, storage: str, *, wait: float, **storage_options: Any
+) -> tuple[optuna.Study, StudyDefinition]:
     until = time.monotonic() + max(0.0, wait)
     shown = redact_storage(storage)
     while True:
@@ -421,7 +423,9 @@ def _check_corpus(study_name: str, definition: StudyDefinition, corpus: Any) -> 
     )
 
 
-def _check_space(study_name: str, definition: StudyDefinition, space: SearchSpace | Mapping[str, Any] | str | Path) -> None:
+def _check_space(
+    study_name: str, definition: StudyDefinition, space: SearchSpace | Mapping[str, Any] | str | Path
+) -> None:
     stored = definition.space_obj.to_dict()
     mine = _as_space(space).to_dict()
     if stored == mine:
@@ -435,11 +439,14 @@ def _check_evaluator(study_name: str, definition: StudyDefinition, mine: Mapping
     diffs = [
         f"{key}: study {a!r}, this worker {b!r}"
         for key, a, b in _dict_differences(
-            {k: stored.get(k) for k in ("metrics", "metric_versions")}, {k: mine.get(k) for k in ("metrics", "metric_versions")}
+            {k: stored.get(k) for k in ("metrics", "metric_versions")},
+            {k: mine.get(k) for k in ("metrics", "metric_versions")},
         )
     ]
     if diffs:
-        raise StudyError(f"cannot join study {study_name!r}: different metrics ({'; '.join(diffs[:6])}); install the same optimizer version")
+        raise StudyError(
+            f"cannot join study {study_name!r}: different metrics ({'; '.join(diffs[:6])}); install the same optimizer version"
+        )
 
 
 def _dict_differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -479,7 +486,9 @@ class WorkerReport:
 class _Guarded:
     """The objective behind the budget check: a trial beyond the budget ends before any work."""
 
-    def __init__(self, study: optuna.Study, objective: Callable[[optuna.Trial], Any], fallback_budget: int | None, worker: str) -> None:
+    def __init__(
+        self, study: optuna.Study, objective: Callable[[optuna.Trial], Any], fallback_budget: int | None, worker: str
+    ) -> None:
         self.study = study
         self.objective = objective
         self.fallback_budget = fallback_budget
@@ -722,7 +731,17 @@ def tune_workers(
         per_worker = threads or max(1, _available_cores() // max(1, workers))
         options = {"heartbeat": heartbeat_interval, "grace": grace_period, "max-retry": max_retry}
         procs = [
-            _spawn(prepared, paths, index, logs, threads=per_worker, seed=seed, sampler=sampler, deadline=deadline, options=options)
+            _spawn(
+                prepared,
+                paths,
+                index,
+                logs,
+                threads=per_worker,
+                seed=seed,
+                sampler=sampler,
+                deadline=deadline,
+                options=options,
+            )
             for index in range(workers)
         ]
         try:
@@ -826,4 +845,3 @@ def _stop_all(procs: list[_Proc], grace: float = 20.0) -> None:
         except subprocess.TimeoutExpired:
             p.popen.kill()
             p.popen.wait()
-
