@@ -128,8 +128,8 @@ def efficiency(images: int, seeds: int, max_trials: int) -> tuple[str, dict[str,
 
 def _fixed(paths: list[Path], codec: str, params: dict[str, Any], evaluator: Any) -> tuple[int, float, list[float]]:
     from optimizer.imageio import load_image
+    from optimizer.statistics import statistic
     from optimizer.tuning.settings import EncodingSettings
-    from optimizer.tuning.target import aggregate
 
     settings = EncodingSettings(codec, params)
     total, scores = 0, []
@@ -138,7 +138,7 @@ def _fixed(paths: list[Path], codec: str, params: dict[str, Any], evaluator: Any
         encoded = settings.encode(image)
         total += encoded.bytes
         scores.append(evaluator.for_reference(image).score(encoded.decoded).scores["ssimulacra2"])
-    return total, aggregate(scores, "p10", True), scores
+    return total, statistic(scores, "p10", higher_is_better=True), scores
 
 
 def savings(trials: int, seed: int, workdir: Path) -> tuple[str, dict[str, Any]]:
@@ -172,9 +172,9 @@ def savings(trials: int, seed: int, workdir: Path) -> tuple[str, dict[str, Any]]
     report = apply_preset(preset, test, out, verify=True, evaluator=evaluator)
     preset_bytes = sum(item.bytes_out for item in report.items)
     preset_scores = [item.quality for item in report.items]
-    from optimizer.tuning.target import aggregate
+    from optimizer.statistics import statistic
 
-    preset_p10 = aggregate(preset_scores, "p10", True)
+    preset_p10 = statistic(preset_scores, "p10", higher_is_better=True)
     rows = [("preset: " + tier.settings.label(), preset_bytes, preset_p10)]
     baselines = {
         "JPEG q85 4:2:0": ("jpeg", {"quality": 85, "subsampling": "4:2:0"}),

@@ -7,7 +7,6 @@ reason and never stop the batch.
 
 from __future__ import annotations
 
-import json
 import math
 import multiprocessing
 import os
@@ -21,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from ._files import write_atomic
 from .errors import InvalidParameterError, OptimizerError
-from .evaluator import EvaluationResult, Evaluator, _json_number, json_safe
+from .evaluator import EvaluationResult, Evaluator
 from .imageio import load_image
+from .jsonio import dumps, json_number, json_safe
 from .metrics.registry import get_spec
+from .statistics import statistic
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,15 +35,12 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "PairIssue",
     "PairResult",
-    "STATISTICS",
     "damage_scale",
     "evaluate_folders",
     "heatmap",
     "index_folder",
     "iter_image_files",
     "pair_folders",
-    "percentile",
-    "statistic",
     "write_maps",
 ]
 
@@ -97,7 +95,7 @@ class PairResult:
             "reference_bytes": self.reference_bytes,
             "distorted_bytes": self.distorted_bytes,
             "bits_per_pixel": self.bits_per_pixel,
-            "byte_ratio": _json_number(self.byte_ratio),
+            "byte_ratio": json_number(self.byte_ratio),
             **{k: v for k, v in self.result.to_dict().items() if k not in ("reference", "distorted")},
         }
 
@@ -172,7 +170,7 @@ class BatchReport:
         }
 
     def to_json(self, path: str | os.PathLike[str] | None = None, *, indent: int = 2) -> str:
-        text = json.dumps(self.to_dict(), indent=indent)
+        text = dumps(self.to_dict(), indent=indent)
         if path is not None:
             write_atomic(path, text + "\n")
         return text
@@ -216,59 +214,6 @@ class BatchReport:
 
     def to_csv(self, path: str | os.PathLike[str]) -> None:
         write_atomic(path, self.to_dataframe().to_csv(index=False))
-
-
-# --------------------------------------------------------------------------------------------------
-# Statistics (shared with the quality gate)
-
-#: Statistics of per-pair values that :func:`statistic` computes.
-STATISTICS: tuple[str, ...] = ("mean", "median", "p10", "p90", "min", "max", "worst")
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile with linear interpolation (numpy's default) that keeps infinities.
-
-    numpy interpolates ``a + (b - a) t``, which is NaN between two equal infinities: the p10 of a batch of
-    lossless pairs (PSNR ``inf``) would read NaN. Here equal neighbours give their value, and a finite
-    neighbour next to an infinite one gives the infinity.
-    """
-    import numpy as np
-
-    arr = np.sort(np.asarray(values, dtype=np.float64))
-    if arr.size == 0:
-        return math.nan
-    pos = (arr.size - 1) * q / 100.0
-    lo = math.floor(pos)
-    a, b = float(arr[lo]), float(arr[min(lo + 1, arr.size - 1)])
-    if not (math.isinf(a) or math.isinf(b)):
-        return float(np.percentile(arr, q))
-    return a if a == b or pos == lo else (b if math.isinf(b) else a)
-
-
-def statistic(values: Sequence[float], stat: str, *, higher_is_better: bool = True) -> float:
-    """One of :data:`STATISTICS` over per-pair values, as the batch summary and the gate both report it.
-
-    ``mean`` ignores infinite values (the PSNR of identical images) when there are finite ones; ``median``,
-    ``p10`` and ``p90`` are :func:`percentile`; ``worst`` follows the direction (the minimum of a score,
-    the maximum of a distance).
-    """
-    import numpy as np
-
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.size == 0:
-        return math.nan
-    if stat == "mean":
-        finite = arr[np.isfinite(arr)]
-        return float(np.mean(finite if finite.size else arr))
-    if stat in ("median", "p10", "p90"):
-        return percentile(arr, {"median": 50.0, "p10": 10.0, "p90": 90.0}[stat])
-    if stat == "worst":
-        stat = "min" if higher_is_better else "max"
-    if stat == "min":
-        return float(arr.min())
-    if stat == "max":
-        return float(arr.max())
-    raise InvalidParameterError(f"statistic must be one of {', '.join(STATISTICS)}, got {stat!r}")
 
 
 def _describe(keyed: Sequence[tuple[float, str]], higher_is_better: bool) -> dict[str, Any]:

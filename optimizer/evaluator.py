@@ -25,7 +25,6 @@ in a config file.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ImageSizeMismatchError, InvalidParameterError, UnknownNameError
 from .imageio import WHITE, Image, ImageSource, load_image
+from .jsonio import dumps, json_safe, number_from_json
 from .metrics.registry import create_metric, get_spec
 
 if TYPE_CHECKING:
@@ -52,7 +52,6 @@ __all__ = [
     "QualityLevels",
     "ReferenceScorer",
     "get_profile",
-    "json_safe",
     "register_profile",
 ]
 
@@ -166,24 +165,6 @@ class QualityLevels:
 DEFAULT_LEVELS = QualityLevels()
 
 
-def _json_number(value: float) -> float | str:
-    """JSON has no infinity: write non-finite values as strings ("inf", "-inf", "nan")."""
-    if math.isfinite(value):
-        return value
-    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with every float inside (dicts, lists, tuples) made JSON-safe by :func:`_json_number`."""
-    if isinstance(value, float):
-        return _json_number(value)
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
 @dataclass(frozen=True)
 class EvaluationResult:
     """Every metric's raw and normalised value, the composite and its level, for one pair."""
@@ -202,17 +183,19 @@ class EvaluationResult:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["scores"] = {k: _json_number(v) for k, v in self.scores.items()}
+        """Plain JSON data (non-finite numbers as strings: :mod:`optimizer.jsonio`)."""
+        data: dict[str, Any] = json_safe(asdict(self))
         return data
 
     def to_json(self, **kwargs: Any) -> str:
-        return json.dumps(self.to_dict(), **kwargs)
+        return dumps(self.to_dict(), **kwargs)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EvaluationResult:
         values = dict(data)
-        values["scores"] = {k: float(v) for k, v in data["scores"].items()}
+        values["scores"] = {k: number_from_json(v) for k, v in data["scores"].items()}
+        values["normalised"] = {k: number_from_json(v) for k, v in data["normalised"].items()}
+        values["composite"] = number_from_json(data["composite"])
         return cls(**values)
 
     def meets(self, metric: str, target: float) -> bool:

@@ -20,11 +20,12 @@ A budget file (TOML) lists what a build must hold; every key but ``metric`` and 
     metric = "bytes"           # stat defaults to "total": the processed bytes of all images
     max_ratio = 0.6            # of the originals' bytes (or max = 5_000_000)
 
-Statistics are taken over the scored pairs in the metric's own units, by the same function as the batch
-summary (:func:`optimizer.batch.statistic`). ``p10`` and ``p90`` are plain percentiles (linear
-interpolation; two equal infinities give that infinity, not NaN); ``worst`` follows the direction (the
-minimum of a score, the maximum of a distance, bytes or bits per pixel). ``mean`` ignores infinite values
-(the PSNR of identical images) when there are finite ones. ``bytes``
+Statistics are taken over the scored pairs in the metric's own units by :mod:`optimizer.statistics`,
+the same module the batch summary, the monitor and tuning use, so a name means the same everywhere.
+Quantiles follow the direction: ``p10`` is the worst-10 % edge (the 10th percentile of a score, the 90th
+of a distance, bytes or bits per pixel), ``p90`` the best-10 % edge; ``worst`` is the minimum of a score
+and the maximum of a distance; ``min`` and ``max`` are plain numeric. ``mean`` averages the finite values
+(an identical pair's infinite PSNR carries no number). ``bytes``
 accepts every statistic over per-image sizes plus ``total``; with ``max_ratio`` the statistic is taken
 over processed / original byte ratios (``total``: all processed bytes over all original bytes).
 
@@ -50,10 +51,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ._files import read_toml, write_atomic
-from .batch import STATISTICS, statistic
 from .errors import ConfigError, InvalidParameterError, UnknownNameError
-from .evaluator import Evaluator, _json_number
+from .evaluator import Evaluator
+from .jsonio import json_number
 from .metrics.registry import get_spec, metric_names
+from .statistics import STATISTICS, statistic
 
 if TYPE_CHECKING:
     from .batch import BatchReport, PairIssue, PairResult
@@ -263,10 +265,10 @@ class BudgetResult:
             "budget": self.budget.to_dict(),
             "label": self.budget.label,
             "stat": self.budget.stat,
-            "value": None if self.value is None else _json_number(self.value),
+            "value": None if self.value is None else json_number(self.value),
             "limit": self.budget.limit_text,
             "passed": self.passed,
-            "failing": [{"key": k, "value": _json_number(v)} for k, v in self.failing],
+            "failing": [{"key": k, "value": json_number(v)} for k, v in self.failing],
             "message": self.message,
         }
 
@@ -425,8 +427,6 @@ def _statistic(budget: Budget, pairs: Sequence[PairResult], values: Sequence[flo
             originals = sum(p.reference_bytes for p in pairs)
             return sum(p.distorted_bytes for p in pairs) / originals if originals else math.nan
         return float(sum(values))
-    if any(math.isnan(v) for v in values):
-        return math.nan
     return statistic(values, str(budget.stat), higher_is_better=budget.higher_is_better)
 
 

@@ -42,8 +42,10 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from ._files import read_toml
 from .errors import ConfigError, InvalidParameterError, OptimizerError, UnknownNameError
-from .evaluator import EvaluationResult, _json_number
+from .evaluator import EvaluationResult
+from .jsonio import dumps, json_number, number_from_json
 from .metrics.registry import get_spec
+from .statistics import window_statistics
 
 if TYPE_CHECKING:
     from .evaluator import Evaluator
@@ -233,18 +235,18 @@ class Alert:
         data = asdict(self)
         for key in ("value", "threshold", "baseline"):
             if data[key] is not None:
-                data[key] = _json_number(data[key])
+                data[key] = json_number(data[key])
         return data
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict())
+        return dumps(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Alert:
         values = dict(data)
         for key in ("value", "threshold", "baseline"):
             if values.get(key) is not None:
-                values[key] = float(values[key])
+                values[key] = number_from_json(values[key])
         return cls(**values)
 
 
@@ -484,7 +486,7 @@ class MetricStats:
     drift_state: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (_json_number(v) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        return {k: (json_number(v) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -502,21 +504,6 @@ class MonitorStats:
         data = asdict(self)
         data["metrics"] = {k: v.to_dict() for k, v in self.metrics.items()}
         return data
-
-
-def window_statistics(values: Sequence[float]) -> tuple[float | None, float | None, float | None]:
-    """Mean, least-squares slope per observation, and population standard deviation of ``values``."""
-    n = len(values)
-    if n == 0:
-        return None, None, None
-    mean = math.fsum(values) / n
-    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / n)
-    if n < 2:
-        return mean, None, std
-    x_mean = (n - 1) / 2.0
-    sxx = n * (n * n - 1) / 12.0  # sum of (i - x_mean)^2 for i = 0..n-1
-    sxy = math.fsum((i - x_mean) * (v - mean) for i, v in enumerate(values))
-    return mean, sxy / sxx, std
 
 
 @dataclass
@@ -1060,7 +1047,7 @@ class FolderWatcher:
             entry["error"] = item.error
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.state_file, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")
+            handle.write(dumps(entry) + "\n")
             handle.flush()
 
     def _replay(self) -> None:

@@ -609,8 +609,6 @@ def measure_baseline(
     Bytes, bits per pixel and the study target's aggregate come out comparable with every trial: same
     items (widths included), same evaluator, same aggregate.
     """
-    from .tuning.target import aggregate
-
     result = tuning_result(source)
     definition = result.definition
     goal = definition.target_obj
@@ -623,7 +621,7 @@ def measure_baseline(
         total += encoded.bytes
         pixels += encoded.width * encoded.height
         qualities.append(goal.value_of(evaluator.for_reference(item.reference).score(encoded.decoded)))
-    quality = aggregate(qualities, definition.aggregate, goal.higher_is_better) if qualities else None
+    quality = goal.aggregate(qualities, definition.aggregate) if qualities else None
     return Baseline(label or settings.label(), total, total * 8.0 / pixels if pixels else math.nan, quality, settings)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image as PILImage
 
-from optimizer.batch import evaluate_folders, pair_folders, statistic
+from optimizer.batch import evaluate_folders, pair_folders
 from optimizer.evaluator import Evaluator
 
 
@@ -88,22 +87,6 @@ def test_parallel_workers_match_sequential(folders: tuple[Path, Path]) -> None:
     for a, b in zip(one.pairs, two.pairs):
         assert a.result.scores == pytest.approx(b.result.scores)
     assert [i.path for i in two.failed] == [i.path for i in one.failed]
-
-
-def test_statistics_keep_infinite_values() -> None:
-    # The PSNR of identical images is infinite; numpy's percentile reads NaN between two infinities.
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert statistic([math.inf] * 3, "p10") == math.inf
-        assert statistic([30.0, math.inf, math.inf], "p90") == math.inf
-        assert statistic([30.0, math.inf], "p10") == math.inf
-        assert statistic([30.0, 40.0, math.inf], "median") == 40.0
-        assert statistic([30.0, math.inf], "mean") == 30.0 and statistic([math.inf], "mean") == math.inf
-    assert statistic([1.0, 3.0, 2.0], "worst", higher_is_better=False) == 3.0
-    assert statistic([1.0, 3.0, 2.0], "worst") == 1.0
-    values = np.random.default_rng(0).random(17)
-    for stat, q in (("p10", 10), ("median", 50), ("p90", 90)):
-        assert statistic(values, stat) == np.percentile(values, q)
 
 
 def test_lossless_pairs_summarise_to_infinite_psnr(folders: tuple[Path, Path], tmp_path: Path) -> None:

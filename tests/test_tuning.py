@@ -16,11 +16,12 @@ import pytest
 from optimizer.errors import ConfigError, InvalidParameterError, StudyError, UnknownNameError
 from optimizer.evaluator import Evaluator
 from optimizer.imageio import load_image
+from optimizer.statistics import statistic
 from optimizer.tuning.corpus import load_corpus
 from optimizer.tuning.objective import Objective, is_feasible
 from optimizer.tuning.space import SearchSpace
 from optimizer.tuning.study import feasible_trials, finished_trials, load_study, tune
-from optimizer.tuning.target import Target, aggregate
+from optimizer.tuning.target import Target
 
 
 @pytest.fixture(scope="module")
@@ -75,24 +76,10 @@ def test_target_unknown_metric() -> None:
         Target.parse("butteraugli:1.0")
 
 
-def test_aggregate_respects_direction() -> None:
-    values = list(range(1, 11))
-    assert aggregate(values, "mean", True) == pytest.approx(5.5)
-    assert aggregate(values, "worst", True) == 1
-    assert aggregate(values, "worst", False) == 10
-    assert aggregate(values, "p10", True) == pytest.approx(np.percentile(values, 10))
-    assert aggregate(values, "p10", False) == pytest.approx(np.percentile(values, 90))
-    with pytest.raises(InvalidParameterError):
-        aggregate(values, "median", True)
-
-
-def test_aggregate_of_infinite_scores() -> None:
-    """PSNR of lossless encodes is infinite: every aggregate of such images is infinite, never NaN."""
-    for how in ("mean", "p10", "worst"):
-        assert aggregate([math.inf] * 3, how, True) == math.inf
-    hard_images = [12.0, 10.0, 15.0] + [math.inf] * 8  # 11 images: p10 lies on the second worst
-    assert aggregate(hard_images, "p10", True) == 12.0
-    assert aggregate(hard_images, "worst", True) == 10.0
+def test_target_aggregates_only_corpus_statistics() -> None:
+    assert Target.parse("lpips:0.1").aggregate([0.1, 0.3], "worst") == 0.3
+    with pytest.raises(InvalidParameterError, match="mean, p10, worst"):
+        Target.parse("ssim:0.9").aggregate([0.9], "median")
 
 
 # -- search space --------------------------------------------------------------------------------
@@ -225,7 +212,7 @@ def test_pruning_only_when_certain(how: str, crops: list[Path]) -> None:
         k = int(rng.integers(1, 4))
         partial = list(rng.uniform(0.8, 1.0, size=k))
         certain = objective._certainly_fails(partial)
-        best_case = aggregate(partial + [1.0] * (3 - k), how, True)
+        best_case = statistic(partial + [1.0] * (3 - k), how, higher_is_better=True)
         assert certain == (best_case < 0.9), (partial, how)
 
 

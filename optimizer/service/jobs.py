@@ -15,8 +15,9 @@ from typing import Any
 
 from ..batch import IMAGE_EXTENSIONS, BatchReport, PairIssue, PairResult
 from ..errors import ImageSizeMismatchError, OptimizerError, UnknownNameError
-from ..evaluator import EvaluationResult, Evaluator, get_profile, json_safe
+from ..evaluator import EvaluationResult, Evaluator, get_profile
 from ..imageio import Image, load_image
+from ..jsonio import json_safe
 from ..metrics.registry import get_spec
 from .config import ServiceConfig
 from .errors import ServiceError, from_exception

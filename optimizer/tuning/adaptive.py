@@ -48,8 +48,9 @@ from .._files import write_atomic
 from ..codecs import get_codec
 from ..codecs.base import Codec
 from ..errors import InvalidParameterError, OptimizerError
-from ..evaluator import EvaluationResult, Evaluator, ReferenceScorer, _json_number
+from ..evaluator import EvaluationResult, Evaluator, ReferenceScorer
 from ..imageio import Image, ImageSource, load_image
+from ..jsonio import json_number
 from ..metrics.registry import get_spec
 from ..transforms import Transform
 from .target import COMPOSITE, Target
@@ -737,7 +738,7 @@ class CompressReport:
 
 
 def _json_float(value: float | None) -> float | str | None:
-    return None if value is None else _json_number(value)
+    return None if value is None else json_number(value)
 
 
 # --------------------------------------------------------------------------------------------------

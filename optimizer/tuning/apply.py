@@ -31,9 +31,10 @@ from .._files import write_atomic
 from ..batch import iter_image_files
 from ..errors import InvalidParameterError, OptimizerError
 from ..imageio import Image, load_image
+from ..jsonio import json_number
 from ..transforms import Transform
-from .presets import Preset, PresetTier, _json_float
-from .target import Target, aggregate
+from .presets import Preset, PresetTier
+from .target import Target
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -82,11 +83,11 @@ class ApplyItem:
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "bits_per_pixel": self.bits_per_pixel,
-            "byte_ratio": _json_float(self.byte_ratio),
+            "byte_ratio": json_number(self.byte_ratio) if self.byte_ratio is not None else None,
             "seconds": self.seconds,
-            "quality": _json_float(self.quality),
+            "quality": json_number(self.quality) if self.quality is not None else None,
             "met": self.met,
-            "scores": None if self.scores is None else {k: _json_float(v) for k, v in self.scores.items()},
+            "scores": None if self.scores is None else {k: json_number(v) for k, v in self.scores.items()},
         }
 
 
@@ -153,10 +154,10 @@ class ApplyReport:
         if self.verified:
             target = self.target_obj
             qualities = [item.quality for item in self.items if item.quality is not None]
-            agg = aggregate(qualities, self.aggregate_by, target.higher_is_better) if qualities else math.nan
+            agg = target.aggregate(qualities, self.aggregate_by) if qualities else math.nan
             out.update(
                 {
-                    "quality": _json_float(agg),
+                    "quality": json_number(agg),
                     "aggregate": self.aggregate_by,
                     "aggregate_met": bool(qualities) and target.is_met(agg),
                     "met": sum(1 for item in self.items if item.met),

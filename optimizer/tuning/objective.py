@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, Any
 from ..errors import EncodeError, InvalidParameterError
 from ..evaluator import Evaluator, ReferenceScorer
 from ..metrics.registry import get_spec
+from ..statistics import statistic
 from .corpus import Corpus, CorpusItem
 from .settings import EncodingSettings
 from .space import SearchSpace
-from .target import AGGREGATES, COMPOSITE, Target, aggregate
+from .target import AGGREGATES, COMPOSITE, Target
 
 if TYPE_CHECKING:
     import optuna
@@ -204,9 +205,7 @@ class Objective:
         images = [self._measure(item, scorer, settings) for item, scorer in zip(self.corpus.items, self.scorers)]
         total = sum(img["bytes"] for img in images)
         pixels = sum(img["width"] * img["height"] for img in images)
-        quality = aggregate(
-            [_quality(img, self.target) for img in images], self.aggregate_by, self.target.higher_is_better
-        )
+        quality = self.target.aggregate([_quality(img, self.target) for img in images], self.aggregate_by)
         return {
             "settings": settings.to_dict(),
             "total_bytes": total,
@@ -228,7 +227,7 @@ class Objective:
         return quality if self.target.metric == COMPOSITE else get_spec(self.target.metric).normalise(quality)
 
     def _write(self, trial: optuna.Trial, record: TrialRecord, qualities: list[float], *, complete: bool) -> float:
-        agg = aggregate(qualities, self.aggregate_by, self.target.higher_is_better)
+        agg = self.target.aggregate(qualities, self.aggregate_by)
         aggregates = self._aggregates(record.images)
         trial.set_user_attr(ATTR_IMAGES, record.images)
         trial.set_user_attr(ATTR_TOTAL_BYTES, record.total_bytes)
@@ -250,8 +249,9 @@ class Objective:
         out: dict[str, float] = {}
         for name in self.evaluator.metric_names:
             values = [float(img["scores"][name]) for img in images]
-            out[name] = _finite(aggregate(values, self.aggregate_by, get_spec(name).higher_is_better))
-        out[COMPOSITE] = aggregate([img["composite"] for img in images], self.aggregate_by, True)
+            higher = get_spec(name).higher_is_better
+            out[name] = _finite(statistic(values, self.aggregate_by, higher_is_better=higher))
+        out[COMPOSITE] = statistic([img["composite"] for img in images], self.aggregate_by, higher_is_better=True)
         return out
 
     def _certainly_fails(self, qualities: list[float]) -> bool:
@@ -266,9 +266,7 @@ class Objective:
         if self.prune_target.metric != COMPOSITE and math.isinf(best):
             return False  # an unbounded best (PSNR) can rescue any mean or percentile
         remaining = len(self.corpus) - len(qualities)
-        best_case = aggregate(
-            list(qualities) + [best] * remaining, self.aggregate_by, self.prune_target.higher_is_better
-        )
+        best_case = self.prune_target.aggregate(list(qualities) + [best] * remaining, self.aggregate_by)
         return not self.prune_target.is_met(best_case)
 
 

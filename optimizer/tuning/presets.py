@@ -45,6 +45,7 @@ from .. import __version__
 from .._files import write_atomic
 from ..codecs import get_codec
 from ..errors import CodecUnavailableError, OptimizerError, PresetError, UnknownNameError
+from ..jsonio import json_number, json_safe, number_from_json
 from .settings import EncodingSettings
 from .target import COMPOSITE, Target
 
@@ -114,10 +115,10 @@ class Expected:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "bits_per_pixel": _json_float(self.bits_per_pixel),
+            "bits_per_pixel": json_number(self.bits_per_pixel),
             "total_bytes": int(self.total_bytes),
-            "quality": _json_float(self.quality),
-            "aggregates": {k: _json_float(v) for k, v in sorted(self.aggregates.items())},
+            "quality": json_number(self.quality),
+            "aggregates": {k: json_number(v) for k, v in sorted(self.aggregates.items())},
         }
 
     @classmethod
@@ -668,30 +669,23 @@ def _check_keys(data: Mapping[str, Any], known: Sequence[str], where: str, *, re
 
 
 def _number(value: Any, where: str) -> float:
+    """A number field: a JSON number or a non-finite string (:mod:`optimizer.jsonio`); ``null``, written by
+    earlier releases for a value they could not store, reads as NaN."""
     if value is None:
         return math.nan
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise PresetError(f"{where} must be a number or null, got {value!r}")
-    return float(value)
-
-
-def _json_float(value: float | None) -> float | None:
-    """A float JSON can hold: non-finite values (and ``None``) become ``None`` (``null``)."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
+    try:
+        return number_from_json(value)
+    except (TypeError, ValueError):
+        raise PresetError(f"{where} must be a number, 'inf', '-inf' or 'nan', got {value!r}") from None
 
 
 def _jsonable(value: Any) -> Any:
-    """Plain JSON data: tuples to lists, non-finite floats to ``None``."""
-    if isinstance(value, float):
-        return _json_float(value)
+    """Plain JSON data: string keys, tuples as lists, non-finite floats as strings (:mod:`optimizer.jsonio`)."""
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
-    return value
+    return json_safe(value)
 
 
 def _refuse_constant(name: str) -> Any:

@@ -10,19 +10,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidParameterError
 from ..metrics.registry import get_spec
+from ..statistics import AGGREGATES, Aggregate, check_statistic, statistic
 
 if TYPE_CHECKING:
     from ..evaluator import EvaluationResult
 
-__all__ = ["AGGREGATES", "Aggregate", "COMPOSITE", "Target", "aggregate"]
+__all__ = ["AGGREGATES", "Aggregate", "COMPOSITE", "Target"]
 
 COMPOSITE = "composite"
-Aggregate = Literal["mean", "p10", "worst"]
-AGGREGATES: tuple[str, ...] = ("mean", "p10", "worst")
 
 
 @dataclass(frozen=True)
@@ -93,36 +92,11 @@ class Target:
         """Signed distance to the bar, positive when met (in the metric's units)."""
         return value - self.value if self.higher_is_better else self.value - value
 
+    def aggregate(self, values: Sequence[float], how: str) -> float:
+        """``how`` (one of :data:`AGGREGATES`) over per-image values of this target's quantity, in its
+        direction (:mod:`optimizer.statistics`)."""
+        check_statistic(how, AGGREGATES)
+        return statistic(values, how, higher_is_better=self.higher_is_better)
+
     def to_dict(self) -> dict[str, object]:
         return {"metric": self.metric, "value": self.value, "higher_is_better": self.higher_is_better}
-
-
-def aggregate(values: Sequence[float], how: str, higher_is_better: bool) -> float:
-    """Aggregate per-image qualities: ``mean``, ``p10`` (the 10 % worst edge) or ``worst``.
-
-    For a distance (lower is better) ``p10`` is the 90th percentile and ``worst`` the maximum, so the
-    aggregate always describes the hard images.
-    """
-    import numpy as np
-
-    if how not in AGGREGATES:
-        raise InvalidParameterError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {how!r}")
-    if len(values) == 0:
-        raise InvalidParameterError("cannot aggregate an empty list of qualities")
-    arr = np.asarray(values, dtype=np.float64)
-    if np.isnan(arr).any():
-        return math.nan
-    if how == "mean":
-        return float(arr.mean())
-    if how == "worst":
-        return float(arr.min() if higher_is_better else arr.max())
-    q = 10.0 if higher_is_better else 90.0
-    if np.isfinite(arr).all():
-        return float(np.percentile(arr, q))
-    # numpy interpolates between two equal infinities as inf - inf = NaN (PSNR of lossless encodes):
-    # interpolate by hand, keeping a shared infinity as it is.
-    ordered = np.sort(arr)
-    pos = (len(ordered) - 1) * q / 100.0
-    i = math.floor(pos)
-    lo, hi = ordered[i], ordered[min(i + 1, len(ordered) - 1)]
-    return float(lo if pos == i or lo == hi else lo + (hi - lo) * (pos - i))
