@@ -99,7 +99,9 @@ def _run_target(
     from optimizer.codecs import get_codec
     from optimizer.evaluator import Evaluator
     from optimizer.imageio import load_image
-    from optimizer.tuning.adaptive import QualityAxis, bisection_search, compress
+    from optimizer.tuning.adaptive import compress
+    from optimizer.tuning.quality_axis import QualityAxis
+    from optimizer.tuning.rootfind import bisection_search
     from optimizer.tuning.target import Target
 
     target = Target.parse(target_text)

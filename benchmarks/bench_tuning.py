@@ -53,7 +53,8 @@ def efficiency(images: int, seeds: int, max_trials: int) -> tuple[str, dict[str,
 
     from optimizer.evaluator import Evaluator
     from optimizer.tuning.corpus import load_corpus
-    from optimizer.tuning.objective import Objective, is_feasible
+    from optimizer.tuning.objective import Objective
+    from optimizer.tuning.records import is_feasible
     from optimizer.tuning.space import SearchSpace
     from optimizer.tuning.target import Target
 

@@ -64,18 +64,15 @@ def _run_config(workers: int, images: list[str], args: argparse.Namespace, scrat
     import optuna
     from optuna.trial import TrialState
 
-    from optimizer.tuning.study import prepare_study
+    from optimizer.tuning.study import TuneConfig, prepare_study
 
     storage = f"journal:{scratch / f'{tag}.journal'}"
     space = {"formats": args.formats.split(",")}
     prepare_study(
         images,
-        space=space,
-        target=args.target,
-        profile=args.profile,
-        storage=storage,
-        study_name=tag,
-        n_trials=1_000_000,
+        TuneConfig(
+            space=space, target=args.target, profile=args.profile, storage=storage, study_name=tag, n_trials=1_000_000
+        ),
     )
     env = dict(
         os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", OPTIMIZER_STORAGE=storage
@@ -125,7 +122,7 @@ def _run_config(workers: int, images: list[str], args: argparse.Namespace, scrat
         cpu += usage.ru_utime + usage.ru_stime
         if proc.returncode != 0:
             raise SystemExit(f"worker failed ({proc.returncode}): {log.read_text(errors='replace')[-2000:]}")
-    from optimizer.tuning.study import resolve_storage
+    from optimizer.tuning.storage import resolve_storage
 
     study = optuna.load_study(study_name=tag, storage=resolve_storage(storage, tag))
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))

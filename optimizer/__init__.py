@@ -57,14 +57,15 @@ _LAZY: dict[str, str] = {
     "evaluate_set": ".metrics.fid",
     "FIDResult": ".metrics.fid",
     "tune": ".tuning.study",
-    "TuningResult": ".tuning.study",
+    "TuningResult": ".tuning.results",
     "load_study": ".tuning.study",
     "SearchSpace": ".tuning.space",
     "Target": ".tuning.target",
     "EncodingSettings": ".tuning.settings",
     "Preset": ".tuning.presets",
     "PresetTier": ".tuning.presets",
-    "build_preset": ".tuning.presets",
+    "build_preset": ".tuning.tiers",
+    "TuneConfig": ".tuning.study",
     "apply_preset": ".tuning.apply",
     "ApplyReport": ".tuning.apply",
     "compress": ".tuning.adaptive",
@@ -132,8 +133,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .transforms import Transform, resize, sharpen
     from .tuning.adaptive import CompressReport, CompressResult, compress
     from .tuning.apply import ApplyReport, apply_preset
-    from .tuning.presets import Preset, PresetTier, build_preset
+    from .tuning.presets import Preset, PresetTier
     from .tuning.settings import EncodingSettings
     from .tuning.space import SearchSpace
-    from .tuning.study import TuningResult, load_study, tune
+    from .tuning.study import TuneConfig, TuningResult, load_study, tune
     from .tuning.target import Target
+    from .tuning.tiers import build_preset

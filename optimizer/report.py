@@ -39,8 +39,9 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-    from .plots import Baseline, CropComparison, ImagesArg, PresetsArg, StudySource
+    from .tuning.analysis import Baseline, ImagesArg, PresetsArg, StudySource
     from .tuning.corpus import Corpus
+    from .tuning.crops import CropComparison
     from .tuning.presets import Preset
     from .tuning.study import TuningResult
 
@@ -198,19 +199,21 @@ def build_report(
     the URL shown for ``optuna-dashboard`` (password redacted).
     """
     from . import plots
-    from .tuning.study import redact_storage
+    from .tuning.analysis import measure_baseline, tuning_result
+    from .tuning.storage import redact_storage
 
-    result = plots.tuning_result(source)
+    result = tuning_result(source)
     notes: list[str] = []
     preset = _preset(result, presets, notes)
     url = redact_storage(storage or result.storage or "") or None
     corpus = _corpus(result, images, notes)
     base: Baseline | None = None
-    if corpus is not None and baseline and preset is not None:
-        try:
-            base = plots.measure_baseline(result, corpus, label="JPEG quality 85")
+    if baseline and preset is not None:
+        try:  # the study's own measurement when it has one, else measured on the images given
+            base = measure_baseline(result, corpus, label="JPEG quality 85")
         except OptimizerError as exc:
-            notes.append(f"The baseline could not be measured: {exc}")
+            if corpus is not None:
+                notes.append(f"The baseline could not be measured: {exc}")
     sections = [
         _summary(result, preset, url),
         _figure_section(
@@ -248,8 +251,8 @@ def build_report(
 
 
 def _preset(result: TuningResult, presets: PresetsArg, notes: list[str]) -> Preset | None:
-    from .plots import resolve_presets
-    from .tuning.presets import build_preset
+    from .tuning.analysis import resolve_presets
+    from .tuning.tiers import build_preset
 
     if isinstance(presets, str) and presets == "auto":
         if result.presets is not None:
@@ -277,7 +280,7 @@ def _preset(result: TuningResult, presets: PresetsArg, notes: list[str]) -> Pres
 
 
 def _corpus(result: TuningResult, images: ImagesArg | None, notes: list[str]) -> Corpus | None:
-    from .plots import study_corpus
+    from .tuning.analysis import study_corpus
 
     if images is None or (isinstance(images, Sequence) and not isinstance(images, str) and not images):
         notes.append(
@@ -303,7 +306,7 @@ def _esc(value: Any) -> str:
 def _summary(result: TuningResult, preset: Preset | None, url: str | None) -> str:
     from collections import Counter
 
-    from .tuning.study import feasible_trials
+    from .tuning.records import feasible_trials
 
     definition = result.definition
     states = Counter(t.state.name for t in result.study.get_trials(deepcopy=False))
@@ -372,7 +375,7 @@ def _fmt(value: Any, kind: str) -> str:
 
 
 def _tiers_section(result: TuningResult, preset: Preset | None, base: Baseline | None) -> str:
-    from .plots import tradeoff_table
+    from .tuning.analysis import tradeoff_table
 
     title = '<section id="tiers"><h2>Preset tiers: the trade-off</h2>'
     if preset is None:
@@ -423,7 +426,7 @@ def _crops_section(
     notes: list[str],
 ) -> str:
     from .batch import heatmap
-    from .plots import hardest_crops
+    from .tuning.crops import hardest_crops
 
     head = '<section id="crops"><h2>Hardest images at each tier</h2>'
     if preset is None:
@@ -468,7 +471,7 @@ def _crops_section(
 
 def _attribute_notes(result: TuningResult) -> list[str]:
     """Complete trials missing what the report and the Optuna dashboard read (older or foreign trials)."""
-    from .tuning.objective import ATTR_AGGREGATES, ATTR_BPP, ATTR_IMAGES, ATTR_QUALITY, ATTR_SETTINGS, ATTR_TOTAL_BYTES
+    from .tuning.records import ATTR_AGGREGATES, ATTR_BPP, ATTR_IMAGES, ATTR_QUALITY, ATTR_SETTINGS, ATTR_TOTAL_BYTES
 
     needed = (ATTR_SETTINGS, ATTR_TOTAL_BYTES, ATTR_BPP, ATTR_QUALITY, ATTR_AGGREGATES, ATTR_IMAGES)
     from optuna.trial import TrialState

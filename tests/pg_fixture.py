@@ -94,7 +94,8 @@ class PostgresServer:
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{DB_NAME}"
+        # Exactly as the docs write it: SQLAlchemy picks the driver (psycopg 3, the postgres extra).
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{DB_NAME}"
 
     def _run(self, argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(_as_user(self.user, argv), capture_output=True, text=True, timeout=timeout, check=False)
@@ -144,14 +145,14 @@ class PostgresServer:
         self._create_database()
 
     def _create_database(self) -> None:
-        import psycopg2
+        import psycopg
 
         deadline = time.monotonic() + 30
         while True:
             try:
-                conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
+                conn = psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
                 break
-            except psycopg2.OperationalError as exc:
+            except psycopg.OperationalError as exc:
                 if time.monotonic() > deadline:
                     pytest.fail(f"PostgreSQL on port {self.port} does not accept connections: {exc}")
                 time.sleep(0.2)

@@ -15,12 +15,9 @@ from optimizer.codecs import get_codec
 from optimizer.errors import InvalidParameterError, UnknownNameError
 from optimizer.evaluator import Evaluator
 from optimizer.imageio import load_image
-from optimizer.tuning.adaptive import (
-    QualityAxis,
-    adaptive_search,
-    bisection_search,
-    compress,
-)
+from optimizer.tuning.adaptive import compress
+from optimizer.tuning.quality_axis import QualityAxis
+from optimizer.tuning.rootfind import adaptive_search, bisection_search
 from optimizer.tuning.target import Target
 
 TARGET = "ssim:0.95"
@@ -161,7 +158,7 @@ def test_every_written_file_meets_the_target(jpeg_webp, crops: list[Path], ssim:
         assert result.bits_per_pixel == pytest.approx(result.bytes * 8 / (256 * 256))
         best = min((o for o in result.formats if o.met), key=lambda o: o.bytes)
         assert best.format == result.format and best.bytes == result.bytes
-    assert not list(out.glob(".*partial"))
+    assert not list(out.glob(".*"))  # no temporary file left behind
 
 
 def test_chosen_quality_is_minimal(jpeg_webp, crops: list[Path], ssim: Evaluator) -> None:  # type: ignore[no-untyped-def]
@@ -488,17 +485,33 @@ def test_transparent_images_keep_their_alpha(tmp_path: Path, crops: list[Path], 
     assert only_jpeg.results[0].format == "jpeg"  # asked for nothing else: flattened as documented
 
 
-def test_equal_names_from_two_folders_get_their_own_outputs(tmp_path: Path, crops: list[Path], ssim: Evaluator) -> None:
+def test_output_names_never_depend_on_the_batch(tmp_path: Path, crops: list[Path], ssim: Evaluator) -> None:
+    """One rule: a folder's files keep their relative path, the extension is the codec's; an input whose
+    output name another input already takes is refused (and says which), never renamed."""
     for folder, source in (("a", crops[0]), ("b", crops[1])):
         (tmp_path / folder).mkdir()
         PILImage.open(source).resize((64, 64)).save(tmp_path / folder / "photo.png")
-    report = compress(
-        [tmp_path / "a", tmp_path / "b"],
-        target=TARGET,
-        formats=["jpeg"],
-        out_dir=tmp_path / "out",
-        evaluator=ssim,
-        keep_original_if_smaller=False,
-    )
-    outputs = [Path(r.output).name for r in report.results]
-    assert len(set(outputs)) == 2 and all((tmp_path / "out" / name).exists() for name in outputs)
+    PILImage.open(crops[0]).resize((64, 64)).save(tmp_path / "a" / "photo.bmp")
+    options = dict(target=TARGET, formats=["jpeg"], evaluator=ssim, keep_original_if_smaller=False)
+    report = compress([tmp_path / "a", tmp_path / "b"], out_dir=tmp_path / "out", **options)
+    assert [Path(r.output).relative_to(tmp_path / "out").as_posix() for r in report.results] == ["photo.jpg"]
+    assert [f.input for f in report.failures] == [str(tmp_path / "a" / "photo.png"), str(tmp_path / "b" / "photo.png")]
+    assert all("taken by" in f.reason and "photo.bmp" in f.reason for f in report.failures)
+    alone = compress([tmp_path / "b" / "photo.png"], out_dir=tmp_path / "alone", **options)
+    assert Path(alone.results[0].output).name == "photo.jpg"  # the same name as in the batch
+
+
+def test_existing_outputs_error_skip_or_overwrite(tmp_path: Path, crops: list[Path], ssim: Evaluator) -> None:
+    out = tmp_path / "out"
+    options = dict(target=TARGET, formats=["jpeg"], evaluator=ssim, keep_original_if_smaller=False, out_dir=out)
+    first = compress(crops[:1], **options)
+    written = Path(first.results[0].output)
+    stamp = written.stat().st_mtime_ns
+    again = compress(crops[:1], **options)
+    assert not again.results and "--overwrite" in again.failures[0].reason and not again.all_met
+    skipped = compress(crops[:1], existing="skip", **options)
+    assert not skipped.results and not skipped.failures and len(skipped.skipped) == 1 and skipped.all_met
+    assert written.stat().st_mtime_ns == stamp
+    replaced = compress(crops[:1], existing="overwrite", **options)
+    assert replaced.results and replaced.all_met
+    assert sorted(p.name for p in out.iterdir()) == [written.name]  # no temporary file left behind

@@ -121,7 +121,7 @@ class _Missing(Codec):
     def encoder_kwargs(self, params: Any = None) -> dict[str, Any]:
         return dict(self.validate_params(params))
 
-    def _encode(self, image: Image, params: dict[str, Any]) -> bytes:
+    def _encode(self, image: Image, params: dict[str, Any], threads: int | None) -> bytes:
         raise AssertionError("must not be reached")
 
 

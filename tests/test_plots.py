@@ -13,8 +13,10 @@ from matplotlib.figure import Figure
 from optimizer import plots
 from optimizer.errors import InvalidParameterError
 from optimizer.imageio import load_image
+from optimizer.tuning import analysis
+from optimizer.tuning import crops as crops_module
 from optimizer.tuning.settings import EncodingSettings
-from optimizer.tuning.study import TuningResult, load_study, prepare_study
+from optimizer.tuning.study import TuneConfig, TuningResult, open_stored_study, prepare_study
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +76,7 @@ def test_rate_quality_other_metric_and_unknown_metric(result: TuningResult) -> N
 
 
 def test_accepts_study_pair_and_result(result: TuningResult) -> None:
-    pair = load_study(result.study_name, result.storage)  # the (study, definition) pair load_study returns
+    pair = open_stored_study(result.study_name, result.storage)  # a (study, definition) pair
     for source in (result, result.study, pair):
         (ax,) = plots.pareto_front(source).axes
         assert "tiers" in _gids(ax)
@@ -100,7 +102,7 @@ def test_pareto_front_marks_the_tiers(result: TuningResult) -> None:
 
 
 def test_importances_per_format_and_all(result: TuningResult) -> None:
-    table = plots.importance_table(result, evaluator="ped-anova", min_trials=3)
+    table = analysis.importance_table(result, evaluator="ped-anova", min_trials=3)
     assert table.attrs["evaluator"] == "PED-ANOVA"
     assert set(table["objective"]) <= {"bytes", "quality"}
     for _, group in table.groupby(["scope", "objective"]):
@@ -116,7 +118,7 @@ def test_importances_per_format_and_all(result: TuningResult) -> None:
 
 
 def test_importances_default_is_fanova_or_says_why_not(result: TuningResult) -> None:
-    table = plots.importance_table(result)
+    table = analysis.importance_table(result)
     try:
         import sklearn  # noqa: F401
     except ImportError:
@@ -128,18 +130,18 @@ def test_importances_default_is_fanova_or_says_why_not(result: TuningResult) -> 
 
 
 def test_importances_with_too_few_trials_say_so(result: TuningResult) -> None:
-    table = plots.importance_table(result, evaluator="ped-anova", min_trials=50)
+    table = analysis.importance_table(result, evaluator="ped-anova", min_trials=50)
     assert table.empty
     assert all("need at least 50" in note for note in table.attrs["notes"].values())
     fig = plots.param_importances(result, evaluator="ped-anova", min_trials=50)
     assert all(not ax.containers for ax in fig.axes)
     assert any("need at least 50" in t.get_text() for ax in fig.axes for t in ax.texts)
     with pytest.raises(InvalidParameterError, match="importance evaluator"):
-        plots.importance_table(result, evaluator="shap")
+        analysis.importance_table(result, evaluator="shap")
 
 
 def test_tradeoff_table_with_and_without_baseline(result: TuningResult) -> None:
-    table = plots.tradeoff_table(result)
+    table = analysis.tradeoff_table(result)
     assert list(table.columns) == [
         "tier",
         "default",
@@ -155,16 +157,18 @@ def test_tradeoff_table_with_and_without_baseline(result: TuningResult) -> None:
     tier = result.presets.default_tier
     row = table[table["tier"] == tier.name].iloc[0]
     assert row["format"] == tier.codec and row["total_bytes"] == tier.expected.total_bytes
-    baseline = plots.Baseline("twice the default tier", 2 * tier.expected.total_bytes, 2 * tier.expected.bits_per_pixel)
-    with_base = plots.tradeoff_table(result, baseline=baseline)
+    baseline = analysis.Baseline(
+        "twice the default tier", 2 * tier.expected.total_bytes, 2 * tier.expected.bits_per_pixel
+    )
+    with_base = analysis.tradeoff_table(result, baseline=baseline)
     assert with_base.attrs["baseline"] == "twice the default tier"
     assert with_base.iloc[0]["savings"] == pytest.approx(0.5)
     assert with_base.iloc[-1]["tier"] == "baseline" and with_base.iloc[-1]["savings"] == 0.0
 
 
 def test_measure_baseline_scores_like_the_study(result: TuningResult, corpus_dir: Path) -> None:
-    corpus = plots.study_corpus(result, corpus_dir)
-    base = plots.measure_baseline(result, corpus, EncodingSettings("jpeg", {"quality": 85}))
+    corpus = analysis.study_corpus(result, corpus_dir)
+    base = analysis.measure_baseline(result, corpus, EncodingSettings("jpeg", {"quality": 85}))
     images = [load_image(corpus_dir / n) for n in NAMES]
     encoded = [EncodingSettings("jpeg", {"quality": 85}).encode(im) for im in images]
     assert base.total_bytes == sum(e.bytes for e in encoded)
@@ -174,19 +178,19 @@ def test_measure_baseline_scores_like_the_study(result: TuningResult, corpus_dir
 
 def test_hardest_images_follow_the_recorded_scores(result: TuningResult) -> None:
     trial = result.study.trials[result.presets.default_tier.trial_number]
-    ranked = plots.hardest_images(trial, "ssim:0.9", count=5)
+    ranked = analysis.hardest_images(trial, "ssim:0.9", count=5)
     scores = {r["name"]: r["scores"]["ssim"] for r in trial.user_attrs["images"]}
     assert [r["name"] for r in ranked] == sorted(scores, key=scores.get)
-    assert plots.hardest_images(trial, "ssim:0.9", count=1)[0]["quality"] == min(scores.values())
+    assert analysis.hardest_images(trial, "ssim:0.9", count=1)[0]["quality"] == min(scores.values())
     composites = {r["name"]: r["composite"] for r in trial.user_attrs["images"]}
-    assert plots.hardest_images(trial, "composite:0.5", count=1)[0]["name"] == min(composites, key=composites.get)
+    assert analysis.hardest_images(trial, "composite:0.5", count=1)[0]["name"] == min(composites, key=composites.get)
 
 
 def test_comparison_crops_show_the_hardest_images(result: TuningResult, corpus_dir: Path) -> None:
-    crops = plots.hardest_crops(result, corpus_dir, count=2, crop=64)
+    crops = crops_module.hardest_crops(result, corpus_dir, count=2, crop=64)
     assert [c.name for c in crops] == [
         r["name"]
-        for r in plots.hardest_images(result.study.trials[result.presets.default_tier.trial_number], "ssim:0.9", 2)
+        for r in analysis.hardest_images(result.study.trials[result.presets.default_tier.trial_number], "ssim:0.9", 2)
     ]
     for c in crops:
         x, y, w, h = c.box
@@ -205,9 +209,9 @@ def test_comparison_crops_show_the_hardest_images(result: TuningResult, corpus_d
 def test_crops_refuse_images_that_are_not_the_corpus(result: TuningResult, kodak_dir: Path) -> None:
     # same names, other pixels (the full-size originals)
     with pytest.raises(InvalidParameterError, match="fingerprint"):
-        plots.study_corpus(result, kodak_dir)
+        analysis.study_corpus(result, kodak_dir)
     with pytest.raises(InvalidParameterError, match="missing"):
-        plots.study_corpus(result, [kodak_dir / "kodim02.png"])
+        analysis.study_corpus(result, [kodak_dir / "kodim02.png"])
 
 
 def test_study_corpus_picks_the_recorded_names(result: TuningResult, corpus_dir: Path, tmp_path: Path) -> None:
@@ -216,7 +220,7 @@ def test_study_corpus_picks_the_recorded_names(result: TuningResult, corpus_dir:
     for name in NAMES:
         (folder / name).write_bytes((corpus_dir / name).read_bytes())
     load_image(corpus_dir / NAMES[0]).to_pil().crop((0, 0, 64, 64)).save(folder / "unrelated.png")
-    corpus = plots.study_corpus(result, folder)
+    corpus = analysis.study_corpus(result, folder)
     assert corpus.fingerprint == result.definition.corpus["fingerprint"]
     assert sorted(corpus.names) == sorted(NAMES)
 
@@ -234,11 +238,13 @@ def test_metric_maps_panels(corpus_dir: Path) -> None:
 def test_empty_study_draws_a_message(corpus_dir: Path, tmp_path: Path) -> None:
     prepared = prepare_study(
         sorted(corpus_dir.glob("*.png")),
-        space={"formats": ["jpeg"]},
-        target="ssim:0.9",
-        profile="fast",
-        storage=f"sqlite:///{tmp_path / 'empty.db'}",
-        study_name="empty",
+        TuneConfig(
+            space={"formats": ["jpeg"]},
+            target="ssim:0.9",
+            profile="fast",
+            storage=f"sqlite:///{tmp_path / 'empty.db'}",
+            study_name="empty",
+        ),
     )
     figures = {
         "no trials yet": plots.rate_quality(prepared.study),
@@ -247,7 +253,7 @@ def test_empty_study_draws_a_message(corpus_dir: Path, tmp_path: Path) -> None:
     }
     for message, fig in figures.items():
         assert any(message in t.get_text() for ax in fig.axes for t in ax.texts), message
-    assert plots.tradeoff_table(prepared.study).empty
+    assert analysis.tradeoff_table(prepared.study).empty
 
 
 def test_figures_leave_no_pyplot_state(result: TuningResult) -> None:
@@ -269,8 +275,8 @@ def test_crops_of_a_tier_the_study_does_not_hold_are_scored_afresh(
         tier["trial_number"] = None
     path = tmp_path / "foreign.json"
     path.write_text(json.dumps(data))
-    recorded = plots.hardest_crops(result, corpus_dir, count=2, crop=48)
-    rescored = plots.hardest_crops(result, corpus_dir, presets=path, count=2, crop=48)
+    recorded = crops_module.hardest_crops(result, corpus_dir, count=2, crop=48)
+    rescored = crops_module.hardest_crops(result, corpus_dir, presets=path, count=2, crop=48)
     assert [c.name for c in rescored] == [c.name for c in recorded]
     for a, b in zip(recorded, rescored):
         assert b.quality == pytest.approx(a.quality, abs=1e-6)
@@ -285,4 +291,4 @@ def test_hardest_images_of_a_distance_rank_the_largest_first() -> None:
         for n, v in (("a", 0.05), ("b", 0.30), ("c", 0.12))
     ]
     trial = optuna.trial.create_trial(value=1.0, user_attrs={"images": records})
-    assert [r["name"] for r in plots.hardest_images(trial, "lpips:0.1", count=2)] == ["b", "c"]
+    assert [r["name"] for r in analysis.hardest_images(trial, "lpips:0.1", count=2)] == ["b", "c"]

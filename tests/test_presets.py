@@ -17,9 +17,10 @@ from PIL import Image as PILImage
 import optimizer.cli.presets_cmd  # noqa: F401  (registers the commands)
 from optimizer.cli import main
 from optimizer.errors import CodecUnavailableError, PresetError, UnknownNameError
-from optimizer.tuning.presets import DEFAULT_TIER, SCHEMA, SCHEMA_VERSION, Preset, build_preset
+from optimizer.tuning.presets import DEFAULT_TIER, SCHEMA, SCHEMA_VERSION, Preset
 from optimizer.tuning.settings import EncodingSettings
 from optimizer.tuning.target import Target
+from optimizer.tuning.tiers import build_preset
 
 TARGET = "ssim:0.9"
 EXTRA = {"high": "ssim:0.95"}
@@ -142,9 +143,9 @@ def test_same_study_gives_the_same_content(tuned: dict[str, Any], preset: Preset
 def test_same_study_from_another_process(tuned: dict[str, Any], preset: Preset) -> None:
     code = (
         "import sys\n"
-        "from optimizer.tuning.presets import build_preset\n"
-        "from optimizer.tuning.study import load_study\n"
-        "study, _ = load_study('presets-test', sys.argv[1])\n"
+        "from optimizer.tuning.tiers import build_preset\n"
+        "from optimizer.tuning.study import open_stored_study\n"
+        "study, _ = open_stored_study('presets-test', sys.argv[1])\n"
         "print(build_preset(study, tiers={'high': 'ssim:0.95'}, storage=sys.argv[1]).fingerprint())\n"
     )
     done = subprocess.run(
@@ -259,8 +260,8 @@ def _study(mode: str, trials: list[tuple[int, int, float]], target: str = TARGET
     import optuna
 
     from optimizer.tuning.objective import directions_for
+    from optimizer.tuning.records import DEFINITION_ATTR, StudyDefinition
     from optimizer.tuning.space import SearchSpace
-    from optimizer.tuning.study import DEFINITION_ATTR, StudyDefinition
 
     goal = Target.parse(target)
     definition = StudyDefinition(

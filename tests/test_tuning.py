@@ -18,9 +18,10 @@ from optimizer.evaluator import Evaluator
 from optimizer.imageio import load_image
 from optimizer.statistics import statistic
 from optimizer.tuning.corpus import load_corpus
-from optimizer.tuning.objective import Objective, is_feasible
+from optimizer.tuning.objective import Objective
+from optimizer.tuning.records import feasible_trials, finished_trials, is_feasible
 from optimizer.tuning.space import SearchSpace
-from optimizer.tuning.study import feasible_trials, finished_trials, load_study, tune
+from optimizer.tuning.study import TuneConfig, open_stored_study, tune
 from optimizer.tuning.target import Target
 
 
@@ -195,7 +196,7 @@ def test_a_round_that_starts_no_trial_ends_the_run(
     """The timeout can run out inside Optuna before a round starts a trial: that is not a failure."""
     from optimizer.tuning.study import prepare_study, run_trials
 
-    prepared = prepare_study(crops, **_study_kwargs(tmp_path))
+    prepared = prepare_study(crops, TuneConfig(**_study_kwargs(tmp_path)))
     monkeypatch.setattr(optuna.Study, "optimize", lambda self, *args, **kwargs: None)
     assert run_trials(prepared.study, prepared.objective, n_trials=4, timeout=60) == 0
 
@@ -258,7 +259,7 @@ def test_resume_counts_budget_and_refuses_other_definition(tmp_path: Path, crops
         tune(crops, **_study_kwargs(tmp_path, n_trials=8, target="ssim:0.95"))
     with pytest.raises(StudyError, match="corpus"):
         tune(crops[:2], **_study_kwargs(tmp_path, n_trials=8))
-    study, definition = load_study("t", f"sqlite:///{tmp_path / 'study.db'}")
+    study, definition = open_stored_study("t", f"sqlite:///{tmp_path / 'study.db'}")
     assert definition.target == "ssim:0.93" and len(study.trials) == 7
 
 
@@ -293,10 +294,10 @@ def test_failing_encodes_mark_trial_failed(tmp_path: Path, crops: list[Path], mo
     codec = get_codec("jpeg")
     original = type(codec)._encode
 
-    def flaky(self, image, params):  # the encoder fails on every quality divisible by 3
+    def flaky(self, image, params, threads):  # the encoder fails on every quality divisible by 3
         if params["quality"] % 3 == 0:
             raise EncodeError("jpeg: simulated encoder failure")
-        return original(self, image, params)
+        return original(self, image, params, threads)
 
     monkeypatch.setattr(type(codec), "_encode", flaky)
     result = tune(crops, **_study_kwargs(tmp_path, n_trials=5, target="ssim:0.5"))

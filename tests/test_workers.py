@@ -20,16 +20,10 @@ from pg_fixture import postgres_url  # noqa: F401  (session fixture: a throwaway
 
 from optimizer.errors import InvalidParameterError, StudyError
 from optimizer.imageio import load_image
-from optimizer.tuning.study import DEFINITION_ATTR, HEARTBEAT_ATTR, load_study, prepare_study, resolve_storage
-from optimizer.tuning.workers import (
-    ATTR_SURPLUS,
-    ATTR_WORKER,
-    HeartbeatJournalStorage,
-    join_study,
-    run_worker,
-    study_counts,
-    worker_command,
-)
+from optimizer.tuning.records import ATTR_SURPLUS, ATTR_WORKER, DEFINITION_ATTR, study_counts
+from optimizer.tuning.storage import HEARTBEAT_ATTR, HeartbeatJournalStorage, resolve_storage
+from optimizer.tuning.study import TuneConfig, open_stored_study, prepare_study
+from optimizer.tuning.workers import join_study, run_worker, worker_command
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize"),
@@ -63,7 +57,7 @@ def _create(crops: list[Path], storage: str, name: str, n_trials: int, **overrid
         space=SPACE, target="ssim:0.9", profile="fast", storage=storage, study_name=name, n_trials=n_trials, seed=3
     )
     options.update(overrides)
-    return prepare_study(crops, **options)
+    return prepare_study(crops, TuneConfig(**options))
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -134,7 +128,7 @@ def test_resume_raises_stored_budget(tmp_path: Path, crops: list[Path]) -> None:
     storage = f"journal:{tmp_path / 'b.journal'}"
     _create(crops, storage, "b", 3)
     _create(crops, storage, "b", 9)
-    _, definition = load_study("b", storage)
+    _, definition = open_stored_study("b", storage)
     assert definition.n_trials == 9
     with pytest.raises(StudyError, match="target"):
         _create(crops, storage, "b", 9, target="ssim:0.95")
@@ -356,7 +350,8 @@ def test_postgres_workers_survive_a_killed_worker(tmp_path: Path, crops: list[Pa
     assert len({t.user_attrs[ATTR_WORKER] for t in finished}) >= 2
     assert all("the study reached its budget" in out for out in outputs)
     # Presets exported by either worker process are the same (apart from the creation date).
-    from optimizer.tuning.presets import Preset, build_preset
+    from optimizer.tuning.presets import Preset
+    from optimizer.tuning.tiers import build_preset
 
     first, second = (Preset.load(p) for p in exports)
     assert first.tiers and first.content() == second.content()
@@ -390,7 +385,7 @@ def test_tune_with_two_local_workers_on_a_journal(
     assert code == 0
     journal = tmp_path / "studies" / "local.journal"
     assert journal.exists() and not (tmp_path / "studies" / "local.db").exists()
-    study, definition = load_study("local", f"journal:{journal}")
+    study, definition = open_stored_study("local", f"journal:{journal}")
     counts = study_counts(study)
     assert counts.finished == definition.n_trials == 10 and counts.running == counts.waiting == 0
     assert "2 local worker processes started" in capsys.readouterr().err  # progress notes go to stderr
@@ -401,3 +396,35 @@ def test_tune_with_two_local_workers_on_a_journal(
     # The parent refuses SQLite for several processes and --jobs with --workers.
     assert main([*args, "--trials", "2", "--workers", "2", "--storage", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
     assert main([*args, "--trials", "2", "--workers", "2", "--jobs", "2"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_tune_with_local_workers_on_postgres_as_documented(
+    tmp_path: Path,
+    crops: list[Path],
+    postgres_url: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``tune --workers 2 --storage postgresql://USER@HOST:PORT/DB``: the URL as the README writes it (no
+    driver in it), which SQLAlchemy resolves to the psycopg 3 driver of the ``postgres`` extra."""
+    import sqlalchemy
+
+    from optimizer.cli import main
+
+    assert postgres_url.startswith("postgresql://")
+    assert sqlalchemy.engine.make_url(postgres_url).get_dialect().driver == "psycopg"
+    monkeypatch.setenv("OPTIMIZER_STUDIES_DIR", str(tmp_path / "studies"))
+    for key, value in FAST_HEARTBEAT.items():
+        monkeypatch.setenv(key, value)
+    export = tmp_path / "presets.json"
+    args = ["tune", *map(str, crops), "--formats", "jpeg", "--target", "ssim:0.9", "--profile", "fast"]
+    code = main([*args, "--study", "pg-cli", "--storage", postgres_url, "--trials", "6", "--workers", "2",
+                 "--seed", "2", "--export", str(export)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    study, definition = open_stored_study("pg-cli", postgres_url)
+    counts = study_counts(study)
+    assert counts.finished == definition.n_trials == 6 and counts.running == counts.waiting == 0
+    assert json.loads(export.read_text())["study"]["storage"] == postgres_url  # no password in it to redact
+    assert not (tmp_path / "studies").exists() or not list((tmp_path / "studies").iterdir())

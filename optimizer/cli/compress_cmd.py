@@ -86,6 +86,10 @@ def compress_command(
     fallback: Annotated[
         str, typer.Option(help="When nothing meets the target: keep the 'best' candidate or the 'original'.")
     ] = "best",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing", help="Leave inputs whose output exists alone (re-running a batch).")
+    ] = False,
     output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
     report: Annotated[Optional[Path], typer.Option(help="Also write the full JSON report here.")] = None,
 ) -> None:
@@ -95,6 +99,7 @@ def compress_command(
     an input could not be read.
     """
     from ..tuning.adaptive import compress
+    from ..tuning.outputs import existing_policy
 
     if output_format not in ("table", "json"):
         fail(f"--format must be table or json, got {output_format!r}")
@@ -111,6 +116,7 @@ def compress_command(
         max_probes=max_probes,
         keep_original_if_smaller=keep_original,
         fallback=fallback,
+        existing=existing_policy(overwrite=overwrite, skip_existing=skip_existing),
         show_progress=output_format == "table",
     )
     if report is not None:

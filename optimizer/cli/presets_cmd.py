@@ -119,8 +119,9 @@ def presets_build_command(
     ] = None,
 ) -> None:
     """Build a preset file from an existing study (the same study always gives the same tiers)."""
-    from ..tuning.presets import build_preset
-    from ..tuning.study import load_study, redact_storage
+    from ..tuning.storage import redact_storage
+    from ..tuning.study import open_stored_study
+    from ..tuning.tiers import build_preset
 
     tiers: dict[str, str] = {}
     for item in tier or []:
@@ -128,7 +129,7 @@ def presets_build_command(
         if not sep or not name.strip() or not target.strip():
             fail(f"tiers are written NAME=METRIC:VALUE (e.g. high=ssimulacra2:90), got {item!r}")
         tiers[name.strip()] = target.strip()
-    loaded, _ = load_study(study, storage)
+    loaded, _ = open_stored_study(study, storage)
     preset = build_preset(
         loaded, tiers=tiers or None, pareto_points=point or None, storage=redact_storage(storage) if storage else None
     )
@@ -144,24 +145,30 @@ def apply_command(
     tier: Annotated[Optional[str], typer.Option(help="Tier name (default: the preset's default tier).")] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Score every output and report the misses.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing", help="Leave existing outputs alone (re-running a batch).")
+    ] = False,
     workers: Annotated[int, typer.Option(min=1, help="Images encoded at a time.")] = 1,
     output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
     report: Annotated[Optional[Path], typer.Option(help="Also write the JSON report here.")] = None,
 ) -> None:
     """Encode a folder with a preset tier; exit 1 when --verify finds outputs below the tier's target.
 
-    Exit 3 when an input could not be read, encoded or written (existing outputs without --overwrite).
+    Exit 3 when an input could not be read, encoded or written (existing outputs without --overwrite or
+    --skip-existing).
     """
     from ..tuning.apply import apply_preset
+    from ..tuning.outputs import existing_policy
     from ..tuning.presets import Preset
 
     if output_format not in ("table", "json"):
         fail(f"--format must be table or json, got {output_format!r}")
+    existing = existing_policy(overwrite=overwrite, skip_existing=skip_existing)
     preset = Preset.load(presets)
     if output_format == "table":
-        result = _apply_with_progress(apply_preset, preset, in_dir, out_dir, tier, verify, workers, overwrite)
+        result = _apply_with_progress(apply_preset, preset, in_dir, out_dir, tier, verify, workers, existing)
     else:
-        result = apply_preset(preset, in_dir, out_dir, tier=tier, verify=verify, workers=workers, overwrite=overwrite)
+        result = apply_preset(preset, in_dir, out_dir, tier=tier, verify=verify, workers=workers, existing=existing)
     if report is not None:
         result.to_json(report)
     if output_format == "json":
@@ -174,10 +181,10 @@ def apply_command(
         raise typer.Exit(EXIT_INPUT)
 
 
-def _apply_with_progress(apply_preset, preset, in_dir, out_dir, tier, verify, workers, overwrite) -> ApplyReport:  # type: ignore[no-untyped-def]
+def _apply_with_progress(apply_preset, preset, in_dir, out_dir, tier, verify, workers, existing) -> ApplyReport:  # type: ignore[no-untyped-def]
     with ProgressReporter("encoding") as bar:
         return apply_preset(
-            preset, in_dir, out_dir, tier=tier, verify=verify, workers=workers, overwrite=overwrite, progress=bar.update
+            preset, in_dir, out_dir, tier=tier, verify=verify, workers=workers, existing=existing, progress=bar.update
         )
 
 

@@ -44,9 +44,10 @@ def report_command(
     ] = True,
 ) -> None:
     """Write an HTML report of a study: rate-quality, Pareto front, importances, tiers and crops."""
-    from ..plots import IMPORTANCE_EVALUATORS
     from ..report import build_report
-    from ..tuning.study import TuningResult, load_study, redact_storage, studies_dir
+    from ..tuning.analysis import IMPORTANCE_EVALUATORS
+    from ..tuning.storage import redact_storage, studies_dir
+    from ..tuning.study import load_study
 
     if damage_map not in _MAPS:
         fail(f"--map must be one of {', '.join(_MAPS)}, got {damage_map!r}")
@@ -64,8 +65,7 @@ def report_command(
                 path = Path(storage.removeprefix(prefix))
                 if not path.is_file():
                     fail(f"no study storage at {path} (from --storage {redact_storage(storage)})", EXIT_USAGE)
-    loaded, definition = load_study(study, storage)
-    result = TuningResult(study=loaded, definition=definition, storage=redact_storage(storage))
+    result = load_study(study, storage)
     report = build_report(
         result,
         presets=presets if presets is not None else "auto",

@@ -14,7 +14,7 @@ from ._parsing import split_list
 if TYPE_CHECKING:
     import optuna
 
-    from ..tuning.study import TuningResult
+    from ..tuning.study import TuneConfig, TuningResult
 
 
 def parse_range(text: str | None, name: str) -> tuple[float, float] | None:
@@ -108,7 +108,8 @@ def tune_command(
     """Search encoder settings that are as small as possible while meeting the quality target."""
     from ..tuning.corpus import demo_images, expand_sources
     from ..tuning.space import SearchSpace
-    from ..tuning.study import tune
+    from ..tuning.study import TuneConfig, run_study
+    from ..tuning.target import Target
 
     if demo == bool(images):
         fail("give IMAGES (files or folders) or --demo, not both and not neither")
@@ -137,29 +138,28 @@ def tune_command(
         export = Path("studies") / "demo-presets.json"
     if workers != 1 and jobs > 1:
         fail("--jobs runs threads inside one process; with --workers each worker process runs one trial at a time")
+    config = TuneConfig(
+        space=search,
+        target=Target.parse(target),
+        mode=mode,  # type: ignore[arg-type]  # validated by TuneConfig
+        aggregate=aggregate,  # type: ignore[arg-type]
+        profile=profile,
+        tradeoff_lambda=tradeoff_lambda,
+        time_objective=time_objective,
+        tiers={name: Target.parse(value) for name, value in (parse_tiers(tiers) or {}).items()},
+        n_trials=trials,
+        sampler=sampler,  # type: ignore[arg-type]
+        seed=seed,
+        storage=storage,
+        study_name=study_name,
+    )
     progress = _Progress(trials)
     try:
         with progress:
-            options = dict(
-                space=search,
-                target=target,
-                mode=mode,
-                aggregate=aggregate,
-                profile=profile,
-                storage=storage,
-                study_name=study_name,
-                n_trials=trials,
-                timeout=timeout,
-                seed=seed,
-                sampler=sampler,
-                tradeoff_lambda=tradeoff_lambda,
-                time_objective=time_objective,
-                tiers=parse_tiers(tiers),
-            )
             if workers != 1:
-                result = _tune_with_workers(sources, workers=workers, progress=progress, **options)
+                result = _tune_with_workers(sources, config, workers=workers, timeout=timeout, progress=progress)
             else:
-                result = tune(sources, n_jobs=jobs, callbacks=[progress.callback], **options)
+                result = run_study(sources, config, timeout=timeout, n_jobs=jobs, callbacks=[progress.callback])
     except KeyboardInterrupt:
         console.print(
             f"interrupted after {progress.seen} trials this run; finished trials are stored. "
@@ -174,9 +174,11 @@ def tune_command(
         console.print(f"presets written to {export}", highlight=False)
 
 
-def _tune_with_workers(sources: list[Any], *, workers: int, progress: _Progress, **options: Any) -> TuningResult:
+def _tune_with_workers(
+    sources: list[Any], config: TuneConfig, *, workers: int, timeout: float | None, progress: _Progress
+) -> TuningResult:
     """``tune --workers N``: N local worker processes (or, with 0, workers started elsewhere) share the study."""
-    from ..tuning.study import redact_storage
+    from ..tuning.storage import redact_storage
     from ..tuning.workers import tune_workers
 
     def ready(prepared: Any) -> None:
@@ -187,7 +189,7 @@ def _tune_with_workers(sources: list[Any], *, workers: int, progress: _Progress,
             f"storage with: optimizer worker --study {prepared.name} --storage {where} IMAGES..."
         )
 
-    return tune_workers(sources, workers=workers, progress=progress.update, on_ready=ready, **options)
+    return tune_workers(sources, config, workers=workers, timeout=timeout, progress=progress.update, on_ready=ready)
 
 
 class _Progress:
@@ -216,7 +218,7 @@ class _Progress:
 
     def update(self, study: optuna.Study) -> None:
         """Refresh from the study's storage (polled while worker processes run the trials)."""
-        from ..tuning.study import feasible_trials, finished_trials
+        from ..tuning.records import feasible_trials, finished_trials
 
         done = len(finished_trials(study))
         if self._first is None:
@@ -231,7 +233,7 @@ class _Progress:
 def _print_summary(result: TuningResult) -> None:
     from rich.table import Table
 
-    from ..tuning.study import feasible_trials, finished_trials
+    from ..tuning.records import feasible_trials, finished_trials
     from ..tuning.target import Target
 
     definition = result.definition

@@ -76,7 +76,7 @@ def worker_command(
 ) -> int:
     """Join a study in a shared storage and run trials until its trial budget or a deadline is reached."""
     from ..tuning.corpus import expand_sources
-    from ..tuning.study import redact_storage
+    from ..tuning.storage import redact_storage
     from ..tuning.workers import join_study, limit_threads, run_worker
 
     if timeout is not None and deadline is not None:
@@ -109,6 +109,7 @@ def worker_command(
         f"({definition.aggregate}), mode {definition.mode}, {len(sources)} images",
         highlight=False,
     )
+    joined.objective.threads = threads
     _ = joined.objective.scorers  # reference-side work before the first trial (errors surface now)
     stop = threading.Event()
     callbacks = [] if quiet else [_trial_line]
@@ -124,7 +125,7 @@ def worker_command(
         highlight=False,
     )
     if export is not None:
-        from ..tuning.presets import build_preset
+        from ..tuning.tiers import build_preset
         from .tune_cmd import parse_tiers
 
         presets = build_preset(joined.study, tiers=parse_tiers(tiers), storage=shown)

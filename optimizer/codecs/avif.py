@@ -77,3 +77,6 @@ class AvifCodec(PillowCodec):
 
     def _save_options(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"quality": params["quality"], "speed": params["speed"], "subsampling": params["subsampling"]}
+
+    def _thread_options(self, threads: int) -> dict[str, Any]:
+        return {"max_threads": threads}

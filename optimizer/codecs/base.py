@@ -243,14 +243,20 @@ class Codec(ABC):
 
     # -- encode / decode --------------------------------------------------------------------------
 
-    def encode(self, image: Image, params: Mapping[str, Any] | None = None) -> bytes:
-        """Encode ``image`` with ``params`` (validated first; defaults fill the rest)."""
+    def encode(self, image: Image, params: Mapping[str, Any] | None = None, *, threads: int | None = None) -> bytes:
+        """Encode ``image`` with ``params`` (validated first; defaults fill the rest).
+
+        ``threads`` caps the encoder's own threads for this call (None: the library's default, usually one
+        per core); it changes speed, never the bytes. Worker processes sharing a machine pass their share.
+        """
         checked = self.validate_params(params)
         self.require_available()
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise InvalidParameterError(f"threads must be an integer >= 1, got {threads!r}")
         if not isinstance(image, Image):
             image = load_image(image)
         try:
-            return self._encode(image, checked)
+            return self._encode(image, checked, threads)
         except OptimizerError:
             raise
         except Exception as exc:  # noqa: BLE001 - each library has its own error classes
@@ -259,8 +265,8 @@ class Codec(ABC):
             ) from exc
 
     @abstractmethod
-    def _encode(self, image: Image, params: dict[str, Any]) -> bytes:
-        """Encode with already validated params."""
+    def _encode(self, image: Image, params: dict[str, Any], threads: int | None) -> bytes:
+        """Encode with already validated params (``threads``: see :meth:`encode`)."""
 
     def decode(self, data: bytes) -> Image:
         """Decode bytes produced by :meth:`encode` into the pixel contract."""
@@ -328,9 +334,16 @@ class PillowCodec(Codec):
     def _to_pil(self, image: Image) -> PILImage.Image:
         return image.to_pil(keep_alpha=self.supports_alpha)
 
-    def _encode(self, image: Image, params: dict[str, Any]) -> bytes:
+    def _thread_options(self, threads: int) -> dict[str, Any]:
+        """Pillow ``save()`` options that cap the encoder at ``threads`` threads (none: single-threaded)."""
+        return {}
+
+    def _encode(self, image: Image, params: dict[str, Any], threads: int | None) -> bytes:
         buf = io.BytesIO()
-        self._to_pil(image).save(buf, format=self.pil_format, **self._save_options(params))
+        options = self._save_options(params)
+        if threads is not None:
+            options.update(self._thread_options(threads))
+        self._to_pil(image).save(buf, format=self.pil_format, **options)
         return buf.getvalue()
 
 

@@ -95,6 +95,9 @@ class JxlCodec(Codec):
         checked = self.validate_params(params)
         return {"distance": checked["distance"], "lossless": checked["distance"] == 0.0, "effort": checked["effort"]}
 
-    def _encode(self, image: Image, params: dict[str, Any]) -> bytes:
+    def _encode(self, image: Image, params: dict[str, Any], threads: int | None) -> bytes:
         pixels = np.ascontiguousarray(image.to_uint8(keep_alpha=True))
-        return bytes(_imagecodecs().jpegxl_encode(pixels, **self.encoder_kwargs(params)))
+        options = self.encoder_kwargs(params)
+        if threads is not None:
+            options["numthreads"] = threads
+        return bytes(_imagecodecs().jpegxl_encode(pixels, **options))

@@ -3,11 +3,13 @@
 ``apply_preset(preset, inputs, out_dir)`` runs a tier's settings (resize filter, sharpening, codec and its
 parameters) on a folder or a list of files:
 
-* outputs go to ``out_dir/<relative path><codec extension>`` (subfolders mirrored); a tier tuned for
-  responsive widths writes ``<name>-<width>w<ext>`` per width, skipping widths wider than the source (no
-  upscaling; a source narrower than every width is written once at its own width);
-* inputs are never overwritten, existing outputs only with ``overwrite=True``, and an input that cannot be
-  read or encoded is listed in the report with the reason while the others go on;
+* outputs are named by the rule of :mod:`optimizer.tuning.outputs` (``out_dir/<relative path><codec
+  extension>``, subfolders mirrored, the same rule as ``compress``); a tier tuned for responsive widths
+  writes ``<name>-<width>w<ext>`` per width, skipping widths wider than the source (no upscaling; a source
+  narrower than every width is written once at its own width);
+* inputs are never overwritten; existing outputs are an ``exists`` issue unless ``existing`` is
+  ``overwrite`` or ``skip``; an input that cannot be read or encoded is listed in the report with the
+  reason while the others go on;
 * with ``verify=True`` every output is decoded and scored against its original, exactly as the study
   scored its corpus: at a target width the reference is the original resized with the study's fixed
   reference filter. The report lists the images that miss the tier's target and the aggregate (the
@@ -28,11 +30,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._files import write_atomic
-from ..batch import iter_image_files
 from ..errors import InvalidParameterError, OptimizerError
 from ..imageio import Image, load_image
 from ..jsonio import json_number
 from ..transforms import Transform
+from .outputs import EXISTING_POLICIES, ExistingPolicy, OutputJob, output_path, plan_outputs, refusal, write_output
 from .presets import Preset, PresetTier
 from .target import Target
 
@@ -221,12 +223,6 @@ class ApplyReport:
 # The job
 
 
-@dataclass(frozen=True)
-class _Job:
-    source: Path
-    base: Path  # output path without the width suffix, extension included
-
-
 def apply_preset(
     preset: Preset | str | os.PathLike[str],
     inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
@@ -236,14 +232,31 @@ def apply_preset(
     verify: bool = False,
     evaluator: Evaluator | None = None,
     workers: int = 1,
+    existing: ExistingPolicy = "error",
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
 ) -> ApplyReport:
-    """Encode ``inputs`` (a folder, a file or a list of files/folders) with a preset tier into ``out_dir``.
+    """Encode ``inputs`` with a preset tier into ``out_dir``; see the module docs.
 
-    ``tier`` defaults to the preset's default tier. ``workers > 1`` encodes (and scores) that many images
-    at a time in threads. See the module docs for naming, overwriting and verification.
+    Args:
+        preset: A :class:`Preset` or the path of a preset file.
+        inputs: A folder (searched recursively), a file, or a list of files and folders.
+        out_dir: The output folder (created).
+        tier: The tier to use (default: the preset's default tier).
+        verify: Score every output against its original and report the misses.
+        evaluator: The evaluator for ``verify`` (default: the study's, plus the tier's metric).
+        workers: Images encoded (and scored) at a time, in threads.
+        existing: What to do with outputs that exist: ``error``, ``overwrite`` or ``skip``.
+        overwrite: Same as ``existing="overwrite"`` (kept for earlier callers).
+        progress: Called as ``progress(done, total)`` after each image.
+
+    Returns:
+        The :class:`ApplyReport`.
     """
+    if overwrite:
+        existing = "overwrite"
+    if existing not in EXISTING_POLICIES:
+        raise InvalidParameterError(f"existing must be one of {', '.join(EXISTING_POLICIES)}, got {existing!r}")
     if not isinstance(preset, Preset):
         preset = Preset.load(preset)
     chosen = preset.tier(tier)
@@ -259,12 +272,15 @@ def apply_preset(
             )
         evaluator.load()
     out_root = Path(out_dir)
-    jobs, issues = _plan(inputs, out_root, chosen)
+    if out_root.exists() and not out_root.is_dir():
+        raise InvalidParameterError(f"the output folder {out_root} exists and is not a folder")
+    jobs, planned = plan_outputs(inputs, out_dir=out_root, allow_objects=False)
+    issues = [ApplyIssue(i.path, i.reason, "unreadable" if i.kind == "missing" else i.kind) for i in planned]
     out_root.mkdir(parents=True, exist_ok=True)
-    inputs_resolved = {job.source.resolve() for job in jobs}
+    inputs_resolved = {job.original.resolve() for job in jobs if job.original is not None}
 
-    def run(job: _Job) -> tuple[list[ApplyItem], list[ApplyIssue]]:
-        return _apply_one(job, chosen, evaluator if verify else None, overwrite, inputs_resolved)
+    def run(job: OutputJob) -> tuple[list[ApplyItem], list[ApplyIssue]]:
+        return _apply_one(job, out_root, chosen, evaluator if verify else None, existing, inputs_resolved)
 
     results: list[tuple[list[ApplyItem], list[ApplyIssue]]] = []
     total = len(jobs)
@@ -321,89 +337,43 @@ def _same_weights(a: dict[str, float], b: dict[str, Any]) -> bool:
     return all(abs(float(a[k]) - float(b[k])) < 1e-9 for k in a)
 
 
-def _plan(
-    inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], out_root: Path, tier: PresetTier
-) -> tuple[list[_Job], list[ApplyIssue]]:
-    """Pair every input with its output path; collisions and missing paths become issues."""
-    ext = tier.settings.extension
-    out_resolved = out_root.resolve()
-    pairs: list[tuple[Path, Path]] = []
-    issues: list[ApplyIssue] = []
-    entries = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    if not entries:
-        raise InvalidParameterError("no inputs given: pass a folder, a file or a list of files")
-    for entry in entries:
-        path = Path(entry)
-        if path.is_dir():
-            nested = out_resolved != path.resolve() and path.resolve() in out_resolved.parents
-            for file in iter_image_files(path):
-                if nested and out_resolved in file.resolve().parents:
-                    continue  # earlier outputs in an output folder inside the input folder are not inputs
-                pairs.append((file, file.relative_to(path)))
-        elif path.is_file():
-            pairs.append((path, Path(path.name)))
-        else:
-            issues.append(ApplyIssue(str(path), "no such file or folder", "unreadable"))
-    jobs: list[_Job] = []
-    taken: dict[str, Path] = {}
-    for source, rel in pairs:
-        base = out_root / rel.with_suffix(ext)
-        key = base.as_posix()
-        if key in taken:
-            issues.append(
-                ApplyIssue(str(source), f"its output {base} would also be written for {taken[key]}", "collision")
-            )
-            continue
-        taken[key] = source
-        jobs.append(_Job(source, base))
-    return jobs, issues
-
-
-def _output_path(base: Path, width: int | None) -> Path:
-    return base if width is None else base.with_name(f"{base.stem}-{width}w{base.suffix}")
-
-
 def _apply_one(
-    job: _Job, tier: PresetTier, evaluator: Evaluator | None, overwrite: bool, inputs: set[Path]
+    job: OutputJob,
+    out_root: Path,
+    tier: PresetTier,
+    evaluator: Evaluator | None,
+    existing: ExistingPolicy,
+    inputs: set[Path],
 ) -> tuple[list[ApplyItem], list[ApplyIssue]]:
     items: list[ApplyItem] = []
     issues: list[ApplyIssue] = []
+    source = Path(job.source)
     try:
-        image = load_image(job.source)
-        bytes_in = job.source.stat().st_size
+        image = load_image(source)
+        bytes_in = source.stat().st_size
     except (OptimizerError, OSError) as exc:
-        return [], [ApplyIssue(str(job.source), _reason(exc, job.source), "unreadable")]
+        return [], [ApplyIssue(str(source), _reason(exc, source), "unreadable")]
     widths: list[int | None]
     if tier.widths:
         fitting = [w for w in tier.widths if w <= image.width]
         for w in tier.widths:
             if w > image.width:
                 issues.append(
-                    ApplyIssue(
-                        str(job.source), f"{image.width} px wide, narrower than width {w}: not upscaled", "skipped"
-                    )
+                    ApplyIssue(str(source), f"{image.width} px wide, narrower than width {w}: not upscaled", "skipped")
                 )
         widths = list(fitting) or [image.width]
     else:
         widths = [None]
     for width in widths:
-        output = _output_path(job.base, width)
-        if output.resolve() in inputs:
-            issues.append(
-                ApplyIssue(str(job.source), f"its output {output} is an input file; not overwritten", "failed")
-            )
-            continue
-        if output.exists() and not overwrite:
-            issues.append(
-                ApplyIssue(
-                    str(job.source), f"{output} exists (pass overwrite=True / --overwrite to replace it)", "exists"
-                )
-            )
+        output = output_path(out_root, job, tier.settings.extension, width)
+        refused = refusal(output, inputs, existing)
+        if refused is not None:
+            issues.append(ApplyIssue(str(source), refused[1], refused[0]))
             continue
         try:
-            items.append(_encode_one(job.source, image, bytes_in, output, width, tier, evaluator))
+            items.append(_encode_one(source, image, bytes_in, output, width, tier, evaluator))
         except (OptimizerError, OSError) as exc:
-            issues.append(ApplyIssue(str(job.source), _reason(exc, job.source), "failed"))
+            issues.append(ApplyIssue(str(source), _reason(exc, source), "failed"))
     return items, issues
 
 
@@ -418,7 +388,7 @@ def _encode_one(
 ) -> ApplyItem:
     started = time.perf_counter()
     encoded = tier.settings.at_width(width).encode(image)  # as each study trial encoded its corpus items
-    write_atomic(output, encoded.data)
+    write_output(output, encoded.data)
     quality = met = scores = None
     if evaluator is not None:
         reference = image if width is None else _reference_transform(tier, width).apply(image)

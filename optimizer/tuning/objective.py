@@ -23,13 +23,26 @@ import json
 import math
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import EncodeError, InvalidParameterError
 from ..evaluator import Evaluator, ReferenceScorer
+from ..jsonio import json_number, json_safe
 from ..metrics.registry import get_spec
 from ..statistics import statistic
 from .corpus import Corpus, CorpusItem
+from .records import (
+    ATTR_AGGREGATES,
+    ATTR_BPP,
+    ATTR_CONSTRAINT,
+    ATTR_ENCODE_SECONDS,
+    ATTR_ERROR,
+    ATTR_IMAGES,
+    ATTR_PRUNED_AFTER,
+    ATTR_QUALITY,
+    ATTR_SETTINGS,
+    ATTR_TOTAL_BYTES,
+)
 from .settings import EncodingSettings
 from .space import SearchSpace
 from .target import AGGREGATES, COMPOSITE, Target
@@ -37,21 +50,12 @@ from .target import AGGREGATES, COMPOSITE, Target
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["MODES", "Objective", "TrialRecord", "directions_for", "is_feasible"]
+    from .records import StudyDefinition
 
-MODES: tuple[str, ...] = ("constrained", "tradeoff", "pareto")
+__all__ = ["MODES", "Mode", "Objective", "TrialRecord", "directions_for"]
 
-#: user-attribute keys written on every trial
-ATTR_IMAGES = "images"
-ATTR_TOTAL_BYTES = "total_bytes"
-ATTR_BPP = "bits_per_pixel"
-ATTR_QUALITY = "quality"
-ATTR_AGGREGATES = "aggregates"
-ATTR_SETTINGS = "settings"
-ATTR_ENCODE_SECONDS = "encode_seconds"
-ATTR_CONSTRAINT = "constraint"
-ATTR_PRUNED_AFTER = "pruned_after"
-ATTR_ERROR = "error"
+Mode = Literal["constrained", "tradeoff", "pareto"]
+MODES: tuple[Mode, ...] = ("constrained", "tradeoff", "pareto")
 
 
 def directions_for(mode: str, target: Target, *, time_objective: bool = False) -> list[str]:
@@ -64,11 +68,6 @@ def directions_for(mode: str, target: Target, *, time_objective: bool = False) -
         quality = "maximize" if target.higher_is_better else "minimize"
         return ["minimize", quality] + (["minimize"] if time_objective else [])
     raise InvalidParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-
-
-def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
-    """A complete trial whose aggregate quality met the target (constraint <= 0)."""
-    return trial.state.name == "COMPLETE" and float(trial.user_attrs.get(ATTR_CONSTRAINT, 1.0)) <= 0.0
 
 
 @dataclass
@@ -101,6 +100,7 @@ class Objective:
         time_objective: bool = False,
         prune: bool = True,
         prune_target: Target | None = None,
+        threads: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise InvalidParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -121,10 +121,38 @@ class Objective:
         # when extra preset tiers are chosen from the same trials).
         self.prune_target = prune_target or target
         self.prune = prune and mode == "constrained"
+        #: encoder threads per encode (None: the library default); worker processes set their share
+        self.threads = threads
         self._scorers: list[ReferenceScorer] | None = None
         self._scorers_lock = threading.Lock()
         # Shared by the trial threads of ``n_jobs``: a race only measures the same settings twice.
         self._memo: dict[tuple[str, str], dict[str, Any]] = {}
+
+    @classmethod
+    def from_definition(
+        cls,
+        definition: StudyDefinition,
+        corpus: Corpus,
+        *,
+        evaluator: Evaluator | None = None,
+        prune_target: Target | None = None,
+    ) -> Objective:
+        """The objective a stored study definition describes, on ``corpus`` (its images, loaded).
+
+        ``evaluator`` defaults to the definition's; ``prune_target`` is the pruning bar (None: no pruning).
+        """
+        return cls(
+            corpus,
+            definition.space_obj,
+            definition.target_obj,
+            evaluator if evaluator is not None else definition.evaluator_obj(),
+            mode=definition.mode,
+            aggregate_by=definition.aggregate,
+            tradeoff_lambda=definition.tradeoff_lambda,
+            time_objective=definition.time_objective,
+            prune=prune_target is not None,
+            prune_target=prune_target,
+        )
 
     @property
     def scorers(self) -> list[ReferenceScorer]:
@@ -180,7 +208,7 @@ class Objective:
         cached = self._memo.get(key)
         if cached is not None:
             return cached
-        encoded = item_settings.encode(item.source)
+        encoded = item_settings.encode(item.source, threads=self.threads)
         result = scorer.score(encoded.decoded)
         image = {
             "name": item.name,
@@ -188,7 +216,7 @@ class Objective:
             "height": encoded.height,
             "bytes": encoded.bytes,
             "bits_per_pixel": encoded.bits_per_pixel,
-            "scores": {k: _finite(v) for k, v in result.scores.items()},
+            "scores": dict(result.scores),
             "composite": result.composite,
             "encode_seconds": encoded.encode_seconds,
             "decode_seconds": encoded.decode_seconds,
@@ -210,8 +238,8 @@ class Objective:
             "settings": settings.to_dict(),
             "total_bytes": total,
             "bits_per_pixel": total * 8.0 / pixels,
-            "quality": _finite(quality),
-            "aggregates": self._aggregates(images),
+            "quality": json_number(quality),
+            "aggregates": json_safe(self._aggregates(images)),
         }
 
     def _values(self, record: TrialRecord, quality: float) -> float | tuple[float, ...]:
@@ -229,15 +257,15 @@ class Objective:
     def _write(self, trial: optuna.Trial, record: TrialRecord, qualities: list[float], *, complete: bool) -> float:
         agg = self.target.aggregate(qualities, self.aggregate_by)
         aggregates = self._aggregates(record.images)
-        trial.set_user_attr(ATTR_IMAGES, record.images)
+        trial.set_user_attr(ATTR_IMAGES, json_safe(record.images))
         trial.set_user_attr(ATTR_TOTAL_BYTES, record.total_bytes)
-        trial.set_user_attr(ATTR_BPP, record.bits_per_pixel)
-        trial.set_user_attr(ATTR_QUALITY, _finite(agg))
-        trial.set_user_attr(ATTR_AGGREGATES, aggregates)
+        trial.set_user_attr(ATTR_BPP, json_number(record.bits_per_pixel))
+        trial.set_user_attr(ATTR_QUALITY, json_number(agg))
+        trial.set_user_attr(ATTR_AGGREGATES, json_safe(aggregates))
         for name, value in aggregates.items():  # flat copies: sortable and filterable in optuna-dashboard
-            trial.set_user_attr(f"agg_{name}", value)
+            trial.set_user_attr(f"agg_{name}", json_number(value))
         trial.set_user_attr(ATTR_ENCODE_SECONDS, record.encode_seconds)
-        constraint = _finite(-self.target.margin(agg)) if not math.isnan(agg) else 1.0
+        constraint = _constraint(self.target, agg)
         if not complete:  # pruned trials are infeasible by construction
             constraint = max(constraint, 1e-9)
         trial.set_user_attr(ATTR_CONSTRAINT, constraint)
@@ -250,7 +278,7 @@ class Objective:
         for name in self.evaluator.metric_names:
             values = [float(img["scores"][name]) for img in images]
             higher = get_spec(name).higher_is_better
-            out[name] = _finite(statistic(values, self.aggregate_by, higher_is_better=higher))
+            out[name] = statistic(values, self.aggregate_by, higher_is_better=higher)
         out[COMPOSITE] = statistic([img["composite"] for img in images], self.aggregate_by, higher_is_better=True)
         return out
 
@@ -275,10 +303,10 @@ def _quality(image: dict[str, Any], target: Target) -> float:
     return image["composite"] if target.metric == COMPOSITE else image["scores"][target.metric]
 
 
-def _finite(value: float) -> float:
-    """JSON-safe value for user attributes (Optuna stores them as JSON): infinities become +-1e308."""
-    if math.isnan(value):
-        return value
-    if math.isinf(value):
-        return math.copysign(1e308, value)
-    return float(value)
+def _constraint(target: Target, quality: float) -> float:
+    """Optuna's constraint value: feasible at or below 0. The distance to the bar in the metric's units; an
+    infinite quality (PSNR of a lossless encode) is +-1, a NaN (a failed score) infeasible."""
+    if math.isnan(quality):
+        return 1.0
+    margin = target.margin(quality)
+    return -margin if math.isfinite(margin) else math.copysign(1.0, -margin)

@@ -8,20 +8,7 @@ came from and the codec library versions. The preset records the study around it
 (password redacted), mode, target, aggregate, evaluator profile/weights/metric versions, the search space,
 the corpus fingerprint and size, the optimizer/Python/Optuna versions and the creation date (UTC).
 
-Tiers are chosen from the study's recorded trials (:func:`build_preset`):
-
-``constrained``
-    ``target``: the feasible trial with the fewest total bytes; plus optional extra tiers
-    (``{"high": "ssimulacra2:90", "low": "ssimulacra2:70"}``), each the complete trial with the fewest
-    bytes whose recorded aggregate meets that tier's target. Only complete trials are candidates; a study
-    tuned with such tiers prunes against the loosest of them, so a looser tier is not starved of trials
-    (with a tier on another metric nothing is pruned).
-``tradeoff``
-    ``best``: the trial with the best objective value.
-``pareto``
-    Every Pareto-front point (or the trial numbers given), each named by the quality it reached.
-
-Selection is deterministic (ties broken by trial number), so the same study gives the same tiers in any
+Tiers are chosen from a study's trials by :func:`optimizer.tuning.tiers.build_preset`. Selection is deterministic (ties broken by trial number), so the same study gives the same tiers in any
 process; only ``created`` differs, and :meth:`Preset.content` / :meth:`Preset.fingerprint` leave it out.
 Loading refuses other schemas, newer versions, unknown keys and malformed values with a
 :class:`~optimizer.errors.PresetError` that names the problem.
@@ -35,7 +22,7 @@ import math
 import os
 import platform
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,30 +30,30 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from .._files import write_atomic
-from ..codecs import get_codec
 from ..errors import CodecUnavailableError, OptimizerError, PresetError, UnknownNameError
 from ..jsonio import json_number, json_safe, number_from_json
 from .settings import EncodingSettings
-from .target import COMPOSITE, Target
+from .target import Target
 
 if TYPE_CHECKING:
-    import optuna
+    pass
 
 __all__ = [
+    "BEST_TIER",
     "DEFAULT_TIER",
     "SCHEMA",
     "SCHEMA_VERSION",
     "Expected",
     "Preset",
     "PresetTier",
-    "build_preset",
 ]
 
 SCHEMA = "optimizer.preset"
 SCHEMA_VERSION = 1
 #: Name of the constrained-mode tier that meets the study target.
 DEFAULT_TIER = "target"
-_BEST_TIER = "best"
+#: Name of the tradeoff-mode tier (the best objective value).
+BEST_TIER = "best"
 _TIER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 
 _PRESET_KEYS = (
@@ -425,221 +412,6 @@ class Preset:
         return rows
 
 
-# --------------------------------------------------------------------------------------------------
-# Building from a study
-
-
-def build_preset(
-    study: optuna.Study,
-    *,
-    tiers: Mapping[str, Target | str] | None = None,
-    pareto_points: Sequence[int] | None = None,
-    storage: str | None = None,
-) -> Preset:
-    """The preset of a finished study, from its stored definition and recorded trials (see the module docs).
-
-    ``tiers`` adds named tiers to a constrained study; ``pareto_points`` picks tiers by trial number (any
-    mode). Raises :class:`PresetError` when a tier has no qualifying trial, saying the best quality reached.
-    """
-    from .objective import ATTR_SETTINGS
-    from .study import DEFINITION_ATTR, StudyDefinition, complete_trials, pareto_trials, redact_storage
-
-    stored = study.user_attrs.get(DEFINITION_ATTR)
-    if stored is None:
-        raise PresetError(f"study {study.study_name!r} was not created by optimizer (no stored definition)")
-    definition = StudyDefinition.from_dict(stored)
-    goal = definition.target_obj
-    widths = tuple(int(w) for w in definition.space.get("widths", []))
-    reference_filter = str(definition.space.get("reference_filter", "lanczos"))
-    complete = sorted((t for t in complete_trials(study) if ATTR_SETTINGS in t.user_attrs), key=lambda t: t.number)
-
-    chosen: list[tuple[str, Target, optuna.trial.FrozenTrial]] = []
-    if pareto_points is not None:
-        chosen = _named_points(complete, list(pareto_points), goal, study.study_name)
-    elif definition.mode == "constrained":
-        extra = {str(k): Target.parse(v) for k, v in (tiers or {}).items()}
-        if DEFAULT_TIER in extra:
-            raise PresetError(
-                f"tier name {DEFAULT_TIER!r} is reserved for the study target ({goal}); name the extra tiers otherwise"
-            )
-        chosen.append((DEFAULT_TIER, goal, _smallest_meeting(complete, goal, definition.aggregate, study.study_name)))
-        for name, tier_target in extra.items():
-            chosen.append(
-                (
-                    name,
-                    tier_target,
-                    _smallest_meeting(complete, tier_target, definition.aggregate, study.study_name, name),
-                )
-            )
-    elif tiers:
-        raise PresetError(f"named tiers need a constrained study; study {study.study_name!r} is {definition.mode}")
-    elif definition.mode == "tradeoff":
-        if not complete:
-            raise PresetError(f"study {study.study_name!r} has no complete trial to build a preset from")
-        best = min(complete, key=lambda t: (-float(t.values[0]), t.number))
-        chosen.append((_BEST_TIER, _reached_target(goal, _quality_of(best, goal)), best))
-    else:
-        front = [t for t in pareto_trials(study, goal) if ATTR_SETTINGS in t.user_attrs]
-        if not front:
-            raise PresetError(f"study {study.study_name!r} has no complete trial to build a preset from")
-        chosen = _named_points(front, [t.number for t in front], goal, study.study_name)
-
-    built: list[PresetTier] = []
-    versions: dict[str, dict[str, str]] = {}
-    for name, tier_target, trial in chosen:
-        settings = EncodingSettings.from_dict(trial.user_attrs[ATTR_SETTINGS])
-        codec = get_codec(settings.codec, require_available=False)
-        lib = dict(sorted(codec.library_versions().items())) if codec.available() else {}
-        versions[settings.codec] = lib
-        built.append(
-            PresetTier(
-                name=name,
-                target=str(tier_target),
-                settings=settings,
-                expected=_expected(trial, tier_target),
-                trial_number=trial.number,
-                widths=widths,
-                reference_filter=reference_filter,
-                library_versions=lib,
-            )
-        )
-
-    default = _default_tier(built, goal, definition.mode)
-    evaluator = {k: definition.evaluator.get(k) for k in ("profile", "weights", "metrics", "metric_versions")}
-    corpus = {k: definition.corpus.get(k) for k in ("fingerprint", "images", "items", "pixels")}
-    url = storage if storage is not None else _storage_url(study)
-    return Preset(
-        tiers=built,
-        default=default,
-        study={"name": study.study_name, "storage": redact_storage(url) if url else None},
-        mode=definition.mode,
-        target=str(goal),
-        aggregate=definition.aggregate,
-        evaluator=evaluator,
-        space=dict(definition.space),
-        corpus=corpus,
-        library_versions=dict(sorted(versions.items())),
-    )
-
-
-def _quality_of(trial: optuna.trial.FrozenTrial, target: Target) -> float:
-    """The trial's recorded aggregate of ``target``'s metric (NaN when it was not recorded)."""
-    from .objective import ATTR_AGGREGATES
-
-    aggregates = trial.user_attrs.get(ATTR_AGGREGATES) or {}
-    value = aggregates.get(target.metric)
-    return float(value) if value is not None else math.nan
-
-
-def _smallest_meeting(
-    trials: Iterable[optuna.trial.FrozenTrial], target: Target, how: str, study_name: str, tier: str | None = None
-) -> optuna.trial.FrozenTrial:
-    from .objective import ATTR_AGGREGATES, ATTR_TOTAL_BYTES
-
-    trials = list(trials)
-    recorded = {m for t in trials for m in (t.user_attrs.get(ATTR_AGGREGATES) or {})}
-    label = f"tier {tier!r}: " if tier else ""
-    if trials and target.metric not in recorded:
-        raise PresetError(
-            f"{label}the study did not record {target.metric!r}; recorded metrics: {', '.join(sorted(recorded))}"
-        )
-    meeting = [t for t in trials if target.is_met(_quality_of(t, target))]
-    if meeting:
-        return min(meeting, key=lambda t: (int(t.user_attrs[ATTR_TOTAL_BYTES]), t.number))
-    if not trials:
-        raise PresetError(f"{label}study {study_name!r} has no complete trial, so no trial met the target {target}")
-    sign = 1.0 if target.higher_is_better else -1.0
-    scored = [t for t in trials if not math.isnan(_quality_of(t, target))]
-    if not scored:
-        raise PresetError(f"{label}no trial of study {study_name!r} met the target {target} ({how}); none was scored")
-    best = max(scored, key=lambda t: (sign * _quality_of(t, target), -t.number))
-    raise PresetError(
-        f"{label}no trial of study {study_name!r} met the target {target} ({how} over the corpus); the best "
-        f"{how} {target.metric} reached was {_quality_of(best, target):.6g} (trial {best.number}, "
-        f"{len(trials)} complete trials): lower the target, widen the search space or run more trials"
-    )
-
-
-def _named_points(
-    trials: list[optuna.trial.FrozenTrial], numbers: list[int], goal: Target, study_name: str
-) -> list[tuple[str, Target, optuna.trial.FrozenTrial]]:
-    """Tiers named by the quality each trial reached (``ssim-0.9412``), in increasing bytes."""
-    from .objective import ATTR_TOTAL_BYTES
-
-    by_number = {t.number: t for t in trials}
-    missing = [n for n in numbers if n not in by_number]
-    if missing:
-        raise PresetError(
-            f"trial(s) {', '.join(map(str, missing))} of study {study_name!r} are not complete trials with "
-            "recorded settings"
-        )
-    unique = {n: by_number[n] for n in numbers}
-    picked = sorted(unique.values(), key=lambda t: (int(t.user_attrs[ATTR_TOTAL_BYTES]), t.number))
-    if not picked:
-        raise PresetError("pareto_points must name at least one trial")
-    out: list[tuple[str, Target, optuna.trial.FrozenTrial]] = []
-    used: set[str] = set()
-    for trial in picked:
-        quality = _quality_of(trial, goal)
-        if math.isnan(quality):
-            raise PresetError(f"trial {trial.number} has no recorded {goal.metric} aggregate")
-        name = f"{goal.metric}-{quality:.4g}"
-        if name in used:
-            name = f"{name}-t{trial.number}"
-        used.add(name)
-        out.append((name, _reached_target(goal, quality), trial))
-    return out
-
-
-def _reached_target(goal: Target, quality: float) -> Target:
-    """A target at the quality a trial reached, rounded (4 significant digits) towards the worse side."""
-    if not math.isfinite(quality):
-        return goal
-    if quality == 0:
-        return Target(goal.metric, 0.0)
-    scale = 10 ** (math.floor(math.log10(abs(quality))) - 3)
-    rounded = (math.floor if goal.higher_is_better else math.ceil)(quality / scale) * scale
-    value = float(f"{rounded:.6g}")
-    if goal.metric == COMPOSITE:
-        value = min(max(value, 0.0), 1.0)
-    return Target(goal.metric, value)
-
-
-def _expected(trial: optuna.trial.FrozenTrial, target: Target) -> Expected:
-    from .objective import ATTR_AGGREGATES, ATTR_BPP, ATTR_TOTAL_BYTES
-
-    aggregates = {str(k): float(v) for k, v in (trial.user_attrs.get(ATTR_AGGREGATES) or {}).items() if v is not None}
-    return Expected(
-        bits_per_pixel=float(trial.user_attrs.get(ATTR_BPP, math.nan)),
-        total_bytes=int(trial.user_attrs.get(ATTR_TOTAL_BYTES, 0)),
-        quality=_quality_of(trial, target),
-        aggregates=aggregates,
-    )
-
-
-def _default_tier(tiers: list[PresetTier], goal: Target, mode: str) -> str:
-    """Constrained: ``target``. Otherwise the smallest tier meeting the study target, else the best one."""
-    names = [t.name for t in tiers]
-    if DEFAULT_TIER in names:
-        return DEFAULT_TIER
-    meeting = [t for t in tiers if goal.is_met(t.expected.quality)]
-    if meeting:
-        return min(meeting, key=lambda t: (t.expected.total_bytes, t.trial_number or 0)).name
-    if mode == "tradeoff" or len(tiers) == 1:
-        return tiers[0].name
-    sign = 1.0 if goal.higher_is_better else -1.0
-    scored = [t for t in tiers if not math.isnan(t.expected.quality)]
-    return max(scored, key=lambda t: sign * t.expected.quality).name if scored else tiers[0].name
-
-
-def _storage_url(study: optuna.Study) -> str | None:
-    """The study's storage URL where Optuna exposes one (RDB storages), else ``None``."""
-    storage = getattr(study, "_storage", None)
-    backend = getattr(storage, "_backend", storage)
-    url = getattr(backend, "url", None)
-    return str(url) if url else None
-
-
 def _optuna_version() -> str:
     try:
         from importlib.metadata import version
@@ -647,10 +419,6 @@ def _optuna_version() -> str:
         return version("optuna")
     except Exception:  # noqa: BLE001 - metadata may be missing in odd installs; the preset still works
         return "unknown"
-
-
-# --------------------------------------------------------------------------------------------------
-# Validation helpers
 
 
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:

@@ -1,0 +1,251 @@
+"""What a study stores: its definition, the attribute names on trials, and how to read trials back.
+
+A study carries, as Optuna user attributes, its :class:`StudyDefinition` (what it optimises: compared when
+resuming or joining), the pruning bar workers read, and the measured baseline. Every trial carries its
+settings, per-image records, bytes, bits per pixel and aggregates (:data:`ATTR_SETTINGS` and friends).
+Numbers follow the package's JSON policy (:mod:`optimizer.jsonio`): a non-finite float is stored as the
+string ``"inf"``, ``"-inf"`` or ``"nan"``; the readers here turn them back into floats, so every module
+reads trials the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from ..jsonio import number_from_json
+from .space import SearchSpace
+from .target import Target
+
+if TYPE_CHECKING:
+    import optuna
+
+    from ..evaluator import Evaluator
+    from .settings import EncodingSettings
+
+__all__ = [
+    "ATTR_AGGREGATES",
+    "ATTR_BPP",
+    "ATTR_CONSTRAINT",
+    "ATTR_ENCODE_SECONDS",
+    "ATTR_ERROR",
+    "ATTR_IMAGES",
+    "ATTR_PRUNED_AFTER",
+    "ATTR_QUALITY",
+    "ATTR_SETTINGS",
+    "ATTR_SURPLUS",
+    "ATTR_TOTAL_BYTES",
+    "ATTR_WORKER",
+    "BASELINE_ATTR",
+    "DEFINITION_ATTR",
+    "PRUNE_ATTR",
+    "StudyCounts",
+    "StudyDefinition",
+    "complete_trials",
+    "feasible_trials",
+    "finished_trials",
+    "is_feasible",
+    "pareto_trials",
+    "stored_definition",
+    "study_counts",
+    "trial_aggregate",
+    "trial_aggregates",
+    "trial_number",
+    "trial_settings",
+]
+
+#: study attribute holding the :class:`StudyDefinition`
+DEFINITION_ATTR = "optimizer_definition"
+#: study attribute holding the measured baseline (JPEG quality 85) the savings are stated against
+BASELINE_ATTR = "optimizer_baseline"
+#: study attribute holding the target below which trials are pruned (None: no pruning)
+PRUNE_ATTR = "optimizer_prune_target"
+
+#: trial user attributes written by the objective
+ATTR_IMAGES = "images"
+ATTR_TOTAL_BYTES = "total_bytes"
+ATTR_BPP = "bits_per_pixel"
+ATTR_QUALITY = "quality"
+ATTR_AGGREGATES = "aggregates"
+ATTR_SETTINGS = "settings"
+ATTR_ENCODE_SECONDS = "encode_seconds"
+ATTR_CONSTRAINT = "constraint"
+ATTR_PRUNED_AFTER = "pruned_after"
+ATTR_ERROR = "error"
+#: trial user attribute naming the worker (host:pid) that ran a trial
+ATTR_WORKER = "worker"
+#: trial user attribute set on a trial that found the budget already taken by other workers
+ATTR_SURPLUS = "surplus"
+
+#: the parts of a definition that must match for trials to be comparable
+_COMPARED = ("space", "target", "mode", "aggregate", "tradeoff_lambda", "time_objective", "evaluator", "corpus")
+
+
+@dataclass(frozen=True)
+class StudyDefinition:
+    """What a study optimises; stored with the study and compared when resuming or joining."""
+
+    space: dict[str, Any]
+    target: str
+    mode: str
+    aggregate: str
+    tradeoff_lambda: float
+    time_objective: bool
+    evaluator: dict[str, Any]
+    corpus: dict[str, Any]
+    n_trials: int | None = None
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    optimizer_version: str = __version__
+    library_versions: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "space": self.space,
+            "target": self.target,
+            "mode": self.mode,
+            "aggregate": self.aggregate,
+            "tradeoff_lambda": self.tradeoff_lambda,
+            "time_objective": self.time_objective,
+            "evaluator": self.evaluator,
+            "corpus": self.corpus,
+            "n_trials": self.n_trials,
+            "created": self.created,
+            "optimizer_version": self.optimizer_version,
+            "library_versions": self.library_versions,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StudyDefinition:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+    def comparable(self) -> dict[str, Any]:
+        """The parts that must match for trials to be comparable (names of corpus files excluded)."""
+        data = self.to_dict()
+        out = {k: data[k] for k in _COMPARED}
+        out["corpus"] = {"fingerprint": self.corpus.get("fingerprint"), "items": self.corpus.get("items")}
+        out["evaluator"] = {k: self.evaluator.get(k) for k in ("weights", "metrics", "metric_versions")}
+        return out
+
+    def differences(self, other: StudyDefinition) -> list[str]:
+        """Names of the compared parts that differ between ``self`` and ``other``."""
+        mine, theirs = self.comparable(), other.comparable()
+        return [k for k in _COMPARED if mine[k] != theirs[k]]
+
+    @property
+    def space_obj(self) -> SearchSpace:
+        return SearchSpace.from_mapping(self.space)
+
+    @property
+    def target_obj(self) -> Target:
+        return Target.parse(self.target)
+
+    def evaluator_obj(self, device: str | None = None) -> Evaluator:
+        from ..evaluator import Evaluator
+
+        return Evaluator(weights=self.evaluator["weights"], metrics=self.evaluator["metrics"], device=device)
+
+
+def stored_definition(study: optuna.Study) -> StudyDefinition | None:
+    """The definition stored with ``study`` (``None`` for a study optimizer did not create)."""
+    stored = study.user_attrs.get(DEFINITION_ATTR)
+    return StudyDefinition.from_dict(stored) if stored is not None else None
+
+
+# -- reading trials ---------------------------------------------------------------------------------------
+
+
+def trial_number(trial: optuna.trial.FrozenTrial, name: str, default: float = math.nan) -> float:
+    """A numeric user attribute of ``trial`` as a float (``default`` when absent)."""
+    value = trial.user_attrs.get(name)
+    return default if value is None else number_from_json(value)
+
+
+def trial_aggregates(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
+    """Every aggregate the trial recorded (each metric and the composite), as floats."""
+    recorded = trial.user_attrs.get(ATTR_AGGREGATES) or {}
+    return {str(k): number_from_json(v) for k, v in recorded.items() if v is not None}
+
+
+def trial_aggregate(trial: optuna.trial.FrozenTrial, metric: str) -> float:
+    """The trial's recorded aggregate of ``metric`` (or ``"composite"``); NaN when it was not recorded."""
+    return trial_aggregates(trial).get(metric, math.nan)
+
+
+def trial_settings(trial: optuna.trial.FrozenTrial) -> EncodingSettings | None:
+    """The encoding settings a trial measured (``None`` for a trial that failed before sampling)."""
+    from .settings import EncodingSettings
+
+    stored = trial.user_attrs.get(ATTR_SETTINGS)
+    return EncodingSettings.from_dict(stored) if stored is not None else None
+
+
+def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    """A complete trial whose aggregate quality met the target (constraint <= 0)."""
+    return trial.state.name == "COMPLETE" and trial_number(trial, ATTR_CONSTRAINT, 1.0) <= 0.0
+
+
+def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Complete and pruned trials (the ones that count towards the budget)."""
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+def complete_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Complete trials (not pruned, failed or running), in trial order."""
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def feasible_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Complete trials whose aggregate quality meets the study target."""
+    return [t for t in complete_trials(study) if is_feasible(t)]
+
+
+def pareto_trials(study: optuna.Study, target: Target) -> list[optuna.trial.FrozenTrial]:
+    """Non-dominated complete trials on (total bytes, aggregate quality in ``target``'s direction), by
+    increasing bytes."""
+    done = [t for t in complete_trials(study) if ATTR_QUALITY in t.user_attrs]
+    sign = 1.0 if target.higher_is_better else -1.0
+    points = sorted(done, key=lambda t: (trial_number(t, ATTR_TOTAL_BYTES), -sign * trial_number(t, ATTR_QUALITY)))
+    front, best = [], -math.inf
+    for t in points:
+        q = sign * trial_number(t, ATTR_QUALITY)
+        if q > best:
+            front.append(t)
+            best = q
+    return front
+
+
+@dataclass(frozen=True)
+class StudyCounts:
+    """Trials of a study by state (``finished`` = complete + pruned: what the budget counts)."""
+
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    waiting: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned
+
+
+def study_counts(study: optuna.Study) -> StudyCounts:
+    """How many trials of ``study`` are in each state."""
+    from optuna.trial import TrialState
+
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    return StudyCounts(
+        complete=states.count(TrialState.COMPLETE),
+        pruned=states.count(TrialState.PRUNED),
+        failed=states.count(TrialState.FAIL),
+        running=states.count(TrialState.RUNNING),
+        waiting=states.count(TrialState.WAITING),
+    )

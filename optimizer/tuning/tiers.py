@@ -1,0 +1,235 @@
+"""Choosing preset tiers from a study's recorded trials.
+
+``constrained``
+    ``target``: the feasible trial with the fewest total bytes; plus optional extra tiers
+    (``{"high": "ssimulacra2:90", "low": "ssimulacra2:70"}``), each the complete trial with the fewest
+    bytes whose recorded aggregate meets that tier's target. Only complete trials are candidates; a study
+    tuned with such tiers prunes against the loosest of them, so a looser tier is not starved of trials
+    (with a tier on another metric nothing is pruned).
+``tradeoff``
+    ``best``: the trial with the best objective value.
+``pareto``
+    Every Pareto-front point (or the trial numbers given), each named by the quality it reached.
+
+Selection is deterministic (ties broken by trial number), so the same study gives the same tiers in any
+process. The file format is :mod:`optimizer.tuning.presets`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from ..codecs import get_codec
+from ..errors import PresetError
+from .presets import BEST_TIER, DEFAULT_TIER, Expected, Preset, PresetTier
+from .records import (
+    ATTR_BPP,
+    ATTR_SETTINGS,
+    ATTR_TOTAL_BYTES,
+    complete_trials,
+    pareto_trials,
+    stored_definition,
+    trial_aggregate,
+    trial_aggregates,
+    trial_number,
+    trial_settings,
+)
+from .storage import redact_storage, storage_url
+from .target import COMPOSITE, Target
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["build_preset"]
+
+
+def build_preset(
+    study: optuna.Study,
+    *,
+    tiers: Mapping[str, Target | str] | None = None,
+    pareto_points: Sequence[int] | None = None,
+    storage: str | None = None,
+) -> Preset:
+    """The preset of a finished study, from its stored definition and recorded trials (see the module docs).
+
+    ``tiers`` adds named tiers to a constrained study; ``pareto_points`` picks tiers by trial number (any
+    mode). Raises :class:`PresetError` when a tier has no qualifying trial, saying the best quality reached.
+    """
+    definition = stored_definition(study)
+    if definition is None:
+        raise PresetError(f"study {study.study_name!r} was not created by optimizer (no stored definition)")
+    goal = definition.target_obj
+    widths = tuple(int(w) for w in definition.space.get("widths", []))
+    reference_filter = str(definition.space.get("reference_filter", "lanczos"))
+    complete = sorted((t for t in complete_trials(study) if ATTR_SETTINGS in t.user_attrs), key=lambda t: t.number)
+
+    chosen: list[tuple[str, Target, optuna.trial.FrozenTrial]] = []
+    if pareto_points is not None:
+        chosen = _named_points(complete, list(pareto_points), goal, study.study_name)
+    elif definition.mode == "constrained":
+        extra = {str(k): Target.parse(v) for k, v in (tiers or {}).items()}
+        if DEFAULT_TIER in extra:
+            raise PresetError(
+                f"tier name {DEFAULT_TIER!r} is reserved for the study target ({goal}); name the extra tiers otherwise"
+            )
+        chosen.append((DEFAULT_TIER, goal, _smallest_meeting(complete, goal, definition.aggregate, study.study_name)))
+        for name, tier_target in extra.items():
+            chosen.append(
+                (
+                    name,
+                    tier_target,
+                    _smallest_meeting(complete, tier_target, definition.aggregate, study.study_name, name),
+                )
+            )
+    elif tiers:
+        raise PresetError(f"named tiers need a constrained study; study {study.study_name!r} is {definition.mode}")
+    elif definition.mode == "tradeoff":
+        if not complete:
+            raise PresetError(f"study {study.study_name!r} has no complete trial to build a preset from")
+        best = min(complete, key=lambda t: (-float(t.values[0]), t.number))
+        chosen.append((BEST_TIER, _reached_target(goal, _quality_of(best, goal)), best))
+    else:
+        front = [t for t in pareto_trials(study, goal) if ATTR_SETTINGS in t.user_attrs]
+        if not front:
+            raise PresetError(f"study {study.study_name!r} has no complete trial to build a preset from")
+        chosen = _named_points(front, [t.number for t in front], goal, study.study_name)
+
+    built: list[PresetTier] = []
+    versions: dict[str, dict[str, str]] = {}
+    for name, tier_target, trial in chosen:
+        settings = trial_settings(trial)
+        if settings is None:  # pragma: no cover - candidates are filtered on ATTR_SETTINGS
+            raise PresetError(f"trial {trial.number} recorded no settings")
+        codec = get_codec(settings.codec, require_available=False)
+        lib = dict(sorted(codec.library_versions().items())) if codec.available() else {}
+        versions[settings.codec] = lib
+        built.append(
+            PresetTier(
+                name=name,
+                target=str(tier_target),
+                settings=settings,
+                expected=_expected(trial, tier_target),
+                trial_number=trial.number,
+                widths=widths,
+                reference_filter=reference_filter,
+                library_versions=lib,
+            )
+        )
+
+    default = _default_tier(built, goal, definition.mode)
+    evaluator = {k: definition.evaluator.get(k) for k in ("profile", "weights", "metrics", "metric_versions")}
+    corpus = {k: definition.corpus.get(k) for k in ("fingerprint", "images", "items", "pixels")}
+    url = storage if storage is not None else storage_url(study)
+    return Preset(
+        tiers=built,
+        default=default,
+        study={"name": study.study_name, "storage": redact_storage(url) if url else None},
+        mode=definition.mode,
+        target=str(goal),
+        aggregate=definition.aggregate,
+        evaluator=evaluator,
+        space=dict(definition.space),
+        corpus=corpus,
+        library_versions=dict(sorted(versions.items())),
+    )
+
+
+def _quality_of(trial: optuna.trial.FrozenTrial, target: Target) -> float:
+    """The trial's recorded aggregate of ``target``'s metric (NaN when it was not recorded)."""
+    return trial_aggregate(trial, target.metric)
+
+
+def _smallest_meeting(
+    trials: Iterable[optuna.trial.FrozenTrial], target: Target, how: str, study_name: str, tier: str | None = None
+) -> optuna.trial.FrozenTrial:
+    trials = list(trials)
+    recorded = {m for t in trials for m in trial_aggregates(t)}
+    label = f"tier {tier!r}: " if tier else ""
+    if trials and target.metric not in recorded:
+        raise PresetError(
+            f"{label}the study did not record {target.metric!r}; recorded metrics: {', '.join(sorted(recorded))}"
+        )
+    meeting = [t for t in trials if target.is_met(_quality_of(t, target))]
+    if meeting:
+        return min(meeting, key=lambda t: (int(t.user_attrs[ATTR_TOTAL_BYTES]), t.number))
+    if not trials:
+        raise PresetError(f"{label}study {study_name!r} has no complete trial, so no trial met the target {target}")
+    sign = 1.0 if target.higher_is_better else -1.0
+    scored = [t for t in trials if not math.isnan(_quality_of(t, target))]
+    if not scored:
+        raise PresetError(f"{label}no trial of study {study_name!r} met the target {target} ({how}); none was scored")
+    best = max(scored, key=lambda t: (sign * _quality_of(t, target), -t.number))
+    raise PresetError(
+        f"{label}no trial of study {study_name!r} met the target {target} ({how} over the corpus); the best "
+        f"{how} {target.metric} reached was {_quality_of(best, target):.6g} (trial {best.number}, "
+        f"{len(trials)} complete trials): lower the target, widen the search space or run more trials"
+    )
+
+
+def _named_points(
+    trials: list[optuna.trial.FrozenTrial], numbers: list[int], goal: Target, study_name: str
+) -> list[tuple[str, Target, optuna.trial.FrozenTrial]]:
+    """Tiers named by the quality each trial reached (``ssim-0.9412``), in increasing bytes."""
+    by_number = {t.number: t for t in trials}
+    missing = [n for n in numbers if n not in by_number]
+    if missing:
+        raise PresetError(
+            f"trial(s) {', '.join(map(str, missing))} of study {study_name!r} are not complete trials with "
+            "recorded settings"
+        )
+    unique = {n: by_number[n] for n in numbers}
+    picked = sorted(unique.values(), key=lambda t: (int(t.user_attrs[ATTR_TOTAL_BYTES]), t.number))
+    if not picked:
+        raise PresetError("pareto_points must name at least one trial")
+    out: list[tuple[str, Target, optuna.trial.FrozenTrial]] = []
+    used: set[str] = set()
+    for trial in picked:
+        quality = _quality_of(trial, goal)
+        if math.isnan(quality):
+            raise PresetError(f"trial {trial.number} has no recorded {goal.metric} aggregate")
+        name = f"{goal.metric}-{quality:.4g}"
+        if name in used:
+            name = f"{name}-t{trial.number}"
+        used.add(name)
+        out.append((name, _reached_target(goal, quality), trial))
+    return out
+
+
+def _reached_target(goal: Target, quality: float) -> Target:
+    """A target at the quality a trial reached, rounded (4 significant digits) towards the worse side."""
+    if not math.isfinite(quality):
+        return goal
+    if quality == 0:
+        return Target(goal.metric, 0.0)
+    scale = 10 ** (math.floor(math.log10(abs(quality))) - 3)
+    rounded = (math.floor if goal.higher_is_better else math.ceil)(quality / scale) * scale
+    value = float(f"{rounded:.6g}")
+    if goal.metric == COMPOSITE:
+        value = min(max(value, 0.0), 1.0)
+    return Target(goal.metric, value)
+
+
+def _expected(trial: optuna.trial.FrozenTrial, target: Target) -> Expected:
+    return Expected(
+        bits_per_pixel=trial_number(trial, ATTR_BPP),
+        total_bytes=int(trial.user_attrs.get(ATTR_TOTAL_BYTES, 0)),
+        quality=_quality_of(trial, target),
+        aggregates=trial_aggregates(trial),
+    )
+
+
+def _default_tier(tiers: list[PresetTier], goal: Target, mode: str) -> str:
+    """Constrained: ``target``. Otherwise the smallest tier meeting the study target, else the best one."""
+    names = [t.name for t in tiers]
+    if DEFAULT_TIER in names:
+        return DEFAULT_TIER
+    meeting = [t for t in tiers if goal.is_met(t.expected.quality)]
+    if meeting:
+        return min(meeting, key=lambda t: (t.expected.total_bytes, t.trial_number or 0)).name
+    if mode == "tradeoff" or len(tiers) == 1:
+        return tiers[0].name
+    sign = 1.0 if goal.higher_is_better else -1.0
+    scored = [t for t in tiers if not math.isnan(t.expected.quality)]
+    return max(scored, key=lambda t: sign * t.expected.quality).name if scored else tiers[0].name
