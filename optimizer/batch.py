@@ -251,7 +251,7 @@ def index_folder(root: Path) -> tuple[dict[str, Path], list[PairIssue]]:
 
 
 def pair_folders(
-    reference_dir: str | Path, distorted_dir: str | Path
+    reference_dir: str | os.PathLike[str], distorted_dir: str | os.PathLike[str]
 ) -> tuple[list[tuple[str, Path, Path]], list[PairIssue]]:
     """Pair two folders by relative path and stem; returns ``(key, ref, dist)`` pairs and the issues."""
     ref_root, dist_root = Path(reference_dir), Path(distorted_dir)
@@ -317,8 +317,20 @@ def evaluate_folders(
 ) -> BatchReport:
     """Score every paired file of two folders; see the module docstring for pairing rules.
 
-    With ``workers > 1`` pairs are scored in that many processes (each loads its own models once).
-    ``progress(done, total)`` is called after each pair.
+    Args:
+        reference_dir: The folder of originals.
+        distorted_dir: The folder of processed images (paired by relative path and stem).
+        evaluator: The evaluator to score with (or give ``profile``/``metrics``/``weights``).
+        profile: Composite profile name.
+        metrics: Metrics to compute (default: the profile's).
+        weights: Custom composite weights.
+        resize_to_reference: Resize a processed image of another size to its reference's before scoring.
+        workers: Pairs scored in parallel processes (each loads its own models once).
+        maps_dir: Write a heat map per metric and pair here.
+        progress: Called as ``progress(done, total)`` after each pair.
+
+    Returns:
+        The :class:`BatchReport`: scored pairs, the files left out with reasons, and a summary.
     """
     if evaluator is not None and (profile or metrics or weights or resize_to_reference):
         raise InvalidParameterError("give either an evaluator or profile/metrics/weights/resize_to_reference, not both")

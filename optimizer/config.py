@@ -143,5 +143,15 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> EvaluatorCo
 
 
 def load_config(path: str | Path) -> EvaluatorConfig:
-    """Read and validate a TOML config file."""
+    """Read and validate an evaluator config file.
+
+    Args:
+        path: A TOML file with custom ``[profiles.NAME]``, ``[levels]`` and ``[metrics.NAME]`` options.
+
+    Returns:
+        The validated :class:`EvaluatorConfig`.
+
+    Raises:
+        ConfigError: The file is missing, not TOML, or has unknown keys or bad values (named).
+    """
     return parse_config(read_toml(path, "config file"), str(path))

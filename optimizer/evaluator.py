@@ -98,6 +98,17 @@ def register_profile(profile: Profile, *, replace: bool = False) -> Profile:
 
 
 def get_profile(name: str) -> Profile:
+    """A named composite profile.
+
+    Args:
+        name: ``default``, ``seed``, ``perceptual``, ``fast`` or a registered custom profile.
+
+    Returns:
+        The :class:`Profile`.
+
+    Raises:
+        UnknownNameError: No profile has that name (the message lists them).
+    """
     try:
         return PROFILES[name]
     except KeyError:

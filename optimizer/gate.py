@@ -280,8 +280,8 @@ class GateReport:
     results: list[BudgetResult]
     batch: BatchReport
     allow_missing: bool = False
-    orig_dir: str = ""
-    processed_dir: str = ""
+    reference_dir: str = ""
+    distorted_dir: str = ""
     seconds: float = 0.0
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
@@ -313,8 +313,8 @@ class GateReport:
         return {
             "created": self.created,
             "passed": self.passed,
-            "orig_dir": self.orig_dir,
-            "processed_dir": self.processed_dir,
+            "reference_dir": self.reference_dir,
+            "distorted_dir": self.distorted_dir,
             "pairs": len(self.batch.pairs),
             "allow_missing": self.allow_missing,
             "files_ok": self.files_ok,
@@ -371,8 +371,8 @@ class GateReport:
         )
         properties = ET.SubElement(suite, "properties")
         for key, value in (
-            ("orig_dir", self.orig_dir),
-            ("processed_dir", self.processed_dir),
+            ("reference_dir", self.reference_dir),
+            ("distorted_dir", self.distorted_dir),
             ("pairs", str(len(self.batch.pairs))),
             ("profile", str(self.batch.evaluator.get("profile"))),
             ("allow_missing", str(self.allow_missing).lower()),
@@ -483,19 +483,29 @@ def gate_evaluator(budgets: Iterable[Budget], profile: str | None = None) -> Eva
 
 def run_gate(
     budgets: Sequence[Budget] | GateConfig | str | os.PathLike[str],
-    orig_dir: str | os.PathLike[str],
-    processed_dir: str | os.PathLike[str],
-    evaluator: Evaluator | None = None,
+    reference_dir: str | os.PathLike[str],
+    distorted_dir: str | os.PathLike[str],
     *,
+    evaluator: Evaluator | None = None,
     profile: str | None = None,
     allow_missing: bool | None = None,
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> GateReport:
-    """Evaluate the folders and check every budget (a list, a :class:`GateConfig` or a TOML path).
+    """Evaluate two folders and check every budget.
 
-    ``profile`` and ``allow_missing`` default to the budget file's values. An ``evaluator`` given must
-    compute every metric the budgets name.
+    Args:
+        budgets: A list of :class:`Budget`, a :class:`GateConfig`, or the path of a budget file (TOML).
+        reference_dir: The folder of originals.
+        distorted_dir: The folder of processed images (paired by relative path and stem).
+        evaluator: An evaluator that computes every metric the budgets name (default: built from them).
+        profile: Composite profile (default: the budget file's).
+        allow_missing: Let unpaired or unreadable files pass (default: the budget file's setting).
+        workers: Pairs scored in parallel processes.
+        progress: Called as ``progress(done, total)`` after each pair.
+
+    Returns:
+        The :class:`GateReport`; ``passed`` says whether every budget holds.
     """
     import time
 
@@ -524,13 +534,13 @@ def run_gate(
                 f"it computes {', '.join(evaluator.metric_names)}"
             )
     started = time.perf_counter()
-    batch = evaluate_folders(orig_dir, processed_dir, evaluator=evaluator, workers=workers, progress=progress)
+    batch = evaluate_folders(reference_dir, distorted_dir, evaluator=evaluator, workers=workers, progress=progress)
     results = [check_budget(b, batch.pairs) for b in config.budgets]
     return GateReport(
         results=results,
         batch=batch,
         allow_missing=config.allow_missing if allow_missing is None else allow_missing,
-        orig_dir=str(orig_dir),
-        processed_dir=str(processed_dir),
+        reference_dir=str(reference_dir),
+        distorted_dir=str(distorted_dir),
         seconds=time.perf_counter() - started,
     )

@@ -66,7 +66,7 @@ def _format_colors(formats: Iterable[str]) -> dict[str, str]:
     from .codecs import codec_names
 
     known = list(codec_names())
-    out = {}
+    out: dict[str, str] = {}
     for fmt in formats:
         index = known.index(fmt) if fmt in known else len(known) + len(out)
         out[fmt] = f"C{index % 10}"
@@ -241,7 +241,13 @@ def pareto_front(
     for fmt in dict.fromkeys(fmts):
         pick = [i for i, f in enumerate(fmts) if f == fmt]
         ax.scatter(
-            fx[pick], fy[pick], s=40, color=colors.get(fmt, "0.2"), label=f"front: {fmt}", zorder=3, gid=f"front-{fmt}"
+            fx[pick],
+            fy[pick],
+            s=40,
+            color=colors.get(fmt or "", "0.2"),
+            label=f"front: {fmt}",
+            zorder=3,
+            gid=f"front-{fmt}",
         )
     ax.axhline(goal.value, linestyle="--", color="0.3", linewidth=1, label=f"target {goal}", gid="target")
     if preset is not None:

@@ -98,7 +98,8 @@ def target_size(
         return width, height
     if width is not None:
         return width, max(1, round(h * width / w))
-    return max(1, round(w * height / h)), height  # type: ignore[operator]
+    assert height is not None  # _check_size_request: one of scale, width and height is given
+    return max(1, round(w * height / h)), height
 
 
 def _check_size_request(width: Any, height: Any, scale: Any) -> None:
@@ -144,6 +145,17 @@ def resize(
 
     A request that gives the source size returns ``image`` itself. Lanczos and bicubic overshoot near
     edges; results are clipped to [0, 1].
+
+    Args:
+        image: The image (alpha is resized premultiplied).
+        width: Target width in pixels.
+        height: Target height in pixels.
+        scale: Scale factor (instead of a size).
+        filter: One of :data:`RESIZE_FILTERS` (``lanczos``, ``bicubic``, ``bilinear``, ...).
+        linear_light: Resize in linear light instead of sRGB-encoded values.
+
+    Returns:
+        The resized :class:`Image`.
     """
     flt = _check_filter(filter)
     size = target_size(image.size, width=width, height=height, scale=scale)
@@ -175,7 +187,8 @@ def _gaussian_kernel(sigma: float) -> np.ndarray:
     half = max(1, math.ceil(3.0 * sigma))
     x = np.arange(-half, half + 1, dtype=np.float64)
     k = np.exp(-0.5 * (x / sigma) ** 2)
-    return (k / k.sum()).astype(np.float32)
+    kernel: np.ndarray = (k / k.sum()).astype(np.float32)
+    return kernel
 
 
 def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -197,7 +210,17 @@ def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def sharpen(image: Image, *, amount: float, radius: float = 1.0, threshold: float = 0.0) -> Image:
-    """Unsharp mask in float32 (see the module docs); ``amount=0`` returns ``image`` itself."""
+    """Unsharp mask in float32 (see the module docs); ``amount=0`` returns ``image`` itself.
+
+    Args:
+        image: The image.
+        amount: Strength: how much of the detail (image minus its blur) is added back.
+        radius: Gaussian blur radius (sigma) in pixels.
+        threshold: Details smaller than this (0..1) are left alone.
+
+    Returns:
+        The sharpened :class:`Image`.
+    """
     amount = _PARAMS["sharpen_amount"].validate(amount)
     radius = _PARAMS["sharpen_radius"].validate(radius)
     threshold = _PARAMS["sharpen_threshold"].validate(threshold)

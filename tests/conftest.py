@@ -50,6 +50,19 @@ def ssimulacra2_reference_dir() -> Path:
     return _dataset("ssimulacra2-reference")
 
 
+@pytest.fixture
+def no_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty torch cache (``TORCH_HOME`` in ``tmp_path``) with downloads off: a missing weights file
+    must surface as WeightsNotFoundError naming it. Returns the checkpoint folder (not created)."""
+    from optimizer.metrics import weights
+
+    home = tmp_path / "torch-home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.setenv(weights.DOWNLOAD_ENV, "0")
+    monkeypatch.setattr(weights, "_failed", {})
+    return home / "hub" / "checkpoints"
+
+
 #: The two Kodak crops of the shared small study (textured: they need real bits to pass SSIM 0.9).
 SMALL_STUDY_IMAGES = ("kodim01.png", "kodim05.png")
 

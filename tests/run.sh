@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Set up everything the test suite needs on a fresh machine, then run it (extra arguments go to pytest).
+# Set up everything the test suite needs on a fresh machine, then check and test it (extra arguments go to
+# pytest).
 #
 # System tools some tests drive for real: a PostgreSQL server (scale-out tests start a throwaway cluster),
 # the reference encoders cjpeg, cwebp, avifenc and cjxl (preset exports), and Debian's chromium (HTML report).
+#
+# Then, in order, each failing the run on any finding: ruff (lint), ruff format --check, mypy (strict),
+# the test suite, and, on a full run (no pytest arguments), the tuning and scale-out tests again on the
+# oldest Optuna release pyproject.toml allows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,5 +27,22 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q -e '.[dev]'
-exec .venv/bin/python -m pytest "$@"
+py=.venv/bin/python
+$py -m pip install -q -e '.[dev]'
+
+echo "lint, format and types"
+$py -m ruff check optimizer tests benchmarks
+$py -m ruff format --check optimizer tests benchmarks
+$py -m mypy
+
+if [ $# -gt 0 ]; then
+  exec $py -m pytest "$@"
+fi
+$py -m pytest
+
+floor=$(sed -n 's/.*"optuna>=\([0-9.]*\),.*/\1/p' pyproject.toml)
+target="$PWD/.ci-floor/optuna-$floor"
+[ -d "$target/optuna" ] || $py -m pip install -q --no-deps --target "$target" "optuna==$floor"
+echo "tuning and scale-out tests on Optuna $floor (the floor of pyproject.toml's range)"
+PYTHONPATH="$target" OPTIMIZER_EXPECT_OPTUNA="$floor" \
+  $py -m pytest -q -p no:cacheprovider tests/test_tuning.py tests/test_workers.py tests/test_presets.py

@@ -154,3 +154,28 @@ def test_exit_codes_documented() -> None:
 
     for code in (EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INPUT, EXIT_DEPENDENCY, 5, 130):
         assert f"| {code} |" in readme and f"{code}  " in cli.__doc__ or f"{code} " in cli.__doc__
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["evaluate", "--bogus", "a", "b"], "No such option: --bogus"),
+        (["evaluate"], "Missing argument"),
+        (["no-such-command"], "No such command"),
+        (["tune", "--demo", "--trials", "0"], "--trials"),
+        (["serve", "--port", "70000"], "--port"),
+        (["encode", "x.png", "-f", "jpeg", "--width", "abc", "-o", "y.jpg"], "--width"),
+    ],
+)
+def test_usage_errors_exit_2_whatever_click_typer_bundles(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "re-run with --debug" not in err
+
+
+def test_usage_error_exit_code_from_the_console_script(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "optimizer"
+    proc = subprocess.run([str(script), "evaluate", "--bogus", "a", "b"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == EXIT_USAGE and "No such option" in proc.stderr

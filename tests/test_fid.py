@@ -13,7 +13,7 @@ import torchvision
 
 from optimizer.errors import InvalidParameterError, WeightsNotFoundError
 from optimizer.imageio import load_image
-from optimizer.metrics import metric_names, weights
+from optimizer.metrics import metric_names
 from optimizer.metrics.fid import (
     FIDResult,
     InceptionFeatures,
@@ -25,12 +25,8 @@ from optimizer.metrics.fid import (
 
 
 @pytest.fixture(autouse=True)
-def no_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "torch-home"
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    monkeypatch.setenv(weights.DOWNLOAD_ENV, "0")
-    monkeypatch.setattr(weights, "_failed", {})
-    return home / "hub" / "checkpoints"
+def _isolated_weights(no_downloads: Path) -> None:
+    """Every test here sees an empty torch cache and no downloads (conftest's ``no_downloads``)."""
 
 
 @pytest.fixture(scope="module")

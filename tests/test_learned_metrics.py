@@ -29,12 +29,8 @@ TV_CTOR = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
 
 
 @pytest.fixture(autouse=True)
-def no_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "torch-home"
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    monkeypatch.setenv(weights.DOWNLOAD_ENV, "0")
-    monkeypatch.setattr(weights, "_failed", {})
-    return home / "hub" / "checkpoints"
+def _isolated_weights(no_downloads: Path) -> None:
+    """Every test here sees an empty torch cache and no downloads (conftest's ``no_downloads``)."""
 
 
 def _jpeg(tensor: torch.Tensor, quality: int) -> torch.Tensor:

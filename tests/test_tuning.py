@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -229,9 +230,9 @@ def test_tune_constrained_records_and_prunes(tmp_path: Path, crops: list[Path]) 
         assert attrs["total_bytes"] == sum(img["bytes"] for img in attrs["images"])
         for img in attrs["images"]:
             assert set(img["scores"]) == {"ssim", "psnr"} and img["encode_seconds"] >= 0
-        if t.state.name == "PRUNED":
-            assert attrs["pruned_after"] < 3 or attrs["constraint"] > 0
-            assert not is_feasible(t)
+        if t.state.name == "PRUNED":  # stopped before the last image, with the target already out of reach
+            assert attrs["pruned_after"] == len(attrs["images"]) < 3
+            assert attrs["constraint"] > 0 and not is_feasible(t)
     best = result.best_trial
     assert best is not None and best.user_attrs["quality"] >= 0.93
     assert all(best.user_attrs["total_bytes"] <= t.user_attrs["total_bytes"] for t in feasible_trials(result.study))
@@ -372,3 +373,64 @@ def test_cli_tune_and_export(tmp_path: Path, crops: list[Path], monkeypatch: pyt
     assert main(["tune", "--formats", "jpeg"]) == 2  # neither images nor --demo
     assert main(["tune", str(crops[0]), "--target", "nope:1"]) == 2
     assert not math.isnan(0.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("aggregate", ["worst", "p10", "mean"])
+def test_pruning_end_to_end_for_a_distance_target(tmp_path: Path, crops: list[Path], aggregate: str) -> None:
+    """ST-LPIPS (a distance, weights shipped, no download): a setting far too coarse is pruned before the
+    last image, exactly when no score of the rest could save it; a fine one completes and meets the bar."""
+    import optuna
+
+    from optimizer.tuning.study import prepare_study, run_trials
+
+    small = []
+    for path in crops:
+        target = tmp_path / path.name
+        load_image(path).to_pil().crop((0, 0, 64, 64)).save(target)
+        small.append(target)
+    config = TuneConfig(
+        space={"formats": ["jpeg"], "jpeg": {"quality": [5, 95], "subsampling": "4:2:0"}},
+        target="stlpips:0.05",
+        aggregate=aggregate,
+        profile=None,
+        storage=f"sqlite:///{tmp_path / 's.db'}",
+        study_name="prune",
+        n_trials=2,
+        seed=0,
+    )
+    prepared = prepare_study(small, config, evaluator=Evaluator(metrics=["stlpips"]))
+    count = len(small)
+    for quality in (5, 95):
+        prepared.study.enqueue_trial({"jpeg.quality": quality})
+    run_trials(prepared.study, prepared.objective, n_trials=2)
+    coarse, fine = prepared.study.trials
+    assert coarse.state == optuna.trial.TrialState.PRUNED, [t.state for t in prepared.study.trials]
+    scores = [img["scores"]["stlpips"] for img in coarse.user_attrs["images"]]
+    assert coarse.user_attrs["pruned_after"] == len(scores) < count
+    # at the moment of pruning, even perfect scores (0) on the remaining images miss the bar ...
+    best_case = statistic(scores + [0.0] * (count - len(scores)), aggregate, higher_is_better=False)
+    assert best_case > 0.05
+    # ... and one image earlier they could still have met it
+    if len(scores) > 1:
+        earlier = statistic(scores[:-1] + [0.0] * (count + 1 - len(scores)), aggregate, higher_is_better=False)
+        assert earlier <= 0.05
+    assert fine.state == optuna.trial.TrialState.COMPLETE and is_feasible(fine)
+    assert fine.user_attrs["quality"] <= 0.05
+
+
+def test_runs_on_a_supported_optuna() -> None:
+    """The main run uses what pip resolves; tests/run.sh repeats the tuning tests on the floor of the range
+    pyproject.toml declares (OPTIMIZER_EXPECT_OPTUNA names it), so the floor is tested, not assumed."""
+    import re
+
+    import optuna
+    from packaging.version import Version
+
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    floor, cap = re.search(r'"optuna>=([0-9.]+),<([0-9.]+)"', text).groups()
+    installed = Version(optuna.__version__)
+    assert Version(floor) <= installed < Version(cap)
+    expected = os.environ.get("OPTIMIZER_EXPECT_OPTUNA")
+    if expected:
+        assert installed == Version(expected) == Version(floor)

@@ -30,12 +30,9 @@ from optimizer.metrics.weights import (
 
 
 @pytest.fixture(autouse=True)
-def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "torch-home"
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    monkeypatch.setenv(weights.DOWNLOAD_ENV, "0")
-    monkeypatch.setattr(weights, "_failed", {})
-    return home / "hub" / "checkpoints"
+def empty_cache(no_downloads: Path) -> Path:
+    """Every test here sees an empty torch cache and no downloads (conftest's ``no_downloads``)."""
+    return no_downloads
 
 
 @pytest.fixture

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -17,7 +18,7 @@ from ..errors import (
     PresetError,
     WeightsNotFoundError,
 )
-from ._output import console, err_console  # noqa: F401  (commands import the consoles from here)
+from ._output import err_console
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -91,12 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.exit_code or 0)
     except SystemExit as exc:  # click's own usage errors in non-standalone mode end up here
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
-    except (KeyboardInterrupt, _click_abort()):
+    except _interruptions():
         err_console.print("interrupted; finished work has been kept", highlight=False, soft_wrap=True)
         return EXIT_INTERRUPTED
-    except _click_exceptions() as exc:  # usage errors: bad option, missing argument
-        exc.show()
-        return EXIT_USAGE
+    except _usage_exceptions() as exc:  # bad option, missing argument, unknown command, bad value
+        return _report_usage_error(exc)
     except Exception as exc:  # noqa: BLE001 - the one place where every error becomes an exit code
         code = exit_code_for(exc)
         if debug:
@@ -108,16 +108,38 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
 
-def _click_exceptions() -> tuple[type[BaseException], ...]:
-    import click
+def _click_modules() -> list[Any]:
+    """The click implementations the installed Typer may raise from: its bundled copy (``typer._click``,
+    Typer 0.22 and later) and the real click (earlier Typers, and Typer's own callbacks)."""
+    modules = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            modules.append(importlib.import_module(name))
+        except ImportError:
+            continue
+    return modules
 
-    return (click.UsageError, click.BadParameter, click.ClickException)
+
+def _usage_exceptions() -> tuple[type[BaseException], ...]:
+    return tuple(module.ClickException for module in _click_modules())
 
 
-def _click_abort() -> type[BaseException]:
-    import click
+def _interruptions() -> tuple[type[BaseException], ...]:
+    """Ctrl-C, and click's Abort (which it raises for Ctrl-C at a prompt)."""
+    aborts = [module.Abort for module in _click_modules() if hasattr(module, "Abort")]
+    return (KeyboardInterrupt, typer.Abort, *aborts)
 
-    return click.exceptions.Abort
+
+def _report_usage_error(exc: BaseException) -> int:
+    """Print a click usage error (with the usage line and a hint, as click does) and map it: usage errors
+    exit 2; a file option that cannot be opened is bad input (3)."""
+    show = getattr(exc, "show", None)
+    if callable(show):
+        show()
+    else:  # pragma: no cover - every click exception has show()
+        err_console.print(f"error: {_escape(str(exc))}", highlight=False, soft_wrap=True)
+    usage = [module.UsageError for module in _click_modules()]
+    return EXIT_USAGE if isinstance(exc, tuple(usage)) else EXIT_INPUT
 
 
 def _escape(text: str) -> str:

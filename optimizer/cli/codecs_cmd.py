@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from ._app import app, console
+from ._app import app
+from ._output import console
 from ._parsing import parse_params
 
 
@@ -39,7 +40,7 @@ def codecs_command(
     console.print(table)
 
 
-def _describe_param(p: dict) -> str:
+def _describe_param(p: dict[str, Any]) -> str:
     if p.get("choices") is not None:
         values = "|".join(str(c) for c in p["choices"])
     elif p.get("low") is not None:

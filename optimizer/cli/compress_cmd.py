@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from ..errors import InvalidParameterError
-from ._app import EXIT_CHECK_FAILED, EXIT_INPUT, app, console, fail
-from ._output import ProgressReporter
+from ._app import EXIT_CHECK_FAILED, EXIT_INPUT, app, fail
+from ._output import ProgressReporter, console
 from ._parsing import parse_scalar, split_list
 
 if TYPE_CHECKING:
@@ -98,14 +98,12 @@ def compress_command(
     Exit code 1 when an image could not meet the target (its best candidate or original is kept), 3 when
     an input could not be read.
     """
-    from ..tuning.adaptive import compress
     from ..tuning.outputs import existing_policy
 
     if output_format not in ("table", "json"):
         fail(f"--format must be table or json, got {output_format!r}")
     names = split_list(formats) or None
     compress_report = _run(
-        compress,
         inputs,
         target=target,
         formats=names,
@@ -131,7 +129,9 @@ def compress_command(
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
-def _run(compress: Any, inputs: list[Path], *, show_progress: bool, **options: Any) -> CompressReport:
+def _run(inputs: list[Path], *, show_progress: bool, **options: Any) -> CompressReport:
+    from ..tuning.adaptive import compress
+
     if not show_progress:
         return compress(inputs, **options)
     with ProgressReporter("compressing") as bar:

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from ._app import app, console, fail
-from ._output import ProgressReporter
+from ._app import app, fail
+from ._output import ProgressReporter, console
 from ._parsing import split_list
 
 if TYPE_CHECKING:
@@ -64,7 +64,10 @@ def evaluate_command(
     if reference.is_dir() != distorted.is_dir():
         fail(f"REF and DIST must both be files or both be folders, got {reference} and {distorted}")
     if reference.is_dir():
-        batch = _run_batch(evaluate_folders, reference, distorted, evaluator, workers, maps)
+        with ProgressReporter("evaluating") as bar:
+            batch = evaluate_folders(
+                reference, distorted, evaluator=evaluator, workers=workers, maps_dir=maps, progress=bar.update
+            )
     else:
         evaluator.load()
         scorer = evaluator.for_reference(reference)
@@ -87,13 +90,6 @@ def evaluate_command(
         _print_single(batch.pairs[0].result, batch.pairs[0].distorted_bytes)
     else:
         _print_summary(batch)
-
-
-def _run_batch(evaluate_folders, reference, distorted, evaluator, workers, maps) -> BatchReport:  # type: ignore[no-untyped-def]
-    with ProgressReporter("evaluating") as bar:
-        return evaluate_folders(
-            reference, distorted, evaluator=evaluator, workers=workers, maps_dir=maps, progress=bar.update
-        )
 
 
 def _fmt(value: float) -> str:

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from ._app import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK, app, console, err_console, fail
-from ._output import ProgressReporter
+from ._app import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK, app, fail
+from ._output import ProgressReporter, console, err_console
 from ._parsing import split_list
 
 if TYPE_CHECKING:

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from ._app import EXIT_CHECK_FAILED, EXIT_INPUT, app, console, fail
-from ._output import ProgressReporter
+from ._app import EXIT_CHECK_FAILED, EXIT_INPUT, app, fail
+from ._output import ProgressReporter, console
 
 if TYPE_CHECKING:
     from ..tuning.apply import ApplyReport
@@ -66,7 +66,7 @@ def _print_preset(preset: Preset, path: Path) -> None:
     )
 
 
-def _num(value: float, digits: int) -> str:
+def _num(value: float | None, digits: int) -> str:
     import math
 
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
@@ -166,7 +166,17 @@ def apply_command(
     existing = existing_policy(overwrite=overwrite, skip_existing=skip_existing)
     preset = Preset.load(presets)
     if output_format == "table":
-        result = _apply_with_progress(apply_preset, preset, in_dir, out_dir, tier, verify, workers, existing)
+        with ProgressReporter("encoding") as bar:
+            result = apply_preset(
+                preset,
+                in_dir,
+                out_dir,
+                tier=tier,
+                verify=verify,
+                workers=workers,
+                existing=existing,
+                progress=bar.update,
+            )
     else:
         result = apply_preset(preset, in_dir, out_dir, tier=tier, verify=verify, workers=workers, existing=existing)
     if report is not None:
@@ -179,13 +189,6 @@ def apply_command(
         raise typer.Exit(EXIT_CHECK_FAILED)
     if result.problems:
         raise typer.Exit(EXIT_INPUT)
-
-
-def _apply_with_progress(apply_preset, preset, in_dir, out_dir, tier, verify, workers, existing) -> ApplyReport:  # type: ignore[no-untyped-def]
-    with ProgressReporter("encoding") as bar:
-        return apply_preset(
-            preset, in_dir, out_dir, tier=tier, verify=verify, workers=workers, existing=existing, progress=bar.update
-        )
 
 
 def _print_apply(result: ApplyReport) -> None:

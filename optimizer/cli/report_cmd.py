@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._app import EXIT_USAGE, app, console, err_console, fail
+from ._app import EXIT_USAGE, app, fail
+from ._output import console, err_console
 
 _MAPS = ("ssim", "difference")
 

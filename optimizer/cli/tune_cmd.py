@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from ._app import EXIT_INTERRUPTED, app, console, fail
-from ._output import ProgressReporter
+from ._app import EXIT_INTERRUPTED, app, fail
+from ._output import ProgressReporter, console
 from ._parsing import split_list
 
 if TYPE_CHECKING:

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from ._app import EXIT_OK, app, console, fail
+from ._app import EXIT_OK, app, fail
+from ._output import console
 
 if TYPE_CHECKING:
     import optuna

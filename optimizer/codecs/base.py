@@ -253,8 +253,7 @@ class Codec(ABC):
         self.require_available()
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise InvalidParameterError(f"threads must be an integer >= 1, got {threads!r}")
-        if not isinstance(image, Image):
-            image = load_image(image)
+        image = image if isinstance(image, Image) else load_image(image)  # callers may pass any image source
         try:
             return self._encode(image, checked, threads)
         except OptimizerError:

@@ -89,7 +89,7 @@ class JxlCodec(Codec):
         return super()._known() + " (quality is accepted instead of distance)"
 
     def is_lossless(self, params: Mapping[str, Any] | None = None) -> bool:
-        return self.validate_params(params)["distance"] == 0.0
+        return bool(self.validate_params(params)["distance"] == 0.0)
 
     def encoder_kwargs(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         checked = self.validate_params(params)

@@ -25,7 +25,14 @@ def register_codec(codec: Codec, *, replace: bool = False) -> Codec:
 
 
 def codec_names(available_only: bool = False) -> list[str]:
-    """Registered codec names, in registration order."""
+    """Registered codec names, in registration order.
+
+    Args:
+        available_only: Only those whose library is installed.
+
+    Returns:
+        The names (``jpeg``, ``webp``, ``avif``, ``jxl``, ``png``).
+    """
     return [name for name, codec in _REGISTRY.items() if not available_only or codec.available()]
 
 
@@ -37,8 +44,16 @@ def available_codecs() -> list[Codec]:
 def get_codec(name: str, *, require_available: bool = True) -> Codec:
     """The codec called ``name`` (or one of its aliases, any case).
 
-    With ``require_available`` (the default) a registered codec whose library is missing raises
-    :class:`CodecUnavailableError`; pass ``False`` to describe it anyway.
+    Args:
+        name: A codec name or alias (``jpg`` for ``jpeg``).
+        require_available: Raise :class:`CodecUnavailableError` when its library is missing (pass
+            ``False`` to describe it anyway).
+
+    Returns:
+        The :class:`Codec`.
+
+    Raises:
+        UnknownNameError: No codec has that name (the message lists them).
     """
     key = str(name).strip().lower()
     codec = _REGISTRY.get(key) or next((c for c in _REGISTRY.values() if key in c.aliases), None)

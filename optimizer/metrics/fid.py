@@ -64,8 +64,8 @@ class FIDResult:
     n_dist: int
     feature_dim: int
     weights_file: str
-    ref_dir: str = ""
-    dist_dir: str = ""
+    reference_dir: str = ""
+    distorted_dir: str = ""
     skipped: tuple[tuple[str, str], ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
@@ -169,7 +169,8 @@ class InceptionFeatures:
             pred = self._model(x)[0]
             if pred.shape[2] != 1 or pred.shape[3] != 1:
                 pred = F.adaptive_avg_pool2d(pred, output_size=(1, 1))
-        return pred[:, :, 0, 0].double().cpu().numpy()
+        features: np.ndarray = pred[:, :, 0, 0].double().cpu().numpy()
+        return features
 
 
 def _build_inception(dims: int, state: Mapping[str, Any]) -> "torch.nn.Module":
@@ -183,7 +184,8 @@ def _build_inception(dims: int, state: Mapping[str, Any]) -> "torch.nn.Module":
         original = pfi.load_state_dict_from_url
         pfi.load_state_dict_from_url = lambda *args, **kwargs: dict(state)
         try:
-            return pfi.InceptionV3([block], resize_input=True, normalize_input=True)
+            model: torch.nn.Module = pfi.InceptionV3([block], resize_input=True, normalize_input=True)
+            return model
         except RuntimeError as exc:
             raise InvalidParameterError(f"weights do not fit the FID Inception network: {exc}") from None
         finally:
@@ -233,8 +235,8 @@ def _set_features(
 
 
 def evaluate_set(
-    ref_dir: str | os.PathLike[str],
-    dist_dir: str | os.PathLike[str],
+    reference_dir: str | os.PathLike[str],
+    distorted_dir: str | os.PathLike[str],
     *,
     batch_size: int = 32,
     device: "torch.device | str | None" = None,
@@ -242,18 +244,29 @@ def evaluate_set(
     dims: int = 2048,
     extractor: InceptionFeatures | None = None,
 ) -> FIDResult:
-    """FID between the images under ``ref_dir`` and those under ``dist_dir`` (0 for identical sets).
+    """FID between the images under ``reference_dir`` and those under ``distorted_dir`` (0 for identical sets).
 
-    Each folder is read recursively; ``max_images`` keeps the first N files of each in path order.
-    Unreadable files are skipped and listed in the result. Each set needs at least 2 readable images
-    (thousands for a meaningful value). ``extractor`` reuses an already built network.
+    Each folder is read recursively. Unreadable files are skipped and listed in the result. Each set needs
+    at least 2 readable images (thousands for a meaningful value).
+
+    Args:
+        reference_dir: The folder of reference images.
+        distorted_dir: The folder of processed images.
+        batch_size: Images per forward pass of the Inception network.
+        device: Torch device (default: CPU).
+        max_images: Use the first N files of each folder, in path order.
+        dims: Feature dimension (2048: the pool features FID is defined on).
+        extractor: An already built :class:`InceptionFeatures` to reuse.
+
+    Returns:
+        The :class:`FIDResult`.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
     if max_images is not None and (not isinstance(max_images, int) or max_images < 2):
         raise InvalidParameterError(f"max_images must be an integer >= 2 or None, got {max_images!r}")
     sets = []
-    for folder in (ref_dir, dist_dir):
+    for folder in (reference_dir, distorted_dir):
         paths = find_images(folder)[:max_images]
         if len(paths) < 2:
             raise InvalidParameterError(
@@ -266,7 +279,7 @@ def evaluate_set(
     stats = []
     skipped: list[tuple[str, str]] = []
     counts = []
-    for folder, paths in zip((ref_dir, dist_dir), sets):
+    for folder, paths in zip((reference_dir, distorted_dir), sets):
         feats, bad = _set_features(paths, extractor, batch_size)
         skipped += bad
         if feats.shape[0] < 2:
@@ -283,7 +296,7 @@ def evaluate_set(
         n_dist=counts[1],
         feature_dim=extractor.dims,
         weights_file=extractor.weights_file,
-        ref_dir=str(ref_dir),
-        dist_dir=str(dist_dir),
+        reference_dir=str(reference_dir),
+        distorted_dir=str(distorted_dir),
         skipped=tuple(skipped),
     )

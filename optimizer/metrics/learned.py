@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DISTS", "LPIPS", "STLPIPS", "LPIPS_NETS", "STLPIPS_NETS"]
 
-BackboneWeights = Union[Mapping[str, "torch.Tensor"], str, os.PathLike, None]
+BackboneWeights = Union[Mapping[str, "torch.Tensor"], str, "os.PathLike[str]", None]
 
 #: LPIPS backbones and the catalogue file each one needs.
 LPIPS_NETS: dict[str, str] = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
@@ -230,7 +230,7 @@ class _LpipsFamily(Metric):
         import torch
 
         key = f"{self.name}:{id(self)}:{id(state)}:layers"
-        cached = shared.get(key)
+        cached: list[torch.Tensor] | None = shared.get(key)
         if cached is not None:
             return cached
         dist = _as_input(distorted, self.device, "distorted")
@@ -249,9 +249,9 @@ class _LpipsFamily(Metric):
 
         with torch.inference_mode():
             layers = self._layers(state, distorted, shared)
-            val = 0
+            val = torch.zeros((), device=layers[0].device)
             for layer in layers:
-                val += layer.mean([2, 3], keepdim=True)
+                val = val + layer.mean([2, 3], keepdim=True)
         return float(val)
 
     def compute_map(self, state: _FeatureState, distorted: "torch.Tensor", shared: dict[str, Any]) -> np.ndarray:
@@ -261,10 +261,11 @@ class _LpipsFamily(Metric):
 
         with torch.inference_mode():
             layers = self._layers(state, distorted, shared)
-            val = 0
+            total = torch.zeros((1, 1, *state.hw), device=layers[0].device)
             for layer in layers:
-                val += F.interpolate(layer, size=state.hw, mode="bilinear", align_corners=False)
-        return val[0, 0].float().cpu().numpy()
+                total = total + F.interpolate(layer, size=state.hw, mode="bilinear", align_corners=False)
+        distance_map: np.ndarray = total[0, 0].float().cpu().numpy()
+        return distance_map
 
 
 class LPIPS(_LpipsFamily):
@@ -388,7 +389,8 @@ def _l2pool(channels: int) -> "torch.nn.Module":
             self.register_buffer("filter", g[None, None, :, :].repeat((channels, 1, 1, 1)))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            out = F.conv2d(x**2, self.filter, stride=2, padding=1, groups=x.shape[1])
+            kernel: torch.Tensor = self.filter  # type: ignore[assignment]  # a registered buffer
+            out = F.conv2d(x**2, kernel, stride=2, padding=1, groups=x.shape[1])
             return (out + 1e-12).sqrt()
 
     return L2Pool()
@@ -406,7 +408,7 @@ def _dists_alpha_beta() -> dict[str, Any]:
             "DISTS alpha/beta weights DISTS_pytorch/weights.pt are missing: they ship in the dists-pytorch "
             "wheel; install it with `pip install dists-pytorch`"
         )
-    weights = torch.load(str(path), map_location="cpu", weights_only=True)
+    weights: dict[str, Any] = torch.load(str(path), map_location="cpu", weights_only=True)
     if not {"alpha", "beta"} <= set(weights):
         raise InvalidParameterError(f"{path} has no alpha/beta tensors (keys: {sorted(weights)})")
     return weights
@@ -452,7 +454,8 @@ class DISTS(Metric):
             layers = [] if i == 0 else [_l2pool(self._CHANNELS[i])]
             layers += [features[j] for j in range(lo, hi)]
             stages.append(nn.Sequential(*layers))
-        self._stages = _freeze(nn.ModuleList(stages), self.device)
+        self._stages = nn.ModuleList(stages)
+        _freeze(self._stages, self.device)
         self._mean = torch.tensor([0.485, 0.456, 0.406], device=self.device).view(1, -1, 1, 1)
         self._std = torch.tensor([0.229, 0.224, 0.225], device=self.device).view(1, -1, 1, 1)
         alpha = ab["alpha"].float().to(self.device)
@@ -490,8 +493,8 @@ class DISTS(Metric):
         c1, c2 = self._C1, self._C2
         with torch.inference_mode():
             feats1 = self._features(dist)
-            dist1 = 0
-            dist2 = 0
+            dist1 = torch.zeros((), device=dist.device)
+            dist2 = torch.zeros((), device=dist.device)
             for k, f1 in enumerate(feats1):
                 f0, x_mean, x_var = state.feats[k], state.means[k], state.variances[k]
                 y_mean = f1.mean([2, 3], keepdim=True)

@@ -21,7 +21,8 @@ _REGISTRY: dict[str, MetricSpec] = {}
 
 def _lazy(module: str, cls: str) -> Callable[..., Metric]:
     def factory(**options: Any) -> Metric:
-        return getattr(importlib.import_module(module, __package__), cls)(**options)
+        metric: Metric = getattr(importlib.import_module(module, __package__), cls)(**options)
+        return metric
 
     factory.__qualname__ = f"{module}.{cls}"
     return factory
@@ -36,7 +37,17 @@ def register_metric(spec: MetricSpec, *, replace: bool = False) -> MetricSpec:
 
 
 def get_spec(name: str) -> MetricSpec:
-    """The spec of a registered metric; :class:`UnknownNameError` lists the known names otherwise."""
+    """The spec of a registered metric.
+
+    Args:
+        name: The metric name (``ssimulacra2``, ``lpips``, ...).
+
+    Returns:
+        Its :class:`MetricSpec` (direction, range, normalisation, whether it needs weights).
+
+    Raises:
+        UnknownNameError: No metric has that name (the message lists them).
+    """
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -44,7 +55,14 @@ def get_spec(name: str) -> MetricSpec:
 
 
 def metric_names(*, per_pair_only: bool = True) -> list[str]:
-    """Registered metric names, in registration order."""
+    """Registered metric names, in registration order.
+
+    Args:
+        per_pair_only: Leave out set metrics (FID compares folders, not pairs).
+
+    Returns:
+        The names.
+    """
     return [n for n, s in _REGISTRY.items() if s.per_pair or not per_pair_only]
 
 
@@ -53,7 +71,15 @@ def specs() -> list[MetricSpec]:
 
 
 def create_metric(name: str, **options: Any) -> Metric:
-    """Build the metric ``name`` (``device=...`` and metric-specific options such as ``net=...``)."""
+    """Build a metric.
+
+    Args:
+        name: The metric name.
+        **options: ``device=...`` and metric-specific options such as ``net=...`` for LPIPS.
+
+    Returns:
+        The :class:`Metric`, ready to prepare references and score pairs.
+    """
     return get_spec(name).factory(**options)
 
 

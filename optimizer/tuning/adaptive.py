@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..codecs import get_codec
 from ..codecs.base import Codec
@@ -56,8 +56,9 @@ __all__ = [
 
 #: Formats tried when none are named (those whose library is missing are skipped).
 DEFAULT_FORMATS: tuple[str, ...] = ("avif", "webp", "jpeg")
+Fallback = Literal["best", "original"]
 #: What to keep when no format meets the target.
-FALLBACKS: tuple[str, ...] = ("best", "original")
+FALLBACKS: tuple[Fallback, ...] = ("best", "original")
 
 
 def compress(
@@ -73,7 +74,7 @@ def compress(
     quality_range: tuple[float, float] | Mapping[str, tuple[float, float]] | None = None,
     max_probes: int | None = None,
     keep_original_if_smaller: bool = True,
-    fallback: str = "best",
+    fallback: Fallback = "best",
     prune: bool = True,
     existing: ExistingPolicy = "error",
     progress: Callable[[int, int, str], None] | None = None,
@@ -206,7 +207,7 @@ def _formats_for(
     skipped: list[str] = []
     for codec in codecs:
         axis_range = ranges.get(codec.name) if isinstance(quality_range, Mapping) else quality_range
-        axis = QualityAxis.for_codec(codec, axis_range)  # type: ignore[arg-type]
+        axis = QualityAxis.for_codec(codec, axis_range)
         if axis is None:
             skipped.append(codec.name)
             continue

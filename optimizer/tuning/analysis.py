@@ -72,10 +72,10 @@ __all__ = [
 StudySource = Union["TuningResult", "optuna.Study", "tuple[optuna.Study, StudyDefinition]"]
 
 
-PresetsArg = Union["Preset", str, os.PathLike, None]
+PresetsArg = Union["Preset", str, "os.PathLike[str]", None]
 
 
-ImagesArg = Union["Corpus", str, os.PathLike, Iterable[Union[str, os.PathLike, Image]]]
+ImagesArg = Union["Corpus", str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]", Image]]]
 
 
 IMPORTANCE_EVALUATORS: tuple[str, ...] = ("fanova", "ped-anova", "mdi")
@@ -92,10 +92,10 @@ def tuning_result(source: StudySource) -> TuningResult:
         raise InvalidParameterError(
             f"expected a TuningResult, an optuna.Study or a (study, definition) pair, got {type(source).__name__}"
         )
-    definition = stored_definition(source)  # type: ignore[arg-type]
+    definition = stored_definition(source)
     if definition is None:
-        raise StudyError(f"study {source.study_name!r} was not created by optimizer (no stored definition)")  # type: ignore[union-attr]
-    return TuningResult.of(source, definition)  # type: ignore[arg-type]
+        raise StudyError(f"study {source.study_name!r} was not created by optimizer (no stored definition)")
+    return TuningResult.of(source, definition)
 
 
 def resolve_presets(source: StudySource, presets: PresetsArg = "auto") -> Preset | None:
@@ -342,7 +342,7 @@ def tradeoff_table(
     for tier in preset.tiers if preset is not None else []:
         row: dict[str, Any] = {
             "tier": tier.name,
-            "default": tier.name == preset.default,
+            "default": preset is not None and tier.name == preset.default,
             "target": tier.target,
             "format": tier.codec,
             "settings": tier.label(),
@@ -403,7 +403,7 @@ def study_corpus(source: StudySource, images: ImagesArg) -> Corpus:
         else:
             files: list[Path] = []
             for entry in entries:
-                path = Path(entry)
+                path = Path(entry)  # type: ignore[arg-type]  # not an Image: checked above
                 if path.is_dir():
                     files.extend(iter_image_files(path))
                 elif path.is_file():

@@ -5,6 +5,7 @@ Numbers in JSON follow :mod:`optimizer.jsonio` (non-finite values as strings).
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,11 +79,12 @@ class CompressResult:
     scores: Mapping[str, float]
     seconds: float
     reason: str | None = None
-    data: bytes | None = field(default=None, repr=False, compare=False)
+    data: builtins.bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def bits_per_pixel(self) -> float:
-        return self.bytes * 8.0 / (self.width * self.height)
+        size: int = self.bytes
+        return size * 8.0 / (self.width * self.height)
 
     @property
     def total_probes(self) -> int:

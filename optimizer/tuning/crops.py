@@ -68,7 +68,8 @@ class CropComparison:
 
 def _damage_map(kind: str, reference: Image, decoded: Image, evaluator: Evaluator | None) -> np.ndarray:
     if kind == "difference":
-        return np.abs(reference.for_scoring() - decoded.for_scoring()).mean(axis=2).astype(np.float32)
+        difference: np.ndarray = np.abs(reference.for_scoring() - decoded.for_scoring()).mean(axis=2)
+        return difference.astype(np.float32)
     scorer = (evaluator or Evaluator(metrics=[kind])).for_reference(reference)
     maps = scorer.maps(decoded)
     if kind not in maps:
@@ -100,7 +101,7 @@ def _item_qualities(
     corpus: Corpus, settings: EncodingSettings, target: Target, evaluator: Evaluator
 ) -> list[dict[str, Any]]:
     """Score every corpus item with ``settings`` (for tiers whose trial the study does not hold)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for item in corpus.items:
         encoded = _encode_item(item, settings)
         quality = target.value_of(evaluator.for_reference(item.reference).score(encoded.decoded))
@@ -113,7 +114,7 @@ def _item_qualities(
             }
         )
     sign = 1.0 if target.higher_is_better else -1.0
-    rows.sort(key=lambda r: (sign * r["quality"], r["name"]))
+    rows.sort(key=lambda r: (sign * float(r["quality"]), str(r["name"])))
     return rows
 
 

@@ -124,7 +124,7 @@ def _ordered_sources(images: Iterable[ImageSource | Image] | str | Path, names: 
     sources = expand_sources(images)
     if names and all(isinstance(s, (str, Path)) for s in sources):
         rank = {name: i for i, name in enumerate(names)}
-        sources.sort(key=lambda s: rank.get(Path(s).name, len(rank)))
+        sources.sort(key=lambda s: rank.get(Path(s).name, len(rank)))  # type: ignore[arg-type]  # paths only
     return sources
 
 

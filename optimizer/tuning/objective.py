@@ -58,14 +58,14 @@ Mode = Literal["constrained", "tradeoff", "pareto"]
 MODES: tuple[Mode, ...] = ("constrained", "tradeoff", "pareto")
 
 
-def directions_for(mode: str, target: Target, *, time_objective: bool = False) -> list[str]:
+def directions_for(mode: str, target: Target, *, time_objective: bool = False) -> list[Literal["minimize", "maximize"]]:
     """Optuna directions of a mode (the quality direction comes from the metric registry)."""
     if mode == "constrained":
         return ["minimize"]
     if mode == "tradeoff":
         return ["maximize"]
     if mode == "pareto":
-        quality = "maximize" if target.higher_is_better else "minimize"
+        quality: Literal["minimize", "maximize"] = "maximize" if target.higher_is_better else "minimize"
         return ["minimize", quality] + (["minimize"] if time_objective else [])
     raise InvalidParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
 
@@ -164,7 +164,7 @@ class Objective:
         return self._scorers
 
     @property
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Literal["minimize", "maximize"]]:
         return directions_for(self.mode, self.target, time_objective=self.time_objective)
 
     # -- one trial ------------------------------------------------------------------------------------
@@ -300,7 +300,7 @@ class Objective:
 
 def _quality(image: dict[str, Any], target: Target) -> float:
     """One image record's value of the quantity ``target`` is about."""
-    return image["composite"] if target.metric == COMPOSITE else image["scores"][target.metric]
+    return float(image["composite"] if target.metric == COMPOSITE else image["scores"][target.metric])
 
 
 def _constraint(target: Target, quality: float) -> float:

@@ -77,7 +77,7 @@ class TuningResult:
         """Fractional byte saving of the default preset tier against the baseline (JPEG q85 4:2:0)."""
         if not self.presets or not self.baseline:
             return None
-        return 1.0 - self.presets.default_tier.expected.total_bytes / self.baseline["total_bytes"]
+        return 1.0 - self.presets.default_tier.expected.total_bytes / float(self.baseline["total_bytes"])
 
     @property
     def study_name(self) -> str:

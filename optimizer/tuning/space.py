@@ -90,13 +90,15 @@ def _restriction(codec: str, param: Param, spec: Any) -> Any:
 
 def _suggest(trial: optuna.trial.BaseTrial, name: str, dist: BaseDistribution) -> Any:
     """Ask ``trial`` for ``name`` from ``dist`` through Optuna's public suggest API."""
-    from optuna.distributions import CategoricalDistribution, IntDistribution
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     if isinstance(dist, CategoricalDistribution):
         return trial.suggest_categorical(name, dist.choices)
     if isinstance(dist, IntDistribution):
         return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    raise ConfigError(f"{name}: unsupported distribution {type(dist).__name__}")
 
 
 @dataclass(frozen=True)
@@ -293,7 +295,7 @@ class SearchSpace:
 
     def grid(self) -> dict[str, list[Any]]:
         """The space as a grid for Optuna's GridSampler (float ranges use their 0.05 sharpen step only)."""
-        from optuna.distributions import CategoricalDistribution, IntDistribution
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
         grid: dict[str, list[Any]] = {}
         for name, dist in self.distributions().items():
@@ -301,7 +303,7 @@ class SearchSpace:
                 grid[name] = list(dist.choices)
             elif isinstance(dist, IntDistribution):
                 grid[name] = list(range(dist.low, dist.high + 1, dist.step))
-            elif dist.step:
+            elif isinstance(dist, FloatDistribution) and dist.step:
                 n = int(round((dist.high - dist.low) / dist.step))
                 grid[name] = [round(dist.low + i * dist.step, 6) for i in range(n + 1)]
             else:

@@ -54,8 +54,17 @@ def build_preset(
 ) -> Preset:
     """The preset of a finished study, from its stored definition and recorded trials (see the module docs).
 
-    ``tiers`` adds named tiers to a constrained study; ``pareto_points`` picks tiers by trial number (any
-    mode). Raises :class:`PresetError` when a tier has no qualifying trial, saying the best quality reached.
+    Args:
+        study: An Optuna study created by optimizer.
+        tiers: Extra named tiers of a constrained study (``{"high": "ssimulacra2:90"}``).
+        pareto_points: Trial numbers to export as tiers (any mode).
+        storage: The storage URL to record in the preset (password redacted; default: the study's own).
+
+    Returns:
+        The :class:`Preset`.
+
+    Raises:
+        PresetError: A tier has no qualifying trial (the message says the best quality reached).
     """
     definition = stored_definition(study)
     if definition is None:
