@@ -28,8 +28,8 @@ from optimizer.monitor import (
     QualityMonitor,
     Threshold,
     load_monitor_config,
-    window_statistics,
 )
+from optimizer.statistics import window_statistics
 
 
 def make_result(composite: float = 0.9, name: str | None = None, **scores: float) -> EvaluationResult:
@@ -270,7 +270,54 @@ def test_sinks_json_lines_logging_and_a_broken_sink(tmp_path: Path, caplog: pyte
     assert JsonLinesSink(path).read() == calls
     levels = [r.levelno for r in caplog.records if r.getMessage().startswith("ssim")]
     assert levels == [logging.WARNING, logging.CRITICAL]
-    assert any("sink" in r.getMessage() and r.exc_info for r in caplog.records)
+    failures = [r for r in caplog.records if "alert sink" in r.getMessage()]
+    assert len(failures) == 1 and "sink down" in failures[0].getMessage()  # one line per failing spell
+    assert failures[0].exc_info is None  # a reason, not a traceback
+    assert monitor.undelivered() == [(f"callback {broken.__qualname__}", a) for a in calls]  # kept, in order
+    assert monitor.sink_errors() == {f"callback {broken.__qualname__}": "sink down"}
+
+
+def test_a_failing_sink_keeps_its_alerts_and_delivers_them_in_order_once_it_recovers() -> None:
+    delivered: list[Alert] = []
+    down = [True]
+
+    def flaky(alert: Alert) -> None:
+        if down[0]:
+            raise OSError("disk full")
+        delivered.append(alert)
+
+    monitor = QualityMonitor({"ssim": {"warning": 0.9}}, cooldown=0, sinks=[flaky])
+    raised = monitor.observe(make_result(ssim=0.5), "a") + monitor.observe(make_result(ssim=0.4), "b")
+    assert delivered == [] and [a for _, a in monitor.undelivered()] == raised and monitor.sink_failures == 2
+    down[0] = False
+    assert monitor.flush_sinks() == []
+    assert delivered == raised and monitor.sink_errors() == {}
+    raised += monitor.observe(make_result(ssim=0.3), "c")
+    assert delivered == raised
+
+
+def test_json_lines_sink_refuses_a_path_it_cannot_write(tmp_path: Path) -> None:
+    from optimizer.errors import OutputError
+
+    with pytest.raises(OutputError, match="cannot write the alerts file: is a folder"):
+        JsonLinesSink(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="cannot create the folder"):
+        JsonLinesSink(blocker / "alerts.jsonl")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_json_lines_sink_on_a_full_disk_raises_and_the_monitor_keeps_the_alerts() -> None:
+    from optimizer.errors import OutputError
+
+    sink = JsonLinesSink("/dev/full")
+    monitor = QualityMonitor({"ssim": {"warning": 0.9}}, cooldown=0, sinks=[sink])
+    with pytest.raises(OutputError, match="/dev/full: cannot write the alerts file: no space left on device"):
+        sink.emit(Alert("warning", "ssim", 0.5, 0.9, "threshold", "m", "a", "t"))
+    alerts = monitor.observe(make_result(ssim=0.5), "a")
+    assert [a for _, a in monitor.undelivered()] == alerts
+    assert "no space left on device" in monitor.sink_errors()["/dev/full"]
 
 
 def test_consume_iterable_mapping_and_queue() -> None:
