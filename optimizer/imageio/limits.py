@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from ..errors import ImageTooLargeError, InvalidImageError, InvalidParameterError, ResourceLimitError
 
 __all__ = [
+    "allocation_guard",
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MEMORY_FRACTION",
     "DECODE_BYTES_PER_PIXEL",
@@ -248,11 +250,11 @@ def check_memory(needed: int, what: str, source: str | None = None, *, max_memor
     budget, origin = max_memory_budget(max_memory)
     if budget is None or needed <= budget:
         return
-    suggestion = format_bytes(needed * 5 // 4).replace(".0 ", " ").replace(" GiB", "G").replace(" MiB", "M")
+    wanted = needed * 5 // 4  # some headroom over the estimate
+    suggestion = f"{-(-wanted // 1024**3)}G" if wanted >= 1024**3 else f"{-(-wanted // 1024**2)}M"
     raise ResourceLimitError(
         f"{what} needs about {format_bytes(needed)} of memory, over the budget of {format_bytes(budget)} "
-        f"({origin}); if the machine has the memory, raise it with {MAX_MEMORY_ENV}={suggestion.replace(' ', '')} "
-        "or max_memory=",
+        f"({origin}); if the machine has the memory, raise it with {MAX_MEMORY_ENV}={suggestion} or max_memory=",
         source,
     )
 
@@ -286,3 +288,38 @@ def scoring_memory(metrics: Iterable[str], width: int, height: int) -> int:
         SCORING_BYTES_PER_PIXEL.get(name, _UNKNOWN_METRIC_BYTES_PER_PIXEL) for name in metrics
     )
     return width * height * per_pixel
+
+
+#: Words in the ``RuntimeError`` torch raises when an allocation fails (CPU: "DefaultCPUAllocator: can't
+#: allocate memory"; CUDA: "CUDA out of memory", a ``torch.OutOfMemoryError``).
+_ALLOCATION_FAILURES = ("can't allocate memory", "out of memory", "cannot allocate memory")
+
+
+@contextmanager
+def allocation_guard(what: str, source: str | None = None) -> Iterator[None]:
+    """Turn a failed allocation inside the block into a :class:`~optimizer.errors.ResourceLimitError`.
+
+    Catches ``MemoryError`` and torch's allocation ``RuntimeError`` (CPU or CUDA), so running out of memory
+    is a clean error for the file at hand (a batch goes on with the next one), never a crash.
+
+    Args:
+        what: What was being done, for the message (``"scoring a 9999x9999 image"``).
+        source: The file the error names.
+    """
+    try:
+        yield
+    except ResourceLimitError:
+        raise
+    except MemoryError:
+        raise ResourceLimitError(f"ran out of memory {what}; {_LOWER_IT}", source) from None
+    except RuntimeError as exc:
+        text = str(exc).lower()
+        if not any(words in text for words in _ALLOCATION_FAILURES):
+            raise
+        raise ResourceLimitError(f"ran out of memory {what}; {_LOWER_IT}", source) from None
+
+
+_LOWER_IT = (
+    "the machine had less free memory than the estimate allowed for: free some, or set "
+    f"{MAX_MEMORY_ENV} lower so that such work is refused before it starts"
+)

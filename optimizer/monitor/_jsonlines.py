@@ -131,7 +131,7 @@ def read_json_lines(path: Path, what: str) -> JsonLines:
         try:
             value = parse_json(raw, f"{path}:{number}", error=InputFileError)
         except InputFileError as exc:
-            if number == last and not data.endswith(b"\n"):
+            if number == last and not data.endswith(b"\n") and raw.lstrip().startswith(b"{"):
                 out.torn = True
                 continue
             out.bad.append((number, str(exc).removeprefix(f"{path}:{number}: ")))

@@ -256,9 +256,9 @@ class FolderWatcher:
                 f"cannot create the folder of the {_STATE}: {describe_os_error(exc)}", state_file
             ) from None
         lines = read_json_lines(state_file, _STATE)  # a folder, FIFO or unreadable file: InputFileError
+        self._replay(state_file, lines)  # a file that is not a state file is refused before it is touched
         end_torn_line(state_file, _STATE)
         os.close(open_append(state_file, _STATE))
-        self._replay(state_file, lines)
 
     def _replay(self, state_file: Path, lines: JsonLines) -> None:
         """Restore what the state file records; malformed lines are skipped with one warning (see the class)."""
