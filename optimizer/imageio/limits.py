@@ -14,7 +14,7 @@ for those formats also needs the application to raise Pillow's guard, and the er
 does not raise it for the duration of a load: that would lift the guard for every other thread too.)
 
 **Memory budget.** Decoding an image, and above all scoring it, takes memory in proportion to its pixels:
-a 12 kB PNG of 9999 x 9999 passes a 100-megapixel limit yet needs about 40 GB to score with the default
+a 12 kB PNG of 9999 x 9999 passes a 100-megapixel limit yet needs about 60 GB to score with the default
 profile. :func:`check_memory` compares an estimate (:func:`decode_memory`, :func:`scoring_memory`, from
 per-pixel costs measured by ``benchmarks/bench_memory.py``) with the budget and raises
 :class:`~optimizer.errors.ResourceLimitError` (exit code 3), naming the estimate, the budget and how to
@@ -63,25 +63,28 @@ MAX_MEMORY_ENV = "OPTIMIZER_MAX_MEMORY"
 #: Share of the machine's memory (or the cgroup limit) used as the budget when none is given.
 DEFAULT_MEMORY_FRACTION = 0.8
 
-#: Peak bytes per pixel of loading an image into the pixel contract (decoder buffer, its numpy copy, the
-#: float32 planes and the temporaries of colour conversion), measured by ``benchmarks/bench_memory.py``.
-DECODE_BYTES_PER_PIXEL = 48
+#: Peak bytes per pixel of loading an image into the pixel contract (decoder buffer, the float32 planes and
+#: their temporaries): ``benchmarks/bench_memory.py`` measured 19-27 for PNG (8-bit, RGBA, 16-bit), JPEG and
+#: WebP; the margin covers one more float32 copy for ICC conversion or an EXIF rotation.
+DECODE_BYTES_PER_PIXEL = 40
 
-#: Peak bytes per pixel of scoring one pair, per metric, on top of holding both images (measured by
-#: ``benchmarks/bench_memory.py`` on CPU; the networks' own weights are not counted). A metric missing here
-#: counts :data:`_UNKNOWN_METRIC_BYTES_PER_PIXEL`.
-SCORING_BYTES_PER_PIXEL: dict[str, int] = {
-    "psnr": 24,
-    "ssim": 160,
-    "ms_ssim": 220,
-    "ssimulacra2": 260,
-    "lpips": 1200,
-    "stlpips": 2600,
-    "dists": 2400,
+#: Scoring cost per pixel of each metric on CPU, measured by ``benchmarks/bench_memory.py``: (bytes kept for
+#: the reference while the scorer lives, bytes needed only while one candidate is scored). The networks' own
+#: weights are not counted. A metric missing here counts :data:`_UNKNOWN_METRIC`.
+SCORING_BYTES_PER_PIXEL: dict[str, tuple[int, int]] = {
+    "psnr": (25, 24),
+    "ssim": (120, 132),
+    "ms_ssim": (136, 154),
+    "ssimulacra2": (51, 114),
+    "lpips": (119, 85),
+    "stlpips": (263, 845),
+    "dists": (387, 1111),
 }
-_UNKNOWN_METRIC_BYTES_PER_PIXEL = 2600
-#: Holding the reference and the candidate (float32 RGB arrays and tensors) while scoring.
+_UNKNOWN_METRIC = (400, 1200)
+#: Holding the reference and the candidate as float32 RGB, and decoding the candidate, while scoring.
 _SCORING_BASE_BYTES_PER_PIXEL = 48
+#: Margin over the model: the measured peaks of the four profiles' metric sets were up to 10% above it.
+_SCORING_MARGIN = 1.15
 
 _max_pixels = DEFAULT_MAX_PIXELS
 
@@ -274,20 +277,23 @@ def decode_memory(width: int, height: int, file_bytes: int = 0) -> int:
 
 
 def scoring_memory(metrics: Iterable[str], width: int, height: int) -> int:
-    """Estimated peak bytes of scoring one pair of this size with these metrics.
+    """Estimated peak bytes of scoring a pair of this size with these metrics.
+
+    Every metric's reference side is kept at once, while the candidate is scored one metric at a time: the
+    estimate is the base cost, plus every metric's kept bytes, plus the largest per-candidate cost, with a
+    15% margin (for the default profile about 610 bytes per pixel against 400 measured).
 
     Args:
-        metrics: Metric names (all are prepared and computed at once, so their costs add up).
+        metrics: Metric names.
         width: Image width.
         height: Image height.
 
     Returns:
         Bytes.
     """
-    per_pixel = _SCORING_BASE_BYTES_PER_PIXEL + sum(
-        SCORING_BYTES_PER_PIXEL.get(name, _UNKNOWN_METRIC_BYTES_PER_PIXEL) for name in metrics
-    )
-    return width * height * per_pixel
+    costs = [SCORING_BYTES_PER_PIXEL.get(name, _UNKNOWN_METRIC) for name in metrics]
+    per_pixel = _SCORING_BASE_BYTES_PER_PIXEL + sum(kept for kept, _ in costs) + max((t for _, t in costs), default=0)
+    return int(width * height * per_pixel * _SCORING_MARGIN)
 
 
 #: Words in the ``RuntimeError`` torch raises when an allocation fails (CPU: "DefaultCPUAllocator: can't
