@@ -73,10 +73,12 @@ class Image:
 
     @property
     def width(self) -> int:
+        """Width in pixels."""
         return int(self.rgb.shape[1])
 
     @property
     def height(self) -> int:
+        """Height in pixels."""
         return int(self.rgb.shape[0])
 
     @property
@@ -86,14 +88,23 @@ class Image:
 
     @property
     def pixels(self) -> int:
+        """Width times height."""
         return self.width * self.height
 
     @property
     def has_alpha(self) -> bool:
+        """Whether the image carries an alpha channel (one that is not opaque everywhere)."""
         return self.alpha is not None
 
     def for_scoring(self, background: tuple[float, float, float] = WHITE) -> np.ndarray:
-        """RGB as a viewer sees it: straight alpha composited over an opaque ``background`` (RGB in [0, 1])."""
+        """RGB as a viewer sees it: straight alpha composited over an opaque background.
+
+        Args:
+            background: RGB in [0, 1] (white by default).
+
+        Returns:
+            Float32 ``H x W x 3`` in [0, 1]; ``rgb`` itself when there is no alpha.
+        """
         if self.alpha is None:
             return self.rgb
         bg = _check_background(background)
@@ -102,7 +113,15 @@ class Image:
         return composited
 
     def to_tensor(self, device: Any = None, background: tuple[float, float, float] = WHITE) -> torch.Tensor:
-        """The scoring pixels as a ``1 x 3 x H x W`` float32 torch tensor in [0, 1]."""
+        """The scoring pixels as a torch tensor.
+
+        Args:
+            device: Torch device to move it to (left on the CPU when None).
+            background: Background for alpha, RGB in [0, 1].
+
+        Returns:
+            A ``1 x 3 x H x W`` float32 tensor in [0, 1].
+        """
         import torch
 
         arr = np.ascontiguousarray(self.for_scoring(background).transpose(2, 0, 1))
@@ -110,7 +129,15 @@ class Image:
         return t.to(device) if device is not None else t
 
     def to_uint8(self, *, keep_alpha: bool = True, background: tuple[float, float, float] = WHITE) -> np.ndarray:
-        """8-bit ``H x W x 3`` (or ``x 4`` with straight alpha kept), rounded to nearest."""
+        """8-bit pixels, rounded to nearest (what encoders see).
+
+        Args:
+            keep_alpha: Keep straight alpha as a fourth channel (else composite over ``background``).
+            background: Background for alpha, RGB in [0, 1].
+
+        Returns:
+            ``H x W x 3`` uint8, or ``H x W x 4`` with alpha kept.
+        """
         if keep_alpha and self.alpha is not None:
             arr = np.concatenate([self.rgb, self.alpha[..., None]], axis=2)
         else:
@@ -118,7 +145,15 @@ class Image:
         return np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
 
     def to_pil(self, *, keep_alpha: bool = True, background: tuple[float, float, float] = WHITE) -> PILImage.Image:
-        """An 8-bit PIL image (``RGBA`` when alpha is kept, else ``RGB`` composited over ``background``)."""
+        """An 8-bit PIL image.
+
+        Args:
+            keep_alpha: ``RGBA`` with the alpha kept, else ``RGB`` composited over ``background``.
+            background: Background for alpha, RGB in [0, 1].
+
+        Returns:
+            The PIL image.
+        """
         arr = self.to_uint8(keep_alpha=keep_alpha, background=background)
         return PILImage.fromarray(arr, "RGBA" if arr.shape[2] == 4 else "RGB")
 
@@ -127,6 +162,13 @@ class Image:
 
         Without ``alpha`` the current alpha is kept (a size change then needs ``alpha=`` resized too, or
         ``alpha=None`` to drop it), so a transform cannot lose transparency by forgetting it.
+
+        Args:
+            rgb: New float32 ``H x W x 3`` pixels.
+            alpha: New alpha, None to drop it, or omitted to keep the current one.
+
+        Returns:
+            The new image.
         """
         if alpha is _KEEP:
             alpha = self.alpha

@@ -306,11 +306,15 @@ def allocation_guard(what: str, source: str | None = None) -> Iterator[None]:
     """Turn a failed allocation inside the block into a :class:`~optimizer.errors.ResourceLimitError`.
 
     Catches ``MemoryError`` and torch's allocation ``RuntimeError`` (CPU or CUDA), so running out of memory
-    is a clean error for the file at hand (a batch goes on with the next one), never a crash.
+    is a clean error for the file at hand (a batch goes on with the next one), never a crash. Other
+    ``RuntimeError`` exceptions pass through.
 
     Args:
         what: What was being done, for the message (``"scoring a 9999x9999 image"``).
         source: The file the error names.
+
+    Returns:
+        A context manager.
     """
     try:
         yield

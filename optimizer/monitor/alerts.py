@@ -86,7 +86,12 @@ class Alert:
 class AlertSink(Protocol):
     """Anything with ``emit(alert)``; plain callables are wrapped in :class:`CallbackSink`."""
 
-    def emit(self, alert: Alert) -> None: ...
+    def emit(self, alert: Alert) -> None:
+        """Deliver one alert; raise to report a failure (the monitor keeps the alert and retries).
+
+        Args:
+            alert: The alert.
+        """
 
 
 class CallbackSink:

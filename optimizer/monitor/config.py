@@ -75,7 +75,15 @@ class MonitorConfig:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "monitor config") -> MonitorConfig:
-        """Build from a parsed TOML/JSON mapping; every problem is a :class:`ConfigError` naming ``source``."""
+        """Build from a parsed TOML/JSON mapping (optionally under a ``monitor`` table).
+
+        Args:
+            data: The mapping.
+            source: What it came from, named in errors.
+
+        Returns:
+            The config; every problem is a :class:`ConfigError` naming ``source``.
+        """
         if not isinstance(data, Mapping):
             raise ConfigError(f"{source}: expected a table, got {type(data).__name__}")
         if set(data) == {"monitor"} and isinstance(data["monitor"], Mapping):
@@ -102,9 +110,23 @@ class MonitorConfig:
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> MonitorConfig:
+        """Read a config from a TOML file (see :func:`load_monitor_config`).
+
+        Args:
+            path: The file.
+
+        Returns:
+            The config.
+        """
         return load_monitor_config(path)
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as plain data, in the TOML layout.
+
+        Returns:
+            A mapping :meth:`from_mapping` reads back.
+        """
+
         def rule(r: Threshold | DriftRule) -> dict[str, float]:
             return {k: v for k, v in asdict(r).items() if k != "metric" and v is not None}
 
@@ -134,5 +156,12 @@ def _rule_values(spec: Any, allowed: set[str], where: str) -> dict[str, Any]:
 
 
 def load_monitor_config(path: str | os.PathLike[str]) -> MonitorConfig:
-    """Read a :class:`MonitorConfig` from a TOML file (see its docstring for the layout)."""
+    """Read a :class:`MonitorConfig` from a TOML file (see its docstring for the layout).
+
+    Args:
+        path: The file.
+
+    Returns:
+        The config; a missing, unreadable or malformed file is a :class:`ConfigError`.
+    """
     return MonitorConfig.from_mapping(read_toml(path, "monitor config"), source=str(path))

@@ -84,6 +84,11 @@ class MetricStats:
     drift_state: str | None
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (non-finite numbers as strings).
+
+        Returns:
+            The statistics as a dict.
+        """
         return {k: (json_number(v) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
@@ -99,6 +104,11 @@ class MonitorStats:
     metrics: dict[str, MetricStats]
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (non-finite numbers as strings).
+
+        Returns:
+            The snapshot as a dict.
+        """
         data = asdict(self)
         data["metrics"] = {k: v.to_dict() for k, v in self.metrics.items()}
         return data
@@ -183,7 +193,16 @@ class QualityMonitor:
         sinks: Iterable[AlertSink | Callable[[Alert], Any]] = (),
         clock: Callable[[], float] = time.time,
     ) -> QualityMonitor:
-        """A monitor from a :class:`MonitorConfig` or a TOML file."""
+        """A monitor from a config object or a TOML file.
+
+        Args:
+            config: A :class:`MonitorConfig`, or the path of a TOML file.
+            sinks: Callables or objects with ``emit(alert)``.
+            clock: Seconds since the epoch (injectable for tests).
+
+        Returns:
+            The monitor.
+        """
         if not isinstance(config, MonitorConfig):
             config = load_monitor_config(config)
         return cls(
@@ -199,9 +218,15 @@ class QualityMonitor:
 
     @property
     def window(self) -> int:
+        """Observations in each rolling window."""
         return self.config.window
 
     def add_sink(self, sink: AlertSink | Callable[[Alert], Any]) -> None:
+        """Send later alerts to one more sink.
+
+        Args:
+            sink: A callable or an object with ``emit(alert)``.
+        """
         self.sinks.append(as_sink(sink))
 
     # -- input ---------------------------------------------------------------------------------------
@@ -209,10 +234,16 @@ class QualityMonitor:
     def observe(
         self, result: ResultLike, item: str | None = None, *, silent: bool = False, timestamp: float | None = None
     ) -> list[Alert]:
-        """Add one result; returns the alerts it raised (already sent to the sinks unless ``silent``).
+        """Add one result and raise the alerts it triggers.
 
-        ``item`` identifies the observation in alerts (default: the result's distorted path). ``silent``
-        replays history (restoring windows, baselines and counts) without notifying the sinks.
+        Args:
+            result: An :class:`~optimizer.evaluator.EvaluationResult`, or its ``to_dict()`` mapping.
+            item: Identifies the observation in alerts (default: the result's distorted path).
+            silent: Replay history (restoring windows, baselines and counts) without notifying the sinks.
+            timestamp: Seconds since the epoch of the observation (default: the clock).
+
+        Returns:
+            The alerts raised (already sent to the sinks unless ``silent``).
         """
         if not isinstance(result, EvaluationResult):
             if not isinstance(result, Mapping):
@@ -268,7 +299,18 @@ class QualityMonitor:
         silent: bool = False,
         timestamp: float | None = None,
     ) -> Alert:
-        """Record an item that could not be scored; it becomes an ``error`` alert (never an exception)."""
+        """Record an item that could not be scored; it becomes an ``error`` alert (never an exception).
+
+        Args:
+            item: The item (a file or pair key).
+            message: Why it could not be scored.
+            severity: ``"warning"`` or ``"critical"``.
+            silent: Count it without notifying the sinks (replay).
+            timestamp: Seconds since the epoch (default: the clock).
+
+        Returns:
+            The alert.
+        """
         if severity not in SEVERITIES:
             raise InvalidParameterError(f"severity must be one of {', '.join(SEVERITIES)}, got {severity!r}")
         now = self.clock() if timestamp is None else timestamp
@@ -281,7 +323,14 @@ class QualityMonitor:
         return alert
 
     def consume(self, results: Iterable[ResultLike]) -> list[Alert]:
-        """Observe every result of an iterable (e.g. a generator that yields results as they arrive)."""
+        """Observe every result of an iterable (e.g. a generator that yields results as they arrive).
+
+        Args:
+            results: Results or their ``to_dict()`` mappings.
+
+        Returns:
+            The alerts raised.
+        """
         alerts: list[Alert] = []
         for result in results:
             alerts += self.observe(result)
@@ -294,8 +343,16 @@ class QualityMonitor:
         *,
         poll: float = 0.1,
     ) -> list[Alert]:
-        """Observe results from a queue until ``stop_event`` is set and the queue is drained, or ``None``
-        arrives. Items may be results or ``(item_id, result)`` pairs. Returns the alerts raised."""
+        """Observe results from a queue until ``stop_event`` is set and the queue is drained, or ``None`` arrives.
+
+        Args:
+            source: Items are results or ``(item_id, result)`` pairs; ``None`` ends.
+            stop_event: Stop once set and the queue is empty.
+            poll: Seconds to wait for an item before checking ``stop_event``.
+
+        Returns:
+            The alerts raised.
+        """
         alerts: list[Alert] = []
         while True:
             try:
@@ -317,7 +374,12 @@ class QualityMonitor:
     # -- output --------------------------------------------------------------------------------------
 
     def stats(self) -> MonitorStats:
-        """A snapshot of the statistics (composite first, then metrics in order of appearance)."""
+        """A snapshot of the statistics.
+
+        Returns:
+            Counts, alerts by severity and kind, and per-metric window statistics (composite first, then the
+            metrics in order of appearance).
+        """
         with self._lock:
             metrics = {}
             order = sorted(self._tracks, key=lambda m: (m != COMPOSITE,))

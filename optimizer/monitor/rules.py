@@ -34,10 +34,26 @@ RANK: dict[str | None, int] = {None: 0, "warning": 1, "critical": 2}
 
 
 def higher_is_better(metric: str) -> bool:
+    """The direction of a metric or of the composite.
+
+    Args:
+        metric: A registered metric name or ``"composite"``.
+
+    Returns:
+        True when a higher value is better.
+    """
     return True if metric == COMPOSITE else get_spec(metric).higher_is_better
 
 
 def check_metric(metric: str) -> str:
+    """Check a metric name (a registered metric or ``"composite"``).
+
+    Args:
+        metric: The name.
+
+    Returns:
+        The name; otherwise :class:`InvalidParameterError` or :class:`UnknownNameError`.
+    """
     if not isinstance(metric, str) or not metric:
         raise InvalidParameterError(f"metric must be a non-empty name, got {metric!r}")
     if metric != COMPOSITE:
@@ -46,6 +62,15 @@ def check_metric(metric: str) -> str:
 
 
 def check_number(value: Any, what: str) -> float | None:
+    """Check an optional finite number.
+
+    Args:
+        value: The value (None passes).
+        what: Its name, for the error.
+
+    Returns:
+        The value as a float, or None.
+    """
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -84,15 +109,32 @@ class Threshold:
 
     @property
     def higher_is_better(self) -> bool:
+        """The metric's direction, from the registry (True for the composite)."""
         return higher_is_better(self.metric)
 
     def breaches(self, value: float, limit: float | None) -> bool:
+        """Whether ``value`` is on the wrong side of ``limit`` for this metric's direction.
+
+        Args:
+            value: An observation (NaN never breaches).
+            limit: The limit, or None (never breached).
+
+        Returns:
+            True when the value breaches the limit.
+        """
         if limit is None or math.isnan(value):
             return False
         return value < limit if self.higher_is_better else value > limit
 
     def severity(self, value: float) -> tuple[Severity, float] | None:
-        """The most severe level ``value`` breaches, with its limit; ``None`` when within limits."""
+        """The most severe level ``value`` breaches.
+
+        Args:
+            value: An observation.
+
+        Returns:
+            (severity, limit), or None when within limits.
+        """
         if self.breaches(value, self.critical):
             return "critical", float(self.critical)  # type: ignore[arg-type]
         if self.breaches(value, self.warning):
@@ -130,19 +172,45 @@ class DriftRule:
 
     @property
     def higher_is_better(self) -> bool:
+        """The metric's direction, from the registry (True for the composite)."""
         return higher_is_better(self.metric)
 
     def drop(self, mean: float, baseline: float) -> float:
-        """How much worse ``mean`` is than ``baseline`` (negative when better)."""
+        """How much worse ``mean`` is than ``baseline``, in the metric's units.
+
+        Args:
+            mean: The rolling mean.
+            baseline: The baseline.
+
+        Returns:
+            The drop (negative when better).
+        """
         return baseline - mean if self.higher_is_better else mean - baseline
 
     def limit(self, severity: str, baseline: float) -> float:
-        """The rolling mean at which ``severity`` fires."""
+        """The rolling mean at which ``severity`` fires.
+
+        Args:
+            severity: ``"warning"`` or ``"critical"``.
+            baseline: The baseline.
+
+        Returns:
+            The mean at the limit.
+        """
         amount = float(self.critical if severity == "critical" else self.warning)  # type: ignore[arg-type]
         return baseline - amount if self.higher_is_better else baseline + amount
 
     def level(self, drop: float, held: str | None, rearm: float) -> str | None:
-        """The drift state for ``drop`` given the currently held state (hysteresis)."""
+        """The drift state for ``drop`` given the state held (hysteresis).
+
+        Args:
+            drop: How much worse the mean is than the baseline.
+            held: The state held so far (None, ``"warning"``, ``"critical"``).
+            rearm: A held state clears once the drop falls below ``rearm`` times its amount.
+
+        Returns:
+            The new state.
+        """
         for severity, amount in (("critical", self.critical), ("warning", self.warning)):
             if amount is None:
                 continue

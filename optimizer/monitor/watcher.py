@@ -124,7 +124,11 @@ class FolderWatcher:
         return sorted(self._pending)
 
     def poll(self) -> list[WatchItem]:
-        """Scan both folders once and process every settled pair not processed before."""
+        """Scan both folders once and process every settled pair not processed before.
+
+        Returns:
+            The pairs processed by this poll (results and errors).
+        """
         from ..batch import index_folder
 
         now = self.clock()
@@ -154,7 +158,11 @@ class FolderWatcher:
         return items
 
     def once(self) -> list[WatchItem]:
-        """Process what is there now; pairs still being written get one wait of up to ``settle`` seconds."""
+        """Process what is there now; pairs still being written get one wait of up to ``settle`` seconds.
+
+        Returns:
+            The pairs processed.
+        """
         items = self.poll()
         if self._pending:
             time.sleep(self.settle)
@@ -169,9 +177,19 @@ class FolderWatcher:
         max_polls: int | None = None,
         on_items: Callable[[list[WatchItem]], Any] | None = None,
     ) -> int:
-        """Poll every ``interval`` seconds until ``stop_event`` is set (or ``max_polls`` polls); returns the
-        number of pairs processed. Ctrl-C propagates after the pair in progress is either recorded or left
-        for the next run."""
+        """Poll until ``stop_event`` is set (or ``max_polls`` polls).
+
+        Ctrl-C propagates after the pair in progress is either recorded or left for the next run.
+
+        Args:
+            interval: Seconds between polls.
+            stop_event: Set it (from another thread or a signal handler) to stop.
+            max_polls: Stop after this many polls.
+            on_items: Called with each non-empty list of processed pairs.
+
+        Returns:
+            The number of pairs processed.
+        """
         if interval <= 0:
             raise InvalidParameterError(f"interval must be > 0 seconds, got {interval}")
         stop = stop_event or threading.Event()
