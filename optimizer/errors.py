@@ -29,6 +29,38 @@ class ImageTooLargeError(InvalidImageError):
     """An image is over the pixel limit (the decompression-bomb guard); found before its pixels are decoded."""
 
 
+class ResourceLimitError(OptimizerError, MemoryError):
+    """Work refused because it would need more memory than the budget allows (estimated before allocating),
+    or an allocation failed; the message names the estimate, the budget and how to raise it."""
+
+    def __init__(self, reason: str, source: str | Path | None = None) -> None:
+        self.reason = reason
+        self.source = str(source) if source is not None else None
+        message = f"{self.source}: {reason}" if self.source else reason
+        super().__init__(message)
+
+
+class OutputError(OptimizerError, OSError):
+    """A result could not be written: the target is a folder or a device, the disk is full, permission denied.
+
+    Nothing partial is left behind; the message names the path and the reason.
+    """
+
+    def __init__(self, reason: str, path: str | Path | None = None) -> None:
+        self.reason = reason
+        self.path = str(path) if path is not None else None
+        message = f"{self.path}: {reason}" if self.path else reason
+        super().__init__(message)
+
+    def __str__(self) -> str:  # OSError would otherwise format its own way
+        return str(self.args[0])
+
+
+class InputFileError(OptimizerError, ValueError):
+    """An input file other than an image (a monitor state file, a JSON document) is unreadable or malformed;
+    the message names the file and the reason."""
+
+
 class ImageSizeMismatchError(OptimizerError, ValueError):
     """Reference and distorted images differ in size where equal sizes are required."""
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ImageSizeMismatchError, InvalidParameterError, UnknownNameError
 from .imageio import WHITE, Image, ImageSource, load_image
+from .imageio.limits import allocation_guard, check_memory, scoring_memory
 from .jsonio import dumps, json_safe, number_from_json
 from .metrics.registry import create_metric, get_spec
 
@@ -313,10 +314,17 @@ class Evaluator:
 
     # -- scoring ------------------------------------------------------------------------------------
 
-    def for_reference(self, reference: ImageSource | Image, *, name: str | None = None) -> ReferenceScorer:
-        """A scorer that caches the reference side (pixels, filtered statistics, network features)."""
-        image = load_image(reference, name=name)
-        return ReferenceScorer(self, image)
+    def for_reference(
+        self, reference: ImageSource | Image, *, name: str | None = None, max_memory: int | None = None
+    ) -> ReferenceScorer:
+        """A scorer that caches the reference side (pixels, filtered statistics, network features).
+
+        Scoring memory is estimated from the pixel count first (:func:`~optimizer.imageio.limits.check_memory`,
+        budget ``max_memory`` or ``OPTIMIZER_MAX_MEMORY``): too large an image is a
+        :class:`~optimizer.errors.ResourceLimitError`, as is an allocation that fails anyway.
+        """
+        image = load_image(reference, name=name, max_memory=max_memory)
+        return ReferenceScorer(self, image, max_memory=max_memory)
 
     def evaluate(self, reference: ImageSource | Image, distorted: ImageSource | Image) -> EvaluationResult:
         """Score one pair (paths, bytes, PIL images, arrays or :class:`Image`)."""
@@ -366,15 +374,18 @@ class Evaluator:
 class ReferenceScorer:
     """One reference, prepared once, scored against many candidates. Results equal the uncached path."""
 
-    def __init__(self, evaluator: Evaluator, reference: Image) -> None:
+    def __init__(self, evaluator: Evaluator, reference: Image, *, max_memory: int | None = None) -> None:
         import torch
 
         self.evaluator = evaluator
         self.reference = reference
-        self._tensor = reference.to_tensor(evaluator.device, background=evaluator.background)
+        self._what = f"scoring a {reference.width}x{reference.height} image with {', '.join(evaluator.metric_names)}"
+        needed = scoring_memory(evaluator.metric_names, reference.width, reference.height)
+        check_memory(needed, self._what, reference.source, max_memory=max_memory)
         self._shared: dict[str, Any] = {}
         self._states: dict[str, Any] = {}
-        with torch.inference_mode():
+        with allocation_guard(self._what, reference.source), torch.inference_mode():
+            self._tensor = reference.to_tensor(evaluator.device, background=evaluator.background)
             for name, metric in evaluator.metrics.items():
                 self._states[name] = metric.prepare(self._tensor, self._shared)
 
@@ -393,8 +404,10 @@ class ReferenceScorer:
                 )
             from .transforms import resize
 
-            image = resize(image, width=self.reference.width, height=self.reference.height, filter="lanczos")
-        return image, image.to_tensor(self.evaluator.device, background=self.evaluator.background)
+            with allocation_guard(self._what, image.source):
+                image = resize(image, width=self.reference.width, height=self.reference.height, filter="lanczos")
+        with allocation_guard(self._what, image.source):
+            return image, image.to_tensor(self.evaluator.device, background=self.evaluator.background)
 
     def score(self, distorted: ImageSource | Image, *, metrics: Iterable[str] | None = None) -> EvaluationResult:
         """Score one candidate; ``metrics`` restricts to a subset (the composite then uses only those)."""
@@ -408,7 +421,7 @@ class ReferenceScorer:
         image, tensor = self._distorted_tensor(distorted)
         pair_shared: dict[str, Any] = {}
         scores: dict[str, float] = {}
-        with torch.inference_mode():
+        with allocation_guard(self._what, image.source or self.reference.source), torch.inference_mode():
             for name in names:
                 metric = self.evaluator.metrics[name]
                 scores[name] = float(metric.compute(self._states[name], tensor, pair_shared))
@@ -428,7 +441,7 @@ class ReferenceScorer:
         _, tensor = self._distorted_tensor(distorted)
         pair_shared: dict[str, Any] = {}
         out: dict[str, np.ndarray] = {}
-        with torch.inference_mode():
+        with allocation_guard(self._what, self.reference.source), torch.inference_mode():
             for name, metric in self.evaluator.metrics.items():
                 if get_spec(name).has_map:
                     result = metric.compute_map(self._states[name], tensor, pair_shared)

@@ -29,6 +29,7 @@ from PIL import Image as PILImage
 from .codecs.base import Param
 from .errors import InvalidParameterError
 from .imageio import Image
+from .imageio.limits import get_max_pixels
 
 __all__ = [
     "RESIZE_FILTERS",
@@ -87,19 +88,49 @@ def linear_to_srgb(x: np.ndarray) -> np.ndarray:
 
 
 def target_size(
-    source: tuple[int, int], *, width: int | None = None, height: int | None = None, scale: float | None = None
+    source: tuple[int, int],
+    *,
+    width: int | None = None,
+    height: int | None = None,
+    scale: float | None = None,
+    max_pixels: int | None = None,
 ) -> tuple[int, int]:
-    """The (width, height) a resize request gives for a ``source`` (width, height); validates the request."""
+    """The (width, height) a resize request gives for a ``source`` (width, height); validates the request.
+
+    Args:
+        source: (width, height) of the image to resize.
+        width: Target width (aspect kept when alone).
+        height: Target height (aspect kept when alone).
+        scale: Scale factor, instead of width/height.
+        max_pixels: Largest output allowed (default: the process pixel limit,
+            :func:`~optimizer.imageio.get_max_pixels`), checked before anything is allocated.
+
+    Returns:
+        The output (width, height).
+    """
     _check_size_request(width, height, scale)
     w, h = source
     if scale is not None:
-        return max(1, round(w * scale)), max(1, round(h * scale))
-    if width is not None and height is not None:
-        return width, height
-    if width is not None:
-        return width, max(1, round(h * width / w))
-    assert height is not None  # _check_size_request: one of scale, width and height is given
-    return max(1, round(w * height / h)), height
+        size = max(1, round(w * scale)), max(1, round(h * scale))
+    elif width is not None and height is not None:
+        size = width, height
+    elif width is not None:
+        size = width, max(1, round(h * width / w))
+    elif height is not None:
+        size = max(1, round(w * height / h)), height
+    else:  # pragma: no cover - _check_size_request refuses a request without width, height or scale
+        raise InvalidParameterError("resize needs width, height (one or both) or scale; got none")
+    _check_output_pixels(size, max_pixels)
+    return size
+
+
+def _check_output_pixels(size: tuple[int, int], max_pixels: int | None) -> None:
+    limit = get_max_pixels() if max_pixels is None else max_pixels
+    if size[0] * size[1] > limit:
+        raise InvalidParameterError(
+            f"resize to {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels is over the pixel limit of {limit:,} "
+            "(the same limit as for input images; raise it with set_max_pixels() if this is intended)"
+        )
 
 
 def _check_size_request(width: Any, height: Any, scale: Any) -> None:
@@ -264,6 +295,8 @@ class Transform:
     def __post_init__(self) -> None:
         if not (self.width is None and self.height is None and self.scale is None):
             _check_size_request(self.width, self.height, self.scale)
+            # Whatever the source, the output is at least this many pixels: refuse it before any image is seen.
+            _check_output_pixels((self.width or 1, self.height or 1), None)
         for p in TRANSFORM_PARAMS:
             object.__setattr__(self, p.name, p.validate(getattr(self, p.name)))
         if self.scale is not None:

@@ -8,6 +8,7 @@ installed on the machine.
 from __future__ import annotations
 
 import io
+import os
 import struct
 import time
 import warnings
@@ -31,6 +32,7 @@ from optimizer.imageio import (
     load_image,
     set_max_pixels,
 )
+from optimizer.imageio._jxl import jxl_size
 
 try:
     import imagecodecs
@@ -389,19 +391,29 @@ def test_limit_from_other_headers(tmp_path, header, monkeypatch):
     expect_invalid(path, str(path), "60000x50000", "over the limit of 2,000,000,000", max_pixels=2 * 10**9)
 
 
-def test_limit_between_pillow_warning_and_error(tmp_path, restore_limit):
-    """Pillow warns between its limit and twice it, and raises above: neither leaks, both are our error."""
+PILLOW_DEFAULT_GUARD = 1024 * 1024 * 1024 // 4 // 3
+
+
+def test_pillow_globals_are_never_changed(restore_limit):
+    """Importing the loader and setting the process default leave Pillow's own guard and truncation flag alone."""
+    assert PILImage.MAX_IMAGE_PIXELS == PILLOW_DEFAULT_GUARD
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
     set_max_pixels(1_000)
-    assert PILImage.MAX_IMAGE_PIXELS == 1_000  # Pillow's guard set explicitly with ours
+    assert get_max_pixels() == 1_000
+    assert PILImage.MAX_IMAGE_PIXELS == PILLOW_DEFAULT_GUARD
+
+
+def test_our_limit_between_pillow_warning_and_error(tmp_path, restore_limit):
+    """Sizes around our limit, in Pillow's warning and error zones for the same value: our error, no leak."""
+    set_max_pixels(1_000)
     warn_zone = write(tmp_path, "40x40.png", encode(PILImage.new("RGB", (40, 40)), "PNG"))  # 1x to 2x the limit
     error_zone = write(tmp_path, "60x60.png", encode(PILImage.new("RGB", (60, 60)), "PNG"))  # over 2x
     expect_invalid(warn_zone, str(warn_zone), "40x40 = 1,600 pixels", "over the limit of 1,000")
-    expect_invalid(error_zone, str(error_zone), "3,600 pixels", "over the limit of 1,000")
+    expect_invalid(error_zone, str(error_zone), "60x60 = 3,600 pixels", "over the limit of 1,000")
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF", "GIF", "WEBP"])
-def test_per_call_limit_above_the_global_one_allows_larger_images(tmp_path, restore_limit, fmt):
-    """Pillow checks again while decoding (TIFF tiles, GIF frames): a raised per-call limit must reach it."""
+def test_per_call_limit_above_the_process_default(tmp_path, restore_limit, fmt):
     set_max_pixels(500)
     frames = [PILImage.fromarray(PHOTO), PILImage.fromarray(255 - PHOTO)]
     kwargs = {"save_all": True, "append_images": frames[1:]} if fmt in ("GIF", "WEBP", "TIFF") else {}
@@ -411,11 +423,30 @@ def test_per_call_limit_above_the_global_one_allows_larger_images(tmp_path, rest
         warnings.simplefilter("error")
         image = load_image(path, max_pixels=PHOTO.shape[0] * PHOTO.shape[1])
     assert image.size == (56, 40)
-    assert PILImage.MAX_IMAGE_PIXELS == 500 == get_max_pixels()  # Pillow's guard is back where it was
+    assert PILImage.MAX_IMAGE_PIXELS == PILLOW_DEFAULT_GUARD and get_max_pixels() == 500
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "PPM"])
+def test_our_limit_counts_even_when_an_application_lowered_pillows_guard(tmp_path, monkeypatch, fmt):
+    """Headers are read without Image.open's check: Pillow's process guard does not refuse what we allow."""
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1_000)  # as an application might
+    path = write(tmp_path, f"photo.{fmt.lower()}", encode(PILImage.fromarray(PHOTO), fmt))  # 2,240 px > 2x 1,000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_image(path).size == (56, 40)
+    assert PILImage.MAX_IMAGE_PIXELS == 1_000
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "WEBP"])
+def test_pillows_own_guard_is_named(tmp_path, monkeypatch, fmt):
+    """Pillow checks its guard itself in its WebP plugin and TIFF tile decoder: the error says how to raise it."""
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1_000)
+    path = write(tmp_path, f"photo.{fmt.lower()}", encode(PILImage.fromarray(PHOTO), fmt))
+    expect_invalid(path, str(path), "decompression bomb", "PIL.Image.MAX_IMAGE_PIXELS (now 1000)")
 
 
 def test_concurrent_loads_with_different_limits(tmp_path, restore_limit):
-    """Raised per-call limits in some threads never make another thread's load fail, nor leak the guard."""
+    """Per-call limits in some threads never make another thread's load fail, nor touch Pillow's guard."""
     from concurrent.futures import ThreadPoolExecutor
 
     set_max_pixels(1_000)
@@ -429,7 +460,7 @@ def test_concurrent_loads_with_different_limits(tmp_path, restore_limit):
     with ThreadPoolExecutor(4) as pool:
         sizes = list(pool.map(load, range(40)))
     assert sizes == [(56, 40) if i % 2 else (30, 20) for i in range(40)]
-    assert PILImage.MAX_IMAGE_PIXELS == 1_000
+    assert PILImage.MAX_IMAGE_PIXELS == PILLOW_DEFAULT_GUARD
 
 
 def test_per_call_limit_below_the_global_one(tmp_path):
@@ -699,7 +730,7 @@ def test_16_bit_colour_tiff_full_precision_with_imagecodecs(layout):
 
 
 def test_16_bit_colour_tiff_without_imagecodecs(monkeypatch):
-    monkeypatch.setattr(imageio, "_imagecodecs", lambda: None)
+    monkeypatch.setattr(imageio._optional, "imagecodecs", lambda: None)
     with pytest.warns(PrecisionWarning, match="16-bit colour TIFF"):
         image = load_image(raw_tiff(WIDE, 2))
     assert image.info.bit_depth == 8
@@ -735,7 +766,7 @@ def test_16_bit_apng_is_read_at_8_bits_with_a_warning():
 
 def test_16_bit_colour_png_without_imagecodecs(monkeypatch):
     """Without imagecodecs Pillow reads 16-bit colour at 8 bits: said in bit_depth and a PrecisionWarning."""
-    monkeypatch.setattr(imageio, "_imagecodecs", lambda: None)
+    monkeypatch.setattr(imageio._optional, "imagecodecs", lambda: None)
     with pytest.warns(PrecisionWarning, match="8-bit precision"):
         image = load_image(raw_png(WIDE, 16, 2), name="wide.png")
     assert image.info.bit_depth == 8
@@ -1027,7 +1058,7 @@ def test_16_bit_png_profile_converted_at_16_bits():
 
 
 def test_16_bit_png_profile_without_imagecodecs(monkeypatch):
-    monkeypatch.setattr(imageio, "_imagecodecs", lambda: None)
+    monkeypatch.setattr(imageio._optional, "imagecodecs", lambda: None)
     values = np.array([0, 100, 1000, 20000, 40000, 65535], np.uint16)
     image = load_image(raw_png(values[None, :], 16, 0, extra=iccp_chunk(linear_grey_profile())))
     assert image.info.icc_converted and image.info.bit_depth == 8
@@ -1157,8 +1188,8 @@ def _jxl_container(codestream: bytes) -> bytes:
 def test_jxl_size_header(size):
     width, height = size
     stream = imagecodecs.jpegxl_encode(np.zeros((height, width, 3), np.uint8), effort=1)
-    assert imageio._jxl_size(stream) == (width, height)
-    assert imageio._jxl_size(_jxl_container(stream)) == (width, height)
+    assert jxl_size(stream) == (width, height)
+    assert jxl_size(_jxl_container(stream)) == (width, height)
 
 
 @needs_imagecodecs
@@ -1182,7 +1213,7 @@ def test_jxl_huge_header_is_refused_before_decoding(tmp_path, monkeypatch):
     bits |= 0 << 33  # ratio
     bits |= (3 << 36) | ((1_000_000 - 1) << 38)
     header = b"\xff\x0a" + bits.to_bytes(9, "little")
-    assert imageio._jxl_size(header + stream[11:]) == (1_000_000, 1_000_000)
+    assert jxl_size(header + stream[11:]) == (1_000_000, 1_000_000)
     monkeypatch.setattr(imagecodecs, "jpegxl_decode", lambda *a, **k: pytest.fail("decoded"))
     expect_invalid(header + stream[11:], "1000000x1000000", "over the limit")
 
@@ -1195,3 +1226,104 @@ def test_jxl_animation():
     assert image.info.n_frames == 3
     np.testing.assert_array_equal(image.to_uint8()[0, 0], COLOURS[0])
     expect_invalid(data, "3 frames", animated="error")
+
+
+# --------------------------------------------------------------------------------------------------
+# Hostile input: damaged JPEG data, non-regular files
+
+
+def _jpeg(arr: np.ndarray, **kwargs) -> bytes:
+    return encode(PILImage.fromarray(arr), "JPEG", quality=90, **kwargs)
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+@pytest.mark.parametrize("fraction", [0.3, 0.5, 0.9])
+def test_jpeg_cut_short_with_an_end_marker_appended_is_refused(tmp_path, progressive, fraction):
+    """libjpeg would grey-fill the missing part (Pillow silences its warning): strict decoding refuses it."""
+    data = _jpeg(PHOTO, progressive=progressive)
+    path = write(tmp_path, "cut.jpg", data[: int(len(data) * fraction)] + b"\xff\xd9")
+    expect_invalid(path, str(path), "corrupt or truncated JPEG", "premature end")
+
+
+def test_jpeg_whose_header_claims_9000x9000_over_20kb_is_refused(tmp_path):
+    data = bytearray(_jpeg(RNG.integers(0, 256, (96, 96, 3), dtype=np.uint8)))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 9000, 9000)
+    path = write(tmp_path, "claims-9000.jpg", bytes(data))
+    assert path.stat().st_size < 30_000
+    expect_invalid(path, str(path), "corrupt or truncated JPEG")
+
+
+def test_jpeg_with_damaged_entropy_data_is_refused(tmp_path):
+    data = bytearray(_jpeg(PHOTO))
+    start = data.index(b"\xff\xda") + 40
+    for i in range(start, start + 60, 3):
+        data[i] ^= 0x5A
+    path = write(tmp_path, "flipped.jpg", bytes(data))
+    expect_invalid(path, str(path), "corrupt or truncated JPEG")
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"progressive": True}, {"subsampling": 0}, {"subsampling": 2, "quality": 40}], ids=str
+)
+def test_strict_jpeg_pixels_equal_pillows(kwargs):
+    """The strict decoder is libjpeg-turbo with Pillow's settings: the pixels are Pillow's, bit for bit."""
+    data = encode(PILImage.fromarray(PHOTO), "JPEG", **kwargs)
+    expected = np.asarray(PILImage.open(io.BytesIO(data)).convert("RGB"))
+    np.testing.assert_array_equal(load_image(data).to_uint8(), expected)
+    grey = encode(PILImage.fromarray(PHOTO[..., 1]), "JPEG", **kwargs)
+    np.testing.assert_array_equal(load_image(grey).to_uint8()[..., 0], np.asarray(PILImage.open(io.BytesIO(grey))))
+
+
+def test_cmyk_jpeg_is_checked_strictly_too():
+    cmyk = PILImage.fromarray(PHOTO).convert("CMYK")
+    data = encode(cmyk, "JPEG", quality=95)
+    image = load_image(data)
+    assert image.info.mode == "CMYK" and image.size == (56, 40)
+    expect_invalid(data[: len(data) // 2] + b"\xff\xd9", "corrupt or truncated JPEG")
+
+
+@pytest.mark.timeout(20)
+def test_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    expect_invalid(fifo, str(fifo), "is a FIFO (named pipe), not a regular file")
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_endless_device_is_refused_without_reading_it():
+    expect_invalid("/dev/zero", "/dev/zero", "is a character device, not a regular file")
+    expect_invalid(Path("/dev/null"), "/dev/null", "not a regular file")
+
+
+def test_symlinks_are_followed_and_a_loop_is_refused(tmp_path):
+    real = write(tmp_path, "real.png", encode(PILImage.fromarray(PHOTO), "PNG"))
+    (tmp_path / "link.png").symlink_to(real)
+    assert load_image(tmp_path / "link.png").size == (56, 40)
+    (tmp_path / "a.png").symlink_to(tmp_path / "b.png")
+    (tmp_path / "b.png").symlink_to(tmp_path / "a.png")
+    expect_invalid(tmp_path / "a.png", "symbolic links")
+
+
+def test_file_bigger_than_the_memory_budget_is_refused(tmp_path):
+    from optimizer.errors import ResourceLimitError
+
+    path = write(tmp_path, "photo.png", encode(PILImage.fromarray(PHOTO), "PNG"))
+    with pytest.raises(ResourceLimitError, match="reading a .*-byte file needs about .* over the budget of 100 bytes"):
+        load_image(path, max_memory=100)
+
+
+def test_decoding_over_the_memory_budget_is_refused_from_the_header(tmp_path, monkeypatch):
+    """A small PNG that decodes to 9999 x 9999: under the pixel limit, over a budget: refused, nothing decoded."""
+    from optimizer.errors import ResourceLimitError
+
+    path = write(tmp_path, "huge.png", raw_png(None, 8, 2, size=(9999, 9999)))
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("pixels were decoded"))
+    monkeypatch.setenv("OPTIMIZER_MAX_MEMORY", "1G")
+    with pytest.raises(ResourceLimitError) as caught:
+        load_image(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: decoding a 9999x9999 image needs about ")
+    assert "over the budget of 1.0 GiB (OPTIMIZER_MAX_MEMORY)" in message and "OPTIMIZER_MAX_MEMORY=" in message
+    assert isinstance(caught.value, MemoryError) and isinstance(caught.value, OptimizerError)

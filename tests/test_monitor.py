@@ -28,8 +28,8 @@ from optimizer.monitor import (
     QualityMonitor,
     Threshold,
     load_monitor_config,
-    window_statistics,
 )
+from optimizer.statistics import window_statistics
 
 
 def make_result(composite: float = 0.9, name: str | None = None, **scores: float) -> EvaluationResult:
@@ -270,7 +270,54 @@ def test_sinks_json_lines_logging_and_a_broken_sink(tmp_path: Path, caplog: pyte
     assert JsonLinesSink(path).read() == calls
     levels = [r.levelno for r in caplog.records if r.getMessage().startswith("ssim")]
     assert levels == [logging.WARNING, logging.CRITICAL]
-    assert any("sink" in r.getMessage() and r.exc_info for r in caplog.records)
+    failures = [r for r in caplog.records if "alert sink" in r.getMessage()]
+    assert len(failures) == 1 and "sink down" in failures[0].getMessage()  # one line per failing spell
+    assert failures[0].exc_info is None  # a reason, not a traceback
+    assert monitor.undelivered() == [(f"callback {broken.__qualname__}", a) for a in calls]  # kept, in order
+    assert monitor.sink_errors() == {f"callback {broken.__qualname__}": "sink down"}
+
+
+def test_a_failing_sink_keeps_its_alerts_and_delivers_them_in_order_once_it_recovers() -> None:
+    delivered: list[Alert] = []
+    down = [True]
+
+    def flaky(alert: Alert) -> None:
+        if down[0]:
+            raise OSError("disk full")
+        delivered.append(alert)
+
+    monitor = QualityMonitor({"ssim": {"warning": 0.9}}, cooldown=0, sinks=[flaky])
+    raised = monitor.observe(make_result(ssim=0.5), "a") + monitor.observe(make_result(ssim=0.4), "b")
+    assert delivered == [] and [a for _, a in monitor.undelivered()] == raised and monitor.sink_failures == 2
+    down[0] = False
+    assert monitor.flush_sinks() == []
+    assert delivered == raised and monitor.sink_errors() == {}
+    raised += monitor.observe(make_result(ssim=0.3), "c")
+    assert delivered == raised
+
+
+def test_json_lines_sink_refuses_a_path_it_cannot_write(tmp_path: Path) -> None:
+    from optimizer.errors import OutputError
+
+    with pytest.raises(OutputError, match="cannot write the alerts file: is a folder"):
+        JsonLinesSink(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="cannot create the folder"):
+        JsonLinesSink(blocker / "alerts.jsonl")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_json_lines_sink_on_a_full_disk_raises_and_the_monitor_keeps_the_alerts() -> None:
+    from optimizer.errors import OutputError
+
+    sink = JsonLinesSink("/dev/full")
+    monitor = QualityMonitor({"ssim": {"warning": 0.9}}, cooldown=0, sinks=[sink])
+    with pytest.raises(OutputError, match="/dev/full: cannot write the alerts file: no space left on device"):
+        sink.emit(Alert("warning", "ssim", 0.5, 0.9, "threshold", "m", "a", "t"))
+    alerts = monitor.observe(make_result(ssim=0.5), "a")
+    assert [a for _, a in monitor.undelivered()] == alerts
+    assert "no space left on device" in monitor.sink_errors()["/dev/full"]
 
 
 def test_consume_iterable_mapping_and_queue() -> None:
@@ -566,3 +613,114 @@ def test_cli_fail_on_and_usage_errors(tmp_path: Path, crops: list) -> None:
     assert _cli([*args, "--config", str(bad)]) == 2
     assert _cli(["monitor", "--watch", str(orig), str(tmp_path / "absent"), "--once"]) == 2
     assert _cli([*args, "--fail-on", "sometimes"]) == 2
+
+
+# --------------------------------------------------------------------------------------------------
+# Hostile state and alert files
+
+
+def _scored_pair(tmp_path: Path, crops: list) -> tuple[list[str], Path]:
+    orig, proc = _folders(tmp_path, crops[:1])
+    (proc / "img0.jpg").write_bytes(_jpeg(crops[0], 5))
+    _age(proc / "img0.jpg")
+    state = tmp_path / "state.jsonl"
+    args = ["monitor", "--watch", str(orig), str(proc), "--metrics", "ssim", "--once", "--settle", "0"]
+    return [*args, "--state", str(state)], state
+
+
+def _one_line_error(err: str) -> str:
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_cli_state_file_that_is_a_folder_is_exit_3(tmp_path: Path, crops: list, capsys) -> None:
+    args, state = _scored_pair(tmp_path, crops)
+    state.mkdir()
+    assert _cli(args) == 3
+    line = _one_line_error(capsys.readouterr().err)
+    assert str(state) in line and "is a folder" in line
+
+
+@pytest.mark.parametrize(
+    "bad_line",
+    [
+        b'{"key": "x", "signature": [1, 2, 3, 4], "time": NaN, "error": "e"}',
+        b'{"key": "x", "signature": [1, 2, 3, 4], "time": "nan", "error": "e"}',
+        b'{"key": "x", "signature": [1, 2, 3, 4], "time": 1e300, "error": "e"}',
+        b'{"key": 5, "signature": [1, 2, 3, 4], "error": "e"}',
+        b'{"key": "x", "signature": "abcd", "error": "e"}',
+        b'{"key": "x", "signature": [1, 2, 3, 4], "result": {"scores": [], "composite": 1}}',
+        b'{"key": "x", "signature": [1, 2, 3, 4], "result": [1]}',
+        b'["a list"]',
+        b"\xff\xfe not utf-8 \xc3",
+        b"[" * 5000,
+    ],
+    ids=[
+        "nan-literal",
+        "nan-string",
+        "huge-time",
+        "int-key",
+        "str-signature",
+        "bad-result",
+        "list-result",
+        "list",
+        "bad-utf8",
+        "deep",
+    ],
+)
+def test_cli_malformed_state_lines_are_skipped_with_a_warning(
+    tmp_path: Path, crops: list, bad_line: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    args, state = _scored_pair(tmp_path, crops)
+    assert _cli(args) == 0  # writes one valid line
+    good = state.read_bytes()
+    state.write_bytes(good + bad_line + b"\n")
+    with caplog.at_level(logging.WARNING, logger="optimizer.monitor"):
+        assert _cli(args) == 0
+    warnings_ = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert len(warnings_) == 1 and "line 2" in warnings_[0] and str(state) in warnings_[0]
+    assert state.read_bytes().startswith(good + bad_line)  # nothing rewritten, nothing lost
+
+
+def test_cli_file_that_is_not_a_state_file_is_refused_and_left_alone(tmp_path: Path, crops: list, capsys) -> None:
+    args, state = _scored_pair(tmp_path, crops)
+    png = PILImage.new("RGB", (8, 8))
+    png.save(state, "PNG")
+    before = state.read_bytes()
+    assert _cli(args) == 3
+    line = _one_line_error(capsys.readouterr().err)
+    assert str(state) in line and "not a monitor state file" in line
+    assert state.read_bytes() == before
+
+
+def test_cli_torn_last_state_line_is_recovered(tmp_path: Path, crops: list) -> None:
+    args, state = _scored_pair(tmp_path, crops)
+    state.write_bytes(b'{"v": 1, "key": "img0", "signa')
+    assert _cli(args) == 0
+    lines = state.read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[1])["key"] == "img0"
+
+
+def test_cli_alerts_path_that_is_a_folder_is_exit_3_before_scoring(tmp_path: Path, crops: list, capsys) -> None:
+    args, state = _scored_pair(tmp_path, crops)
+    folder = tmp_path / "alerts"
+    folder.mkdir()
+    assert _cli([*args, "--alerts", str(folder)]) == 3
+    line = _one_line_error(capsys.readouterr().err)
+    assert str(folder) in line and "is a folder" in line
+    assert not state.exists() or state.read_text() == ""  # nothing was scored
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_cli_alerts_on_a_full_disk_are_printed_on_stderr_and_exit_3(tmp_path: Path, crops: list, capsys) -> None:
+    args, _ = _scored_pair(tmp_path, crops)
+    config = tmp_path / "monitor.toml"
+    config.write_text("[thresholds.ssim]\nwarning = 0.99\n")
+    assert _cli([*args, "--config", str(config), "--alerts", "/dev/full"]) == 3
+    err = capsys.readouterr().err
+    line = _one_line_error(err)
+    assert "1 alert(s) could not be delivered" in line and "/dev/full" in line and "no space left" in line
+    [kept] = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
+    assert kept["item"] == "img0" and kept["metric"] == "ssim"

@@ -13,9 +13,12 @@ from .. import __version__
 from ..errors import (
     CodecUnavailableError,
     ImageSizeMismatchError,
+    InputFileError,
     InvalidImageError,
     OptimizerError,
+    OutputError,
     PresetError,
+    ResourceLimitError,
     WeightsNotFoundError,
 )
 from ._output import err_console
@@ -63,7 +66,9 @@ def debug_enabled() -> bool:
 
 def exit_code_for(exc: BaseException) -> int:
     """The documented exit code for an exception."""
-    if isinstance(exc, (InvalidImageError, ImageSizeMismatchError, PresetError)):
+    if isinstance(
+        exc, (InvalidImageError, ImageSizeMismatchError, PresetError, InputFileError, OutputError, ResourceLimitError)
+    ):
         return EXIT_INPUT
     if isinstance(exc, (CodecUnavailableError, WeightsNotFoundError)):
         return EXIT_DEPENDENCY

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -10,13 +11,13 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from ._app import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK, app, fail
-from ._output import ProgressReporter, console, err_console
+from ._app import EXIT_CHECK_FAILED, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, app, fail
+from ._output import ProgressReporter, console, err_console, escape
 from ._parsing import split_list
 
 if TYPE_CHECKING:
     from ..gate import GateReport
-    from ..monitor import Alert, MonitorConfig, MonitorStats
+    from ..monitor import Alert, MonitorConfig, MonitorStats, QualityMonitor
 
 STATE_NAME = ".optimizer-monitor-state.jsonl"
 _FAIL_ON = ("never", "warning", "critical")
@@ -86,7 +87,10 @@ def monitor_command(
 
     Without --config: composite warning below 0.7, critical below 0.5, and a drift warning when the rolling
     composite falls 0.05 below its first full window. Ctrl-C stops after the current pair; everything already
-    read is in the state file, so the next run goes on where this one stopped.
+    read is in the state file, so the next run goes on where this one stopped. Malformed lines in the state
+    file are skipped with a warning; a state path that is a folder, or a file that is not a state file, is
+    an error (exit 3). An alert that cannot be written to --alerts (a full disk) is kept and retried; what is
+    still undelivered at the end is printed on stderr as JSON lines, and the exit code is 3.
     """
     from ..evaluator import Evaluator
     from ..monitor import FolderWatcher, JsonLinesSink, QualityMonitor, load_monitor_config
@@ -142,12 +146,33 @@ def monitor_command(
             signal.signal(signal.SIGTERM, previous_handler)
     _print_stats(monitor.stats(), watcher.processed, watcher.pending)
     console.print(f"state: {state_file}", highlight=False)
+    undelivered = _report_undelivered(monitor)
     if interrupted:
         err_console.print("stopped; every pair already read is recorded in the state file", highlight=False)
         raise typer.Exit(EXIT_INTERRUPTED)
+    if undelivered:
+        raise typer.Exit(EXIT_INPUT)
     if fail_on != "never" and any(run_counts[s] for s in _FAIL_ON[_FAIL_ON.index(fail_on) :]):
         raise typer.Exit(EXIT_CHECK_FAILED)
     raise typer.Exit(EXIT_OK)
+
+
+def _report_undelivered(monitor: QualityMonitor) -> int:
+    """Retry alerts a sink failed to take; print what is still undelivered on stderr (JSON lines) and one
+    error line naming the sinks and why. Returns how many alerts were undelivered."""
+    undelivered = monitor.flush_sinks()
+    if not undelivered:
+        return 0
+    for _, alert in undelivered:
+        sys.stderr.write(alert.to_json() + "\n")
+    reasons = "; ".join(f"{name}: {reason}" for name, reason in monitor.sink_errors().items())
+    err_console.print(
+        f"[bold red]error:[/] {len(undelivered)} alert(s) could not be delivered ({escape(reasons)}); "
+        "they are printed above on stderr as JSON lines",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return len(undelivered)
 
 
 def _num(value: float | None, digits: str = ".4g") -> str:
