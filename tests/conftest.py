@@ -89,7 +89,12 @@ def small_study(small_study_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     db = tmp_path_factory.mktemp("small-study") / "study.db"
     return tune(
         sorted(small_study_dir.glob("*.png")),
-        space={"formats": ["jpeg", "webp"]},
+        # 11 settings besides the quality, which each trial solves: 6 JPEG, 5 WebP
+        space={
+            "formats": ["jpeg", "webp"],
+            "jpeg": {"subsampling": ["4:2:0", "4:2:2", "4:4:4"], "optimize": [False, True]},
+            "webp": {"method": [2, 6]},
+        },
         target="ssim:0.9",
         profile="fast",
         storage=f"sqlite:///{db}",

@@ -20,7 +20,7 @@ from optimizer.imageio import load_image
 from optimizer.statistics import statistic
 from optimizer.tuning.corpus import load_corpus
 from optimizer.tuning.objective import Objective
-from optimizer.tuning.records import feasible_trials, finished_trials, is_feasible
+from optimizer.tuning.records import feasible_trials, finished_trials, is_feasible, trial_settings
 from optimizer.tuning.space import SearchSpace
 from optimizer.tuning.study import TuneConfig, open_stored_study, tune
 from optimizer.tuning.target import Target
@@ -39,9 +39,21 @@ def crops(kodak_paths: list[Path], tmp_path_factory: pytest.TempPathFactory) -> 
     return paths
 
 
+#: A JPEG space of 12 combinations besides the quality (which each trial solves).
+SPACE = {
+    "formats": ["jpeg"],
+    "jpeg": {
+        "quality": [30, 95],
+        "subsampling": ["4:2:0", "4:4:4", "4:2:2"],
+        "progressive": [False, True],
+        "optimize": [False, True],
+    },
+}
+
+
 def _study_kwargs(tmp_path: Path, **overrides):
     kwargs = dict(
-        space={"formats": ["jpeg"], "jpeg": {"quality": [30, 95], "subsampling": "4:2:0"}},
+        space=SPACE,
         target="ssim:0.93",
         profile="fast",
         storage=f"sqlite:///{tmp_path / 'study.db'}",
@@ -213,7 +225,7 @@ def test_pruning_only_when_certain(how: str, crops: list[Path]) -> None:
     for _ in range(200):
         k = int(rng.integers(1, 4))
         partial = list(rng.uniform(0.8, 1.0, size=k))
-        certain = objective._certainly_fails(partial)
+        certain = objective.meter.certainly_fails(partial, objective.target)
         best_case = statistic(partial + [1.0] * (3 - k), how, higher_is_better=True)
         assert certain == (best_case < 0.9), (partial, how)
 
@@ -295,16 +307,19 @@ def test_failing_encodes_mark_trial_failed(tmp_path: Path, crops: list[Path], mo
     codec = get_codec("jpeg")
     original = type(codec)._encode
 
-    def flaky(self, image, params, threads):  # the encoder fails on every quality divisible by 3
-        if params["quality"] % 3 == 0:
+    def flaky(self, image, params, threads):  # the encoder fails on every 4:4:4 encode
+        if params["subsampling"] == "4:4:4":
             raise EncodeError("jpeg: simulated encoder failure")
         return original(self, image, params, threads)
 
     monkeypatch.setattr(type(codec), "_encode", flaky)
-    result = tune(crops, **_study_kwargs(tmp_path, n_trials=5, target="ssim:0.5"))
+    space = {"formats": ["jpeg"], "jpeg": {"quality": [30, 95], "subsampling": ["4:4:4", "4:2:2", "4:2:0"]}}
+    result = tune(crops, **_study_kwargs(tmp_path, space=space, n_trials=5, target="ssim:0.5"))
     failed = [t for t in result.study.trials if t.state.name == "FAIL"]
-    assert failed and all("simulated" in t.user_attrs["error"] for t in failed)
-    assert len(finished_trials(result.study)) == 5
+    assert len(failed) == 1 and "simulated" in failed[0].user_attrs["error"]
+    assert failed[0].params == {"jpeg.subsampling": "4:4:4"}
+    # the other two settings were solved; the space then holds nothing new to try
+    assert len(finished_trials(result.study)) == 2 and result.exhausted and result.presets is not None
 
 
 @pytest.mark.slow
@@ -318,7 +333,7 @@ def test_interrupted_study_loses_no_finished_trial(tmp_path: Path, crops: list[P
         def stop(study, trial):
             if len(finished_trials(study)) >= 3:
                 os.kill(os.getpid(), signal.SIGKILL)
-        tune({[str(p) for p in crops]!r}, space={{"formats": ["jpeg"]}}, target="ssim:0.93", profile="fast",
+        tune({[str(p) for p in crops]!r}, space={SPACE!r}, target="ssim:0.93", profile="fast",
              storage="sqlite:///{db}", study_name="k", n_trials=20, seed=1, callbacks=[stop])
         """
     )
@@ -329,7 +344,7 @@ def test_interrupted_study_loses_no_finished_trial(tmp_path: Path, crops: list[P
     kept = {t.number: t.user_attrs["total_bytes"] for t in finished_trials(study)}
     resumed = tune(
         crops,
-        space={"formats": ["jpeg"]},
+        space=SPACE,
         target="ssim:0.93",
         profile="fast",
         storage=f"sqlite:///{db}",
@@ -377,9 +392,12 @@ def test_cli_tune_and_export(tmp_path: Path, crops: list[Path], monkeypatch: pyt
 
 @pytest.mark.slow
 @pytest.mark.parametrize("aggregate", ["worst", "p10", "mean"])
-def test_pruning_end_to_end_for_a_distance_target(tmp_path: Path, crops: list[Path], aggregate: str) -> None:
-    """ST-LPIPS (a distance, weights shipped, no download): a setting far too coarse is pruned before the
-    last image, exactly when no score of the rest could save it; a fine one completes and meets the bar."""
+def test_failing_probes_stop_early_and_exactly_for_a_distance_target(
+    tmp_path: Path, crops: list[Path], aggregate: str
+) -> None:
+    """ST-LPIPS (a distance, weights shipped, no download). Each probe measures the hardest images first and
+    stops as soon as even perfect scores on the rest could not meet the bar: such a probe really fails; a
+    setting that cannot meet the bar at the top of its range is a pruned trial; the one that can is solved."""
     import optuna
 
     from optimizer.tuning.study import prepare_study, run_trials
@@ -390,33 +408,34 @@ def test_pruning_end_to_end_for_a_distance_target(tmp_path: Path, crops: list[Pa
         load_image(path).to_pil().crop((0, 0, 64, 64)).save(target)
         small.append(target)
     config = TuneConfig(
-        space={"formats": ["jpeg"], "jpeg": {"quality": [5, 95], "subsampling": "4:2:0"}},
+        space={"formats": ["jpeg", "webp"], "jpeg": {"quality": [5, 95]}, "webp": {"quality": [1, 4]}},
         target="stlpips:0.05",
         aggregate=aggregate,
-        profile=None,
         storage=f"sqlite:///{tmp_path / 's.db'}",
         study_name="prune",
         n_trials=2,
         seed=0,
     )
     prepared = prepare_study(small, config, evaluator=Evaluator(metrics=["stlpips"]))
+    run_trials(prepared.study, prepared.objective, n_trials=4, search=prepared.search)
+    trials = {t.params.get("format"): t for t in prepared.study.trials}
     count = len(small)
-    for quality in (5, 95):
-        prepared.study.enqueue_trial({"jpeg.quality": quality})
-    run_trials(prepared.study, prepared.objective, n_trials=2)
-    coarse, fine = prepared.study.trials
-    assert coarse.state == optuna.trial.TrialState.PRUNED, [t.state for t in prepared.study.trials]
-    scores = [img["scores"]["stlpips"] for img in coarse.user_attrs["images"]]
-    assert coarse.user_attrs["pruned_after"] == len(scores) < count
-    # at the moment of pruning, even perfect scores (0) on the remaining images miss the bar ...
-    best_case = statistic(scores + [0.0] * (count - len(scores)), aggregate, higher_is_better=False)
-    assert best_case > 0.05
-    # ... and one image earlier they could still have met it
-    if len(scores) > 1:
-        earlier = statistic(scores[:-1] + [0.0] * (count + 1 - len(scores)), aggregate, higher_is_better=False)
-        assert earlier <= 0.05
-    assert fine.state == optuna.trial.TrialState.COMPLETE and is_feasible(fine)
-    assert fine.user_attrs["quality"] <= 0.05
+    coarse, solved = trials["webp"], trials["jpeg"]
+    assert coarse.state == optuna.trial.TrialState.PRUNED  # webp quality 1-4 cannot meet the bar
+    assert solved.state == optuna.trial.TrialState.COMPLETE and is_feasible(solved)
+    assert solved.user_attrs["quality"] <= 0.05 and solved.user_attrs["minimal"] is True
+    early = 0
+    for trial in (coarse, solved):
+        for probe in trial.user_attrs["probes"]:
+            if probe["complete"]:
+                continue
+            early += 1
+            # a probe stopped early fails on the whole corpus: re-measure it completely
+            settings = trial_settings(trial).with_param("quality", probe["setting"])
+            full = prepared.objective.meter.measure(settings)
+            assert full.complete and not Target.parse("stlpips:0.05").is_met(full.quality)
+            assert probe["images"] < count
+    assert early >= 1
 
 
 def test_runs_on_a_supported_optuna() -> None:

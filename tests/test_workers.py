@@ -30,7 +30,16 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
 ]
 
-SPACE = {"formats": ["jpeg"], "jpeg": {"quality": [50, 95], "subsampling": "4:2:0"}}
+#: 12 combinations besides the quality (which each trial solves): enough for every budget here.
+SPACE = {
+    "formats": ["jpeg"],
+    "jpeg": {
+        "quality": [50, 95],
+        "subsampling": ["4:2:0", "4:2:2", "4:4:4"],
+        "progressive": [False, True],
+        "optimize": [False, True],
+    },
+}
 FAST_HEARTBEAT = {"OPTIMIZER_HEARTBEAT_INTERVAL": "1", "OPTIMIZER_HEARTBEAT_GRACE": "3"}
 
 
@@ -255,7 +264,7 @@ _STALLING_WORKER = textwrap.dedent(
     def stall_in_second_trial(self, trial):
         calls["n"] += 1
         if calls["n"] == 2:  # sample the parameters (so a retry has them), announce, then hang
-            self.space.sample(trial)
+            self.space.sample(trial, solve_quality=True)
             marker.write_text(str(trial.number))
             time.sleep(3600)
         return original(self, trial)
@@ -387,7 +396,10 @@ def test_tune_with_two_local_workers_on_a_journal(
     assert journal.exists() and not (tmp_path / "studies" / "local.db").exists()
     study, definition = open_stored_study("local", f"journal:{journal}")
     counts = study_counts(study)
-    assert counts.finished == definition.n_trials == 10 and counts.running == counts.waiting == 0
+    # JPEG's default space holds two settings besides the quality (4:2:0 and 4:4:4): once both are solved
+    # the workers stop, well within the budget of 10, and no setting is measured twice.
+    assert definition.n_trials == 10 and counts.finished == 2 and counts.running == counts.waiting == 0
+    assert len({tuple(sorted(t.params.items())) for t in study.get_trials()}) == 2
     assert "2 local worker processes started" in capsys.readouterr().err  # progress notes go to stderr
     # Trials on these tiny crops take milliseconds, so one worker may finish the budget before the other
     # starts: that both share one study is asserted by the PostgreSQL test, whose trials are slow.
@@ -421,10 +433,11 @@ def test_tune_with_local_workers_on_postgres_as_documented(
     export = tmp_path / "presets.json"
     args = ["tune", *map(str, crops), "--formats", "jpeg", "--target", "ssim:0.9", "--profile", "fast"]
     code = main([*args, "--study", "pg-cli", "--storage", postgres_url, "--trials", "6", "--workers", "2",
-                 "--seed", "2", "--export", str(export)])  # fmt: skip
+                 "--subsampling", "4:2:0,4:2:2,4:4:4", "--seed", "2", "--export", str(export)])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     study, definition = open_stored_study("pg-cli", postgres_url)
     counts = study_counts(study)
-    assert counts.finished == definition.n_trials == 6 and counts.running == counts.waiting == 0
+    assert definition.n_trials == 6 and counts.finished == 3 and counts.running == counts.waiting == 0
+    assert len({tuple(sorted(t.params.items())) for t in study.get_trials()}) == 3  # each setting once
     assert json.loads(export.read_text())["study"]["storage"] == postgres_url  # no password in it to redact
     assert not (tmp_path / "studies").exists() or not list((tmp_path / "studies").iterdir())

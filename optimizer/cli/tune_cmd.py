@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from ._app import EXIT_INTERRUPTED, app, fail
-from ._output import ProgressReporter, console
+from ._app import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, app, fail
+from ._output import ProgressReporter, console, note
 from ._parsing import split_list
 
 if TYPE_CHECKING:
@@ -104,8 +104,29 @@ def tune_command(
     ] = False,
     tiers: Annotated[Optional[str], typer.Option(help="Extra preset tiers NAME=METRIC:VALUE,...")] = None,
     max_images: Annotated[Optional[int], typer.Option(min=1, help="Use at most this many images.")] = None,
+    warm_start: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Learn from another study: its best settings go first, its quality answers start the search."
+        ),
+    ] = None,
+    warm_start_storage: Annotated[
+        Optional[str], typer.Option(help="The --warm-start study's storage URL (default: studies/NAME.db).")
+    ] = None,
+    require_savings: Annotated[
+        Optional[float],
+        typer.Option(
+            min=-100.0,
+            max=100.0,
+            help="Exit 1 unless the preset is at least this many percent smaller than JPEG at equal quality.",
+        ),
+    ] = None,
 ) -> None:
-    """Search encoder settings that are as small as possible while meeting the quality target."""
+    """Search encoder settings that are as small as possible while meeting the quality target.
+
+    Exit 1 when no preset meets the target (or --export is given and nothing was written), and with
+    --require-savings when the preset does not save that much against JPEG at equal quality.
+    """
     from ..tuning.corpus import demo_images, expand_sources
     from ..tuning.space import SearchSpace
     from ..tuning.study import TuneConfig, run_study
@@ -152,6 +173,8 @@ def tune_command(
         seed=seed,
         storage=storage,
         study_name=study_name,
+        warm_start=warm_start,
+        warm_start_storage=warm_start_storage,
     )
     progress = _Progress(trials)
     try:
@@ -168,10 +191,21 @@ def tune_command(
         )
         raise typer.Exit(EXIT_INTERRUPTED) from None
     _print_summary(result)
-    if export is not None and result.presets is not None:
-        export.parent.mkdir(parents=True, exist_ok=True)
+    if result.presets is None or not result.presets.tiers:
+        reason = result.preset_error or "no trial met the target"
+        fail(f"no preset{f' written to {export}' if export else ''}: {reason}", EXIT_CHECK_FAILED)
+    if export is not None:
         result.presets.save(export)
         console.print(f"presets written to {export}", highlight=False)
+    if require_savings is not None:
+        saving = result.savings_at_equal_quality()
+        if saving is None or saving * 100.0 < require_savings:
+            measured = "could not be measured" if saving is None else f"is {saving:.1%}"
+            fail(
+                f"the saving against JPEG at equal quality {measured}; --require-savings asks for at least "
+                f"{require_savings:g}%",
+                EXIT_CHECK_FAILED,
+            )
 
 
 def _tune_with_workers(
@@ -234,7 +268,6 @@ def _print_summary(result: TuningResult) -> None:
     from rich.table import Table
 
     from ..tuning.records import feasible_trials, finished_trials
-    from ..tuning.target import Target
 
     definition = result.definition
     done = finished_trials(result.study)
@@ -263,12 +296,20 @@ def _print_summary(result: TuningResult) -> None:
             f"{expected.total_bytes:,}",
         )
     console.print(table)
-    baseline, saving = result.baseline, result.savings()
-    if baseline and saving is not None:
+    headline, saving = result.headline(), result.savings_at_equal_quality()
+    if headline:
+        console.print(headline, highlight=False, soft_wrap=True)
+    if saving is not None and saving < 0:
         tier = result.presets.default_tier
+        note(
+            f"the {tier.name} tier is {-saving:.0%} LARGER than JPEG at the same quality: JPEG serves these images "
+            "better at this target; widen the space (more formats, slower speeds) or keep JPEG",
+            label="warning",
+            style="bold red",
+            stream=console,
+        )
+    if result.exhausted:
         console.print(
-            f"{tier.name}: {saving:.0%} {'smaller' if saving >= 0 else 'larger'} than JPEG q85 4:2:0 on these images "
-            f"({tier.expected.total_bytes:,} vs {baseline['total_bytes']:,} bytes; {definition.aggregate} "
-            f"{Target.parse(definition.target).metric} {tier.expected.quality:.2f} vs {baseline['quality']:.2f})",
+            f"every setting of the search space was tried ({len(done)} trials): more trials would repeat them",
             highlight=False,
         )

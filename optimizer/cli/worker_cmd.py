@@ -115,8 +115,15 @@ def worker_command(
     stop = threading.Event()
     callbacks = [] if quiet else [_trial_line]
     with _graceful_sigterm(stop):
-        report = run_worker(joined.study, joined.objective, deadline=stop_at, stop=stop, callbacks=callbacks)
-    reasons = {"budget": "the study reached its budget", "deadline": "the deadline passed", "stopped": "asked to stop"}
+        report = run_worker(
+            joined.study, joined.objective, deadline=stop_at, stop=stop, callbacks=callbacks, search=joined.search
+        )
+    reasons = {
+        "budget": "the study reached its budget",
+        "deadline": "the deadline passed",
+        "stopped": "asked to stop",
+        "exhausted": "every setting of the search space has been tried",
+    }
     console.print(
         f"worker stopped: {reasons.get(report.stopped, report.stopped)}; this worker ran {report.ran} trials "
         f"({report.complete} complete, {report.pruned} pruned, {report.failed} failed"

@@ -20,7 +20,8 @@ from ..errors import InvalidParameterError, StudyError
 from ..imageio import Image, ImageSource
 from .corpus import expand_sources, load_corpus
 from .objective import Objective
-from .records import DEFINITION_ATTR, PRUNE_ATTR, StudyDefinition
+from .records import DEFINITION_ATTR, PRUNE_ATTR, TIERS_ATTR, StudyDefinition
+from .search import settings_search
 from .space import SearchSpace
 from .storage import connection_errors, redact_storage, resolve_storage
 from .study import PreparedStudy, _as_space, make_sampler, open_stored_study
@@ -96,8 +97,12 @@ def join_study(
     study.sampler = make_sampler(sampler, definition.mode, seed=seed, constant_liar=True)
     prune_bar = study.user_attrs.get(PRUNE_ATTR, definition.target)  # the coordinator's bar (tiers included)
     prune_target = Target.parse(prune_bar) if prune_bar is not None else None
-    objective = Objective.from_definition(definition, corpus, evaluator=evaluator, prune_target=prune_target)
-    return JoinedStudy(study=study, definition=definition, objective=objective, storage=storage)
+    tiers = [Target.parse(t) for t in study.user_attrs.get(TIERS_ATTR) or []]
+    objective = Objective.from_definition(
+        definition, corpus, evaluator=evaluator, prune_target=prune_target, tier_targets=tiers
+    )
+    search = settings_search(study, definition, seed)
+    return JoinedStudy(study=study, definition=definition, objective=objective, storage=storage, search=search)
 
 
 def _load_when_ready(

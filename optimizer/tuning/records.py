@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..codecs import get_codec
 from ..jsonio import number_from_json
 from .space import SearchSpace
 from .target import Target
@@ -29,6 +30,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ATTR_AGGREGATES",
+    "ATTR_ANSWERS",
+    "ATTR_MINIMAL",
+    "ATTR_PROBES",
+    "TIERS_ATTR",
+    "WARM_START_ATTR",
     "ATTR_BPP",
     "ATTR_CONSTRAINT",
     "ATTR_ENCODE_SECONDS",
@@ -43,18 +49,22 @@ __all__ = [
     "BASELINE_ATTR",
     "DEFINITION_ATTR",
     "PRUNE_ATTR",
+    "Point",
     "StudyCounts",
     "StudyDefinition",
     "complete_trials",
     "feasible_trials",
     "finished_trials",
     "is_feasible",
+    "pareto_points",
     "pareto_trials",
+    "trial_answer",
     "stored_definition",
     "study_counts",
     "trial_aggregate",
     "trial_aggregates",
     "trial_number",
+    "trial_points",
     "trial_settings",
 ]
 
@@ -64,6 +74,11 @@ DEFINITION_ATTR = "optimizer_definition"
 BASELINE_ATTR = "optimizer_baseline"
 #: study attribute holding the target below which trials are pruned (None: no pruning)
 PRUNE_ATTR = "optimizer_prune_target"
+#: study attribute holding the extra preset tiers whose answers each trial also finds (target strings)
+TIERS_ATTR = "optimizer_tier_targets"
+#: study attribute holding what another study taught this one: settings to try first, and per format where
+#: its quality answers were (``{"source": ..., "first": [params...], "starts": {codec: {"value", "slope"}}}``)
+WARM_START_ATTR = "optimizer_warm_start"
 
 #: trial user attributes written by the objective
 ATTR_IMAGES = "images"
@@ -76,6 +91,12 @@ ATTR_ENCODE_SECONDS = "encode_seconds"
 ATTR_CONSTRAINT = "constraint"
 ATTR_PRUNED_AFTER = "pruned_after"
 ATTR_ERROR = "error"
+#: every measurement of a trial: quality setting, completeness, bytes, aggregate (and all aggregates)
+ATTR_PROBES = "probes"
+#: the probe index that answers each target (the study target and any extra tier), by target string
+ATTR_ANSWERS = "answers"
+#: whether the answer is the smallest passing setting (the one below was measured and failed)
+ATTR_MINIMAL = "minimal"
 #: trial user attribute naming the worker (host:pid) that ran a trial
 ATTR_WORKER = "worker"
 #: trial user attribute set on a trial that found the budget already taken by other workers
@@ -183,6 +204,53 @@ def trial_settings(trial: optuna.trial.FrozenTrial) -> EncodingSettings | None:
     return EncodingSettings.from_dict(stored) if stored is not None else None
 
 
+@dataclass(frozen=True)
+class Point:
+    """One measured setting of a trial: its answer, or another complete probe on its quality axis."""
+
+    trial: int
+    settings: EncodingSettings
+    total_bytes: int
+    bits_per_pixel: float
+    quality: float
+    aggregates: Mapping[str, float]
+    answer: bool = False
+
+
+def trial_points(trial: optuna.trial.FrozenTrial) -> list[Point]:
+    """Every complete measurement a trial recorded: its answer first, then its other complete probes
+    (trials from before probes were recorded give their answer alone)."""
+    settings = trial_settings(trial)
+    if settings is None or ATTR_TOTAL_BYTES not in trial.user_attrs:
+        return []
+    answer = Point(
+        trial.number,
+        settings,
+        int(trial.user_attrs[ATTR_TOTAL_BYTES]),
+        trial_number(trial, ATTR_BPP),
+        trial_number(trial, ATTR_QUALITY),
+        trial_aggregates(trial),
+        answer=True,
+    )
+    points = [answer]
+    param = get_codec(settings.codec, require_available=False).quality_param
+    for probe in trial.user_attrs.get(ATTR_PROBES) or []:
+        value = probe.get("setting")
+        if not probe.get("complete") or value is None or param is None or value == settings.params.get(param):
+            continue
+        points.append(
+            Point(
+                trial.number,
+                settings.with_param(param, value),
+                int(probe["total_bytes"]),
+                number_from_json(probe["bits_per_pixel"]),
+                number_from_json(probe["quality"]),
+                {str(k): number_from_json(v) for k, v in (probe.get("aggregates") or {}).items()},
+            )
+        )
+    return points
+
+
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
     """A complete trial whose aggregate quality met the target (constraint <= 0)."""
     return trial.state.name == "COMPLETE" and trial_number(trial, ATTR_CONSTRAINT, 1.0) <= 0.0
@@ -220,6 +288,47 @@ def pareto_trials(study: optuna.Study, target: Target) -> list[optuna.trial.Froz
             front.append(t)
             best = q
     return front
+
+
+def pareto_points(study: optuna.Study, target: Target) -> list[Point]:
+    """Non-dominated points of complete trials (answers and complete probes) on (total bytes, aggregate
+    quality in ``target``'s direction), by increasing bytes; ties go to the earlier trial."""
+    sign = 1.0 if target.higher_is_better else -1.0
+    every = [p for t in complete_trials(study) for p in trial_points(t) if not math.isnan(p.quality)]
+    every.sort(key=lambda p: (p.total_bytes, -sign * p.quality, p.trial, not p.answer))
+    front: list[Point] = []
+    best = -math.inf
+    for point in every:
+        if sign * point.quality > best:
+            front.append(point)
+            best = sign * point.quality
+    return front
+
+
+def trial_answer(trial: optuna.trial.FrozenTrial, target: Target | str) -> Point | None:
+    """The point of ``trial`` that answers ``target``: its recorded answer for that target (the smallest
+    quality of its settings meeting it), or, for trials without recorded answers, its result when it meets
+    the target."""
+    points = trial_points(trial)
+    if not points:
+        return None
+    answers = trial.user_attrs.get(ATTR_ANSWERS)
+    goal = Target.parse(target)
+    if answers is None:
+        main = points[0]
+        quality = main.aggregates.get(goal.metric, math.nan)
+        return main if goal.is_met(quality) else None
+    index = answers.get(str(goal))
+    if index is None:  # a target the trial did not solve: its smallest measured point that meets it
+        meeting = [p for p in points if goal.is_met(p.aggregates.get(goal.metric, math.nan))]
+        return min(meeting, key=lambda p: p.total_bytes) if meeting else None
+    probes = trial.user_attrs.get(ATTR_PROBES) or []
+    setting = probes[index].get("setting") if 0 <= index < len(probes) else None
+    for point in points:
+        param = get_codec(point.settings.codec, require_available=False).quality_param
+        if param is None or point.settings.params.get(param) == setting:
+            return point
+    return None
 
 
 @dataclass(frozen=True)

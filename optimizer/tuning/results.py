@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PresetError
-from ..jsonio import dumps, json_safe
+from ..jsonio import dumps, json_safe, number_from_json
 from .records import (
     ATTR_AGGREGATES,
     ATTR_BPP,
@@ -25,6 +25,7 @@ from .records import (
     trial_number,
 )
 from .storage import redact_storage
+from .tiers import build_preset
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -52,6 +53,8 @@ class TuningResult:
     presets: Preset | None = None
     preset_error: str | None = None
     baseline: dict[str, Any] | None = None
+    #: every combination of the search space was tried: more trials would only repeat measurements
+    exhausted: bool = False
 
     @classmethod
     def of(
@@ -63,8 +66,6 @@ class TuningResult:
         tiers: Mapping[str, Target | str] | None = None,
     ) -> TuningResult:
         """The result of ``study`` as its trials stand now: presets built from them, the stored baseline."""
-        from .tiers import build_preset
-
         result = cls(study=study, definition=definition, storage=redact_storage(storage))
         try:
             result.presets = build_preset(study, tiers=tiers, storage=result.storage or None)
@@ -74,10 +75,51 @@ class TuningResult:
         return result
 
     def savings(self) -> float | None:
-        """Fractional byte saving of the default preset tier against the baseline (JPEG q85 4:2:0)."""
-        if not self.presets or not self.baseline:
+        """Fractional byte saving of the default preset tier against the baseline as is (JPEG quality 85,
+        4:2:0, optimised progressive), whatever quality each reaches; negative when the preset is larger."""
+        if not self.presets or not self.presets.tiers or not self.baseline:
             return None
         return 1.0 - self.presets.default_tier.expected.total_bytes / float(self.baseline["total_bytes"])
+
+    def equal_quality(self) -> dict[str, Any] | None:
+        """The JPEG that reaches the default tier's aggregate quality (:mod:`optimizer.tuning.baseline`):
+        its fractional ``jpeg_quality``, ``total_bytes`` and whether JPEG ``reached`` it at all."""
+        if not self.presets or not self.presets.tiers or not self.baseline:
+            return None
+        equal = self.baseline.get("equal_quality")
+        if not equal or number_from_json(equal["for_quality"]) != self.presets.default_tier.expected.quality:
+            return None
+        return dict(equal)
+
+    def savings_at_equal_quality(self) -> float | None:
+        """Fractional byte saving of the default preset tier against JPEG at the same aggregate quality
+        (negative when the preset is larger); a lower bound when JPEG cannot reach that quality at all."""
+        equal = self.equal_quality()
+        if equal is None or not self.presets:
+            return None
+        return 1.0 - self.presets.default_tier.expected.total_bytes / float(equal["total_bytes"])
+
+    def headline(self) -> str | None:
+        """One sentence on the default tier against the baseline, at equal quality and as is."""
+        saving, equal = self.savings_at_equal_quality(), self.equal_quality()
+        raw = self.savings()
+        if raw is None or not self.presets or not self.baseline:
+            return None
+        tier = self.presets.default_tier
+        metric = self.definition.target_obj.metric
+        how = self.definition.aggregate
+        parts = []
+        if saving is not None and equal is not None:
+            need = f"quality {equal['jpeg_quality']:g}" if equal["reached"] else "more than quality 100"
+            parts.append(
+                f"{_relative(saving)} than JPEG at equal quality (JPEG needs {need}, "
+                f"{int(equal['total_bytes']):,} bytes, for {how} {metric} {tier.expected.quality:.2f})"
+            )
+        parts.append(
+            f"{_relative(raw)} than JPEG q85 (4:2:0, optimised progressive: {int(self.baseline['total_bytes']):,} "
+            f"bytes at {how} {metric} {number_from_json(self.baseline['quality']):.2f})"
+        )
+        return f"{tier.name} ({tier.expected.total_bytes:,} bytes): " + "; ".join(parts)
 
     @property
     def study_name(self) -> str:
@@ -158,6 +200,8 @@ class TuningResult:
             "preset_error": self.preset_error,
             "baseline": self.baseline,
             "savings": self.savings(),
+            "savings_at_equal_quality": self.savings_at_equal_quality(),
+            "exhausted": self.exhausted,
         }
         safe: dict[str, Any] = json_safe(data)
         return safe
@@ -170,3 +214,8 @@ class TuningResult:
         if path is not None:
             write_atomic(path, text + "\n")
         return text
+
+
+def _relative(saving: float) -> str:
+    """``24% smaller`` or ``12% larger``: the size of the difference, its direction in words."""
+    return f"{abs(saving):.0%} {'smaller' if saving >= 0 else 'larger'}"

@@ -32,6 +32,7 @@ from ..codecs import codec_names, get_codec
 from ..codecs.base import Param
 from ..errors import ConfigError, InvalidParameterError, UnknownNameError
 from ..transforms import RESIZE_FILTERS, Transform
+from .quality_axis import QualityAxis
 from .settings import EncodingSettings
 
 if TYPE_CHECKING:
@@ -236,8 +237,22 @@ class SearchSpace:
     def resizes(self) -> bool:
         return bool(self.widths)
 
-    def distributions(self) -> dict[str, BaseDistribution]:
-        """Every searched axis as ``name -> distribution`` (format params are prefixed ``codec.``)."""
+    def quality_axis(self, fmt: str) -> QualityAxis | None:
+        """The quality axis of ``fmt`` as this space restricts it, when it is a range to search (None when
+        the format has no quality setting or the space fixes it)."""
+        codec = get_codec(fmt)
+        if codec.quality_param is None:
+            return None
+        r = self.params[codec.name][codec.quality_param]
+        if not (isinstance(r, tuple) and r and r[0] == "range"):
+            return None
+        return QualityAxis.for_codec(codec, (float(r[1]), float(r[2])))
+
+    def distributions(self, *, solve_quality: bool = False) -> dict[str, BaseDistribution]:
+        """Every searched axis as ``name -> distribution`` (format params are prefixed ``codec.``).
+
+        With ``solve_quality`` the quality axis of each format is left out: the objective finds it.
+        """
         from optuna.distributions import CategoricalDistribution, FloatDistribution
 
         out: dict[str, BaseDistribution] = {}
@@ -246,6 +261,8 @@ class SearchSpace:
         for fmt in self.formats:
             codec = get_codec(fmt)
             for p in codec.params:
+                if solve_quality and p.name == codec.quality_param:
+                    continue
                 r = self.params[fmt][p.name]
                 if isinstance(r, tuple) and r and r[0] == "range":
                     out[f"{fmt}.{p.name}"] = p.to_distribution(low=r[1], high=r[2])
@@ -257,13 +274,21 @@ class SearchSpace:
             out["sharpen"] = FloatDistribution(self.sharpen[0], self.sharpen[1], step=0.05)
         return out
 
-    def sample(self, trial: optuna.trial.BaseTrial) -> EncodingSettings:
-        """Draw the settings of one trial (parameters of the chosen format only)."""
-        dists = self.distributions()
+    def sample(self, trial: optuna.trial.BaseTrial, *, solve_quality: bool = False) -> EncodingSettings:
+        """Draw the settings of one trial (parameters of the chosen format only).
+
+        With ``solve_quality`` the quality setting is not drawn: it holds the best end of the format's
+        axis until the objective solves it (:meth:`quality_axis`).
+        """
+        dists = self.distributions(solve_quality=solve_quality)
         fmt = _suggest(trial, "format", dists["format"]) if "format" in dists else self.formats[0]
+        axis = self.quality_axis(fmt) if solve_quality else None
         params: dict[str, Any] = {}
         for name, r in self.params[fmt].items():
             key = f"{fmt}.{name}"
+            if axis is not None and name == axis.param:
+                params[name] = axis.value(len(axis) - 1)
+                continue
             params[name] = _suggest(trial, key, dists[key]) if key in dists else r
         flt = _suggest(trial, "filter", dists["filter"]) if "filter" in dists else self.filters[0]
         amount = _suggest(trial, "sharpen", dists["sharpen"]) if "sharpen" in dists else self.sharpen[0]
@@ -293,12 +318,37 @@ class SearchSpace:
         """The fixed high-quality resize that makes the reference at a target width."""
         return Transform(width=width, filter=self.reference_filter, linear_light=self.linear_light)
 
-    def grid(self) -> dict[str, list[Any]]:
-        """The space as a grid for Optuna's GridSampler (float ranges use their 0.05 sharpen step only)."""
+    def usual_params(self, fmt: str) -> dict[str, Any]:
+        """The params (Optuna names) of ``fmt`` at its usual settings: each encoder parameter at the codec's
+        default when the space allows it (else the nearest allowed value or the first choice), the first
+        resize filter and the lowest sharpening. The quality axis is left to the objective."""
+        codec = get_codec(fmt)
+        dists = self.distributions(solve_quality=True)
+        out: dict[str, Any] = {}
+        if "format" in dists:
+            out["format"] = codec.name
+        for p in codec.params:
+            key = f"{codec.name}.{p.name}"
+            r = self.params[codec.name][p.name]
+            if key not in dists or not isinstance(r, tuple):
+                continue
+            if r[0] == "range":
+                out[key] = min(max(p.default, r[1]), r[2])
+            else:
+                out[key] = p.default if p.default in r[1:] else r[1]
+        if "filter" in dists:
+            out["filter"] = self.filters[0]
+        if "sharpen" in dists:
+            out["sharpen"] = self.sharpen[0]
+        return out
+
+    def grid(self, *, solve_quality: bool = False) -> dict[str, list[Any]]:
+        """The space as a grid for Optuna's GridSampler (float ranges use their 0.05 sharpen step only);
+        ``solve_quality`` leaves the quality axes out (:meth:`distributions`)."""
         from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
         grid: dict[str, list[Any]] = {}
-        for name, dist in self.distributions().items():
+        for name, dist in self.distributions(solve_quality=solve_quality).items():
             if isinstance(dist, CategoricalDistribution):
                 grid[name] = list(dist.choices)
             elif isinstance(dist, IntDistribution):

@@ -21,18 +21,25 @@ from ..codecs import get_codec
 from ..errors import EncodeError, InvalidParameterError, StudyError
 from ..evaluator import Evaluator
 from ..imageio import Image, ImageSource
+from ..jsonio import number_from_json
 from ..statistics import AGGREGATES, Aggregate
+from .baseline import equal_quality
 from .corpus import Corpus, load_corpus
 from .objective import MODES, Mode, Objective, directions_for
 from .records import (
     BASELINE_ATTR,
     DEFINITION_ATTR,
     PRUNE_ATTR,
+    TIERS_ATTR,
+    WARM_START_ATTR,
     StudyDefinition,
+    feasible_trials,
     finished_trials,
     stored_definition,
+    trial_settings,
 )
 from .results import TuningResult
+from .search import SettingsSearch, enqueue_next, ranked_params, settings_search
 from .settings import baseline_settings
 from .space import SearchSpace
 from .storage import default_storage, redact_storage, resolve_storage
@@ -92,6 +99,9 @@ class TuneConfig:
         seed: Seed for a reproducible search.
         storage: An Optuna storage URL (None: ``sqlite:///studies/NAME.db``).
         study_name: The study's name (None: derived from the corpus and the space).
+        warm_start: Another study to learn from (its best settings are tried first and its quality answers
+            start each format's search), by name.
+        warm_start_storage: That study's storage URL (None: ``sqlite:///studies/NAME.db``).
     """
 
     space: SearchSpace = field(default_factory=SearchSpace)
@@ -108,6 +118,8 @@ class TuneConfig:
     seed: int | None = None
     storage: str | None = None
     study_name: str | None = None
+    warm_start: str | None = None
+    warm_start_storage: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "space", _as_space(self.space))
@@ -319,27 +331,49 @@ class PreparedStudy:
     objective: Objective
     storage: str
     tiers: Mapping[str, Target] = field(default_factory=dict)
+    search: SettingsSearch | None = None
 
     @property
     def name(self) -> str:
         return self.study.study_name
 
     def result(self) -> TuningResult:
-        """The study's :class:`TuningResult`, its baseline measured (once per study) if need be.
+        """The study's :class:`TuningResult`, its baseline measured (once per study, and at the default
+        tier's quality) if need be.
 
         A study in which no trial met the target still gives a result; ``presets`` is then None and
         ``preset_error`` says why.
         """
         self.baseline()
-        return TuningResult.of(self.study, self.definition, storage=self.storage, tiers=self.tiers)
+        result = TuningResult.of(self.study, self.definition, storage=self.storage, tiers=self.tiers)
+        if result.presets is not None and result.presets.tiers:
+            quality = result.presets.default_tier.expected.quality
+            if math.isfinite(quality):
+                result.baseline = self.baseline(at_quality=quality)
+        result.exhausted = self.exhausted()
+        return result
 
-    def baseline(self) -> dict[str, Any]:
-        """Bytes and aggregate quality of the baseline encoding on the corpus, measured once and stored."""
+    def baseline(self, *, at_quality: float | None = None) -> dict[str, Any]:
+        """Bytes and aggregate quality of the baseline encoding on the corpus, measured once and stored;
+        with ``at_quality``, also the JPEG bytes at that aggregate (:mod:`optimizer.tuning.baseline`)."""
         stored: dict[str, Any] | None = self.study.user_attrs.get(BASELINE_ATTR)
-        if stored is None or stored.get("settings") != baseline_settings().to_dict():
-            stored = self.objective.measure_settings(baseline_settings())
+        settings = baseline_settings()
+        if stored is None or stored.get("settings") != settings.to_dict():
+            stored = self.objective.measure_settings(settings)
             self.study.set_user_attr(BASELINE_ATTR, stored)
+        if at_quality is not None:
+            known = (stored.get("equal_quality") or {}).get("for_quality")
+            if known is None or number_from_json(known) != at_quality:
+                metric = self.definition.target_obj.metric
+                stored = {**stored, "equal_quality": equal_quality(self.objective.meter, settings, at_quality, metric)}
+                self.study.set_user_attr(BASELINE_ATTR, stored)
         return stored
+
+    def exhausted(self) -> bool:
+        """Whether every combination of the search space has been tried (more trials would repeat)."""
+        if self.search is None:
+            return False
+        return self.search.next_params([t.params for t in self.study.get_trials(deepcopy=False)]) is None
 
 
 def prepare_study(
@@ -391,9 +425,22 @@ def prepare_study(
     # Workers that join the study read the pruning bar from here (it depends on the tiers, which the
     # stored definition leaves out so that a resume may change them).
     study.set_user_attr(PRUNE_ATTR, str(prune_target) if prune_target is not None else None)
-    objective = Objective.from_definition(definition, corpus, evaluator=evaluator, prune_target=prune_target)
+    tier_targets = [t for t in config.tiers.values() if t != goal]
+    study.set_user_attr(TIERS_ATTR, [str(t) for t in tier_targets])
+    if config.warm_start is not None and not study.trials:
+        study.set_user_attr(
+            WARM_START_ATTR, warm_start_hints(config.warm_start, config.warm_start_storage, config.space)
+        )
+    objective = Objective.from_definition(
+        definition, corpus, evaluator=evaluator, prune_target=prune_target, tier_targets=tier_targets
+    )
     return PreparedStudy(
-        study=study, definition=definition, objective=objective, storage=str(storage_url), tiers=config.tiers
+        study=study,
+        definition=definition,
+        objective=objective,
+        storage=str(storage_url),
+        tiers=config.tiers,
+        search=settings_search(study, definition, config.seed),
     )
 
 
@@ -405,12 +452,16 @@ def run_trials(
     timeout: float | None = None,
     n_jobs: int = 1,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
+    search: SettingsSearch | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> int:
-    """Run trials until the study holds ``n_trials`` finished ones (or ``timeout``); returns how many ran.
+    """Run trials until the study holds ``n_trials`` finished ones, ``timeout`` passes, or ``search`` has
+    tried every combination of the space (more trials would only repeat measurements); returns how many ran.
 
-    Encoder failures mark a trial failed with the reason and the study goes on; a round in which every
-    trial fails stops with :class:`StudyError` rather than looping.
+    With a ``search`` (the constrained and pareto modes), each trial's settings are queued by it
+    (:mod:`optimizer.tuning.search`); otherwise the study's sampler chooses them. Encoder failures mark a
+    trial failed with the reason and the study goes on; a round in which every trial fails stops with
+    :class:`StudyError` rather than looping.
     """
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
@@ -420,6 +471,7 @@ def run_trials(
     objective.scorers  # noqa: B018 - prepare references before the clock starts (errors surface now)
     deadline = clock() + timeout if timeout else None
     budget = MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    definition = stored_definition(study)
     ran = 0
     while True:
         done = len(finished_trials(study))
@@ -429,13 +481,18 @@ def run_trials(
         left = deadline - clock() if deadline else None
         if left is not None and left <= 0:
             break
+        batch = remaining if search is None else min(remaining, n_jobs)
+        if search is not None and definition is not None:
+            batch = enqueue_next(study, search, definition, batch)
+            if batch == 0:
+                break  # every combination has been tried
         before = done
         total_before = len(study.trials)
         study.optimize(
             objective,
-            n_trials=remaining,
+            n_trials=batch,
             timeout=left,
-            n_jobs=n_jobs,
+            n_jobs=min(n_jobs, batch),
             catch=(EncodeError,),
             callbacks=[budget, *callbacks],
             gc_after_trial=False,
@@ -443,13 +500,40 @@ def run_trials(
         )
         started = len(study.trials) - total_before
         ran += started
-        if started == 0:
+        if started == 0 and search is None:
             break  # the timeout ran out before another trial could start
-        if len(finished_trials(study)) == before:
+        if len(finished_trials(study)) == before and not _queued(study):
             failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if search is not None and failed and len(failed) < len(study.trials):
+                continue  # these settings failed to encode; the search moves on to others
             reason = failed[-1].user_attrs.get("error") if failed else "unknown"
             raise StudyError(f"every trial of the last round failed; last error: {reason}")
     return ran
+
+
+def _queued(study: optuna.Study) -> bool:
+    from optuna.trial import TrialState
+
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def warm_start_hints(study_name: str, storage: str | None, space: SearchSpace) -> dict[str, Any]:
+    """What another study teaches a new one: its best settings (those this space allows), tried first, and
+    per format where its quality answer was and the margin slope around it."""
+    source, definition = open_stored_study(study_name, storage)
+    search = SettingsSearch(space)
+    ranked = ranked_params(source, definition.mode, definition.target_obj)
+    first = [p for p in ranked if search.accepts(p)][:3]
+    starts: dict[str, dict[str, Any]] = {}
+    for trial in feasible_trials(source):
+        settings = trial_settings(trial)
+        if settings is None or settings.codec in starts:
+            continue
+        axis = space.quality_axis(settings.codec) if settings.codec in space.formats else None
+        if axis is None or axis.param not in settings.params:
+            continue
+        starts[settings.codec] = {"value": settings.params[axis.param], "slope": None}
+    return {"source": study_name, "first": first, "starts": starts}
 
 
 def run_study(
@@ -471,6 +555,7 @@ def run_study(
         timeout=timeout,
         n_jobs=n_jobs,
         callbacks=callbacks,
+        search=prepared.search,
     )
     return prepared.result()
 

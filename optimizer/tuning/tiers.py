@@ -2,14 +2,16 @@
 
 ``constrained``
     ``target``: the feasible trial with the fewest total bytes; plus optional extra tiers
-    (``{"high": "ssimulacra2:90", "low": "ssimulacra2:70"}``), each the complete trial with the fewest
-    bytes whose recorded aggregate meets that tier's target. Only complete trials are candidates; a study
-    tuned with such tiers prunes against the loosest of them, so a looser tier is not starved of trials
-    (with a tier on another metric nothing is pruned).
+    (``{"high": "ssimulacra2:90", "low": "ssimulacra2:70"}``), each the fewest-bytes answer to that tier's
+    target among complete trials (a study tuned with those tiers solves each trial's quality for each of
+    them; otherwise a trial's answer is its result when that meets the tier). A study tuned with tiers
+    prunes against the loosest of them, so a looser tier is not starved of trials (with a tier on another
+    metric nothing is pruned).
 ``tradeoff``
     ``best``: the trial with the best objective value.
 ``pareto``
-    Every Pareto-front point (or the trial numbers given), each named by the quality it reached.
+    Every Pareto-front point over all measured points (each trial traces its settings' rate-quality curve),
+    or the trials numbered, each named by the quality it reached.
 
 Selection is deterministic (ties broken by trial number), so the same study gives the same tiers in any
 process. The file format is :mod:`optimizer.tuning.presets`.
@@ -18,24 +20,22 @@ process. The file format is :mod:`optimizer.tuning.presets`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..codecs import get_codec
 from ..errors import PresetError
 from .presets import BEST_TIER, DEFAULT_TIER, Expected, Preset, PresetTier
 from .records import (
-    ATTR_BPP,
     ATTR_SETTINGS,
-    ATTR_TOTAL_BYTES,
+    Point,
     complete_trials,
-    pareto_trials,
     stored_definition,
-    trial_aggregate,
     trial_aggregates,
-    trial_number,
-    trial_settings,
+    trial_answer,
+    trial_points,
 )
+from .records import pareto_points as front_points
 from .storage import redact_storage, storage_url
 from .target import COMPOSITE, Target
 
@@ -73,54 +73,55 @@ def build_preset(
     widths = tuple(int(w) for w in definition.space.get("widths", []))
     reference_filter = str(definition.space.get("reference_filter", "lanczos"))
     complete = sorted((t for t in complete_trials(study) if ATTR_SETTINGS in t.user_attrs), key=lambda t: t.number)
+    name = study.study_name
 
-    chosen: list[tuple[str, Target, optuna.trial.FrozenTrial]] = []
+    chosen: list[tuple[str, Target, Point]] = []
     if pareto_points is not None:
-        chosen = _named_points(complete, list(pareto_points), goal, study.study_name)
+        picked = [p for t in complete if t.number in set(pareto_points) for p in trial_points(t)[:1]]
+        missing = sorted(set(pareto_points) - {p.trial for p in picked})
+        if missing:
+            raise PresetError(
+                f"trial(s) {', '.join(map(str, missing))} of study {name!r} are not complete trials with "
+                "recorded settings"
+            )
+        chosen = _named_points(picked, goal)
     elif definition.mode == "constrained":
         extra = {str(k): Target.parse(v) for k, v in (tiers or {}).items()}
         if DEFAULT_TIER in extra:
             raise PresetError(
                 f"tier name {DEFAULT_TIER!r} is reserved for the study target ({goal}); name the extra tiers otherwise"
             )
-        chosen.append((DEFAULT_TIER, goal, _smallest_meeting(complete, goal, definition.aggregate, study.study_name)))
-        for name, tier_target in extra.items():
-            chosen.append(
-                (
-                    name,
-                    tier_target,
-                    _smallest_meeting(complete, tier_target, definition.aggregate, study.study_name, name),
-                )
-            )
+        chosen.append((DEFAULT_TIER, goal, _smallest_meeting(complete, goal, definition.aggregate, name)))
+        for tier_name, tier_target in extra.items():
+            point = _smallest_meeting(complete, tier_target, definition.aggregate, name, tier_name)
+            chosen.append((tier_name, tier_target, point))
     elif tiers:
-        raise PresetError(f"named tiers need a constrained study; study {study.study_name!r} is {definition.mode}")
+        raise PresetError(f"named tiers need a constrained study; study {name!r} is {definition.mode}")
     elif definition.mode == "tradeoff":
         if not complete:
-            raise PresetError(f"study {study.study_name!r} has no complete trial to build a preset from")
+            raise PresetError(f"study {name!r} has no complete trial to build a preset from")
         best = min(complete, key=lambda t: (-float(t.values[0]), t.number))
-        chosen.append((BEST_TIER, _reached_target(goal, _quality_of(best, goal)), best))
+        point = trial_points(best)[0]
+        chosen.append((BEST_TIER, _reached_target(goal, point.aggregates.get(goal.metric, math.nan)), point))
     else:
-        front = [t for t in pareto_trials(study, goal) if ATTR_SETTINGS in t.user_attrs]
+        front = front_points(study, goal)
         if not front:
-            raise PresetError(f"study {study.study_name!r} has no complete trial to build a preset from")
-        chosen = _named_points(front, [t.number for t in front], goal, study.study_name)
+            raise PresetError(f"study {name!r} has no complete trial to build a preset from")
+        chosen = _named_points(front, goal)
 
     built: list[PresetTier] = []
     versions: dict[str, dict[str, str]] = {}
-    for name, tier_target, trial in chosen:
-        settings = trial_settings(trial)
-        if settings is None:  # pragma: no cover - candidates are filtered on ATTR_SETTINGS
-            raise PresetError(f"trial {trial.number} recorded no settings")
-        codec = get_codec(settings.codec, require_available=False)
+    for tier_name, tier_target, point in chosen:
+        codec = get_codec(point.settings.codec, require_available=False)
         lib = dict(sorted(codec.library_versions().items())) if codec.available() else {}
-        versions[settings.codec] = lib
+        versions[point.settings.codec] = lib
         built.append(
             PresetTier(
-                name=name,
+                name=tier_name,
                 target=str(tier_target),
-                settings=settings,
-                expected=_expected(trial, tier_target),
-                trial_number=trial.number,
+                settings=point.settings,
+                expected=_expected(point, tier_target),
+                trial_number=point.trial,
                 widths=widths,
                 reference_filter=reference_filter,
                 library_versions=lib,
@@ -145,64 +146,53 @@ def build_preset(
     )
 
 
-def _quality_of(trial: optuna.trial.FrozenTrial, target: Target) -> float:
-    """The trial's recorded aggregate of ``target``'s metric (NaN when it was not recorded)."""
-    return trial_aggregate(trial, target.metric)
-
-
 def _smallest_meeting(
-    trials: Iterable[optuna.trial.FrozenTrial], target: Target, how: str, study_name: str, tier: str | None = None
-) -> optuna.trial.FrozenTrial:
-    trials = list(trials)
-    recorded = {m for t in trials for m in trial_aggregates(t)}
+    trials: list[optuna.trial.FrozenTrial], target: Target, how: str, study_name: str, tier: str | None = None
+) -> Point:
+    """The fewest-bytes point that answers ``target`` (each trial's answer for it; ties: earlier trial)."""
     label = f"tier {tier!r}: " if tier else ""
+    recorded = {m for t in trials for m in trial_aggregates(t)}
     if trials and target.metric not in recorded:
         raise PresetError(
             f"{label}the study did not record {target.metric!r}; recorded metrics: {', '.join(sorted(recorded))}"
         )
-    meeting = [t for t in trials if target.is_met(_quality_of(t, target))]
+    meeting = [p for t in trials if (p := trial_answer(t, target)) is not None and target.is_met(_quality(p, target))]
     if meeting:
-        return min(meeting, key=lambda t: (int(t.user_attrs[ATTR_TOTAL_BYTES]), t.number))
+        return min(meeting, key=lambda p: (p.total_bytes, p.trial))
     if not trials:
         raise PresetError(f"{label}study {study_name!r} has no complete trial, so no trial met the target {target}")
     sign = 1.0 if target.higher_is_better else -1.0
-    scored = [t for t in trials if not math.isnan(_quality_of(t, target))]
+    scored = [p for t in trials for p in trial_points(t) if not math.isnan(_quality(p, target))]
     if not scored:
         raise PresetError(f"{label}no trial of study {study_name!r} met the target {target} ({how}); none was scored")
-    best = max(scored, key=lambda t: (sign * _quality_of(t, target), -t.number))
+    best = max(scored, key=lambda p: (sign * _quality(p, target), -p.trial))
     raise PresetError(
         f"{label}no trial of study {study_name!r} met the target {target} ({how} over the corpus); the best "
-        f"{how} {target.metric} reached was {_quality_of(best, target):.6g} (trial {best.number}, "
+        f"{how} {target.metric} reached was {_quality(best, target):.6g} (trial {best.trial}, "
         f"{len(trials)} complete trials): lower the target, widen the search space or run more trials"
     )
 
 
-def _named_points(
-    trials: list[optuna.trial.FrozenTrial], numbers: list[int], goal: Target, study_name: str
-) -> list[tuple[str, Target, optuna.trial.FrozenTrial]]:
-    """Tiers named by the quality each trial reached (``ssim-0.9412``), in increasing bytes."""
-    by_number = {t.number: t for t in trials}
-    missing = [n for n in numbers if n not in by_number]
-    if missing:
-        raise PresetError(
-            f"trial(s) {', '.join(map(str, missing))} of study {study_name!r} are not complete trials with "
-            "recorded settings"
-        )
-    unique = {n: by_number[n] for n in numbers}
-    picked = sorted(unique.values(), key=lambda t: (int(t.user_attrs[ATTR_TOTAL_BYTES]), t.number))
-    if not picked:
+def _quality(point: Point, target: Target) -> float:
+    """The point's recorded aggregate of ``target``'s metric (NaN when it was not recorded)."""
+    return point.aggregates.get(target.metric, math.nan)
+
+
+def _named_points(points: list[Point], goal: Target) -> list[tuple[str, Target, Point]]:
+    """Tiers named by the quality each point reached (``ssim-0.9412``), in increasing bytes."""
+    if not points:
         raise PresetError("pareto_points must name at least one trial")
-    out: list[tuple[str, Target, optuna.trial.FrozenTrial]] = []
+    out: list[tuple[str, Target, Point]] = []
     used: set[str] = set()
-    for trial in picked:
-        quality = _quality_of(trial, goal)
+    for point in sorted(points, key=lambda p: (p.total_bytes, p.trial)):
+        quality = _quality(point, goal)
         if math.isnan(quality):
-            raise PresetError(f"trial {trial.number} has no recorded {goal.metric} aggregate")
+            raise PresetError(f"trial {point.trial} has no recorded {goal.metric} aggregate")
         name = f"{goal.metric}-{quality:.4g}"
         if name in used:
-            name = f"{name}-t{trial.number}"
+            name = f"{name}-t{point.trial}"
         used.add(name)
-        out.append((name, _reached_target(goal, quality), trial))
+        out.append((name, _reached_target(goal, quality), point))
     return out
 
 
@@ -220,12 +210,12 @@ def _reached_target(goal: Target, quality: float) -> Target:
     return Target(goal.metric, value)
 
 
-def _expected(trial: optuna.trial.FrozenTrial, target: Target) -> Expected:
+def _expected(point: Point, target: Target) -> Expected:
     return Expected(
-        bits_per_pixel=trial_number(trial, ATTR_BPP),
-        total_bytes=int(trial.user_attrs.get(ATTR_TOTAL_BYTES, 0)),
-        quality=_quality_of(trial, target),
-        aggregates=trial_aggregates(trial),
+        bits_per_pixel=point.bits_per_pixel,
+        total_bytes=point.total_bytes,
+        quality=_quality(point, target),
+        aggregates=dict(point.aggregates),
     )
 
 

@@ -51,8 +51,10 @@ from .records import (
     ATTR_ERROR,
     ATTR_SURPLUS,
     ATTR_WORKER,
+    stored_definition,
     study_counts,
 )
+from .search import SettingsSearch, enqueue_next
 from .storage import (
     default_journal_storage,
     fail_stale_trials,
@@ -150,14 +152,19 @@ def run_worker(
     max_failures: int = 5,
     stop: threading.Event | None = None,
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+    search: SettingsSearch | None = None,
 ) -> WorkerReport:
     """Run trials of ``study`` until it holds its budget of finished trials, ``deadline`` (epoch seconds)
-    passes or ``stop`` is set; safe with any number of workers on the same study.
+    passes, ``stop`` is set or ``search`` has tried every combination; safe with any number of workers on
+    the same study.
 
     The budget is the study's stored ``n_trials`` (``n_trials`` here is only the fallback for a study
     without one). A trial in progress at the deadline finishes. ``max_failures`` failed trials in a row
-    (encoder errors) stop the worker with :class:`StudyError` rather than looping.
+    (encoder errors) stop the worker with :class:`StudyError` rather than looping. With a ``search``
+    (constrained and pareto studies) the worker queues each trial's settings from it, after any trial
+    already waiting (a retry of a dead worker's trial, or one queued by another worker).
     """
+    definition = stored_definition(study) if search is not None else None
     if poll <= 0:
         raise InvalidParameterError(f"poll must be > 0 seconds, got {poll}")
     stop = stop or threading.Event()
@@ -201,6 +208,15 @@ def run_worker(
             wait = poll if deadline is None else max(0.0, min(poll, deadline - time.time()))
             stop.wait(wait)
             continue
+        if search is not None and definition is not None and not counts.waiting:
+            if not enqueue_next(study, search, definition):
+                if counts.running:  # a running trial may still fail and be retried
+                    stop.wait(poll if deadline is None else max(0.0, min(poll, deadline - time.time())))
+                    continue
+                report.stopped = "exhausted"
+                break
+            if not study_counts(study).waiting:
+                continue  # another worker took the same settings first: choose again
         try:
             study.optimize(
                 guarded,
