@@ -652,9 +652,68 @@ def test_missing_weights_stop_start_up(tmp_path: Path, monkeypatch: pytest.Monke
         with TestClient(app):
             pass
     assert app.state.service.ready is False and "WeightsNotFoundError" in app.state.service.error
+
+
+class _WatchedEnviron(dict[str, str]):
+    """A stand-in for ``os.environ`` that records every write."""
+
+    def __init__(self, base: Any) -> None:
+        super().__init__(base)
+        self.writes: list[str] = []
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self.writes.append(key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.writes.append(key)
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self.writes.append(key)
+        return super().pop(key, *default)
+
+
+def test_start_up_leaves_the_environment_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Downloads are refused through a parameter, not by setting OPTIMIZER_ALLOW_DOWNLOAD for the process."""
     import os
 
-    assert os.environ["OPTIMIZER_ALLOW_DOWNLOAD"] == "1"  # restored after loading
+    from optimizer.metrics import weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("OPTIMIZER_ALLOW_DOWNLOAD", "1")
+    watched = _WatchedEnviron(os.environ)
+    monkeypatch.setattr(os, "environ", watched)
+    fetched: list[str] = []
+    monkeypatch.setattr(weights, "_download", lambda w, path, timeout: fetched.append(w.name))
+    app = create_app(ServiceConfig(profiles=("fast", "seed"), pool_size=1))
+    with pytest.raises(WeightsNotFoundError, match="allow_download=False"):
+        with TestClient(app):
+            pass
+    assert fetched == [] and watched.writes == []
+
+
+def test_download_parameter_overrides_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from optimizer.metrics import weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    fetched: list[str] = []
+
+    def fake_download(w: Any, path: Path, timeout: float) -> Path:
+        fetched.append(w.name)
+        return path
+
+    monkeypatch.setattr(weights, "_download", fake_download)
+    monkeypatch.setattr(weights, "_failed", {})
+    monkeypatch.setenv("OPTIMIZER_ALLOW_DOWNLOAD", "1")
+    with pytest.raises(WeightsNotFoundError, match="allow_download=False"):
+        weights.require_weights("squeezenet1_1", allow_download=False)
+    assert fetched == []
+    monkeypatch.setenv("OPTIMIZER_ALLOW_DOWNLOAD", "0")
+    with pytest.raises(WeightsNotFoundError, match="OPTIMIZER_ALLOW_DOWNLOAD=0"):
+        weights.require_weights("squeezenet1_1")
+    weights.require_weights("squeezenet1_1", allow_download=True)
+    assert fetched == ["squeezenet1_1"]
 
 
 def test_bad_preset_stops_start_up(tmp_path: Path) -> None:

@@ -17,12 +17,10 @@ import asyncio
 import base64
 import logging
 import math
-import os
 import re
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from typing import Any, Literal, Optional
 
 from fastapi import FastAPI, Query, Request
@@ -33,7 +31,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import OptimizerError
-from ..metrics.weights import DOWNLOAD_ENV
 from .config import ServiceConfig, memory_limit
 from .errors import ServiceError, error_body, from_exception
 from .jobs import Models, compress_upload, evaluate_batch, evaluate_single
@@ -159,8 +156,7 @@ class ServiceState:
         try:
             presets = {path.stem: Preset.load(path) for path in config.presets}
             models = Models(config)
-            with _downloads(config.allow_download):
-                models.load()
+            models.load()
             if config.warm_up:
                 models.warm_up()
         except Exception as exc:
@@ -261,23 +257,6 @@ def _warn_about_memory(config: ServiceConfig) -> None:
             config.peak_memory / 1e9,
             available / 1e9,
         )
-
-
-@contextmanager
-def _downloads(allowed: bool) -> Iterator[None]:
-    """Weights may be downloaded only where the config allows it, and only while loading."""
-    if allowed:
-        yield
-        return
-    previous = os.environ.get(DOWNLOAD_ENV)
-    os.environ[DOWNLOAD_ENV] = "0"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(DOWNLOAD_ENV, None)
-        else:
-            os.environ[DOWNLOAD_ENV] = previous
 
 
 # --------------------------------------------------------------------------------------------------

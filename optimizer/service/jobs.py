@@ -52,9 +52,12 @@ class Models:
         }
 
     def load(self) -> None:
-        """Build every metric now (weights included): a missing file stops start-up, not a request."""
+        """Build every metric now (weights included): a missing file stops start-up, not a request.
+
+        Network weights are downloaded only where the config allows it (``allow_download``).
+        """
         for evaluator in self.evaluators.values():
-            evaluator.load()
+            evaluator.load(allow_download=self.config.allow_download)
 
     def warm_up(self) -> None:
         """Score one small synthetic pair per profile, so the first request pays no first-call costs."""
