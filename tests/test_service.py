@@ -32,8 +32,8 @@ from optimizer.errors import ConfigError, WeightsNotFoundError  # noqa: E402
 from optimizer.evaluator import Evaluator  # noqa: E402
 from optimizer.imageio import load_image  # noqa: E402
 from optimizer.service import ServiceConfig, create_app  # noqa: E402
-from optimizer.service import app as app_module  # noqa: E402
 from optimizer.service import jobs as jobs_module  # noqa: E402
+from optimizer.service.routes import evaluate as evaluate_routes  # noqa: E402
 from optimizer.tuning.presets import Expected, Preset, PresetTier  # noqa: E402
 from optimizer.tuning.settings import EncodingSettings  # noqa: E402
 
@@ -183,6 +183,13 @@ def test_openapi_has_models_examples_and_bodies(client: TestClient) -> None:
     assert single["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("PairResponse")
     assert "examples" in single["responses"]["422"]["content"]["application/json"]
     assert "Retry-After" in single["responses"]["503"]["headers"]
+    operations = {
+        (path, method): op["operationId"] for path, ops in schema["paths"].items() for method, op in ops.items()
+    }
+    assert operations[("/evaluate/single", "post")] == "evaluate_single_route_evaluate_single_post"
+    assert operations[("/compress", "post")] == "compress_route_compress_post"
+    assert operations[("/presets/{name}", "get")] == "preset_presets__name__get"
+    assert [tag for op in schema["paths"]["/health"].values() for tag in op["tags"]] == ["operations"]
     components = schema["components"]["schemas"]
     assert components["PairResponse"]["examples"][0]["level"] == "good"
     assert components["CompressResponse"]["examples"] and components["BatchResponse"]["examples"]
@@ -572,13 +579,13 @@ def test_presets(client: TestClient) -> None:
 def gated(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     """Make every single evaluation wait for the returned event (to fill the pool on purpose)."""
     gate = threading.Event()
-    real = app_module.evaluate_single
+    real = evaluate_routes.evaluate_single
 
     def slow(*args: Any) -> Any:
         gate.wait(30)
         return real(*args)
 
-    monkeypatch.setattr(app_module, "evaluate_single", slow)
+    monkeypatch.setattr(evaluate_routes, "evaluate_single", slow)
     return gate
 
 

@@ -100,7 +100,7 @@ class ServiceConfig:
             except OptimizerError as exc:
                 raise ConfigError(f"profiles: {exc}") from None
         object.__setattr__(self, "profiles", profiles)
-        presets = self.presets
+        presets: Any = self.presets  # a path or any iterable of paths is accepted, and stored as a tuple
         if isinstance(presets, (str, Path)):
             presets = (presets,)
         object.__setattr__(self, "presets", tuple(Path(p) for p in presets))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ..batch import IMAGE_EXTENSIONS, BatchReport, PairIssue, PairResult
 from ..errors import ImageSizeMismatchError, OptimizerError, UnknownNameError
@@ -176,7 +176,8 @@ def _score(plan: ScoringPlan, original: Upload, processed: Upload, max_pixels: i
 def pair_payload(key: str, original: Upload, processed: Upload, result: EvaluationResult) -> dict[str, Any]:
     """The JSON of one scored pair: the batch report's pair shape (bytes, bits per pixel, every score)."""
     pair = PairResult(key, original.label, processed.label, result, original.size, processed.size)
-    return json_safe(pair.to_dict())
+    payload: dict[str, Any] = json_safe(pair.to_dict())
+    return payload
 
 
 def evaluate_single(
@@ -270,7 +271,9 @@ def compress_upload(
     if report.failures:
         raise ServiceError(422, "compress_failed", report.failures[0].reason)
     result = report.results[0]
-    if result.data is None:  # pragma: no cover - nothing is written to disk without out_dir
+    # cast: CompressResult's own field named ``bytes`` shadows the builtin in its annotation of ``data``.
+    data = cast("bytes | None", result.data)
+    if data is None:  # pragma: no cover - without out_dir the search always keeps the bytes
         raise ServiceError(422, "compress_failed", "the search returned no encoded bytes")
     payload = result.to_dict()
     payload.pop("output", None)
@@ -283,4 +286,4 @@ def compress_upload(
     except UnknownNameError:  # pragma: no cover - the result always names a codec here
         payload["media_type"], payload["extension"] = "application/octet-stream", ""
     payload["evaluator"] = report.evaluator
-    return json_safe(payload), result.data
+    return json_safe(payload), data

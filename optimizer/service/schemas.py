@@ -25,7 +25,7 @@ Number = Union[float, str]
 
 _WEIGHTS = {"ssimulacra2": 0.55, "ms_ssim": 0.2, "ssim": 0.15, "psnr": 0.1}
 _VERSIONS = {"ssimulacra2": "2.1", "ms_ssim": "1", "ssim": "1", "psnr": "1"}
-_EVALUATOR = {
+_EVALUATOR: dict[str, Any] = {
     "profile": "default",
     "weights": _WEIGHTS,
     "metrics": list(_WEIGHTS),

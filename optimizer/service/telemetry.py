@@ -62,19 +62,21 @@ class Telemetry:
             buckets=_QUALITY_BUCKETS,
             registry=r,
         )
-        gauge_mode = {"multiprocess_mode": "livesum"} if self.multiprocess else {}
+        # The multiprocess modes only matter under PROMETHEUS_MULTIPROC_DIR: sum the workers' pools, and
+        # report ready only when every worker is.
         self.jobs = Gauge(
-            "optimizer_pool_jobs", "Jobs in the work pool, by state.", ["state"], registry=r, **gauge_mode
-        )  # type: ignore[arg-type]
+            "optimizer_pool_jobs",
+            "Jobs in the work pool, by state.",
+            ["state"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.rejected = Counter(
             "optimizer_pool_rejected", "Requests refused with 503, by reason.", ["reason"], registry=r
         )
         self.ready = Gauge(
-            "optimizer_ready",
-            "1 once models and presets are loaded.",
-            registry=r,
-            **({"multiprocess_mode": "min"} if self.multiprocess else {}),
-        )  # type: ignore[arg-type]
+            "optimizer_ready", "1 once models and presets are loaded.", registry=r, multiprocess_mode="min"
+        )
         for state in ("running", "waiting"):
             self.jobs.labels(state).set(0)
         for reason in ("overloaded", "timeout"):
@@ -99,7 +101,7 @@ class Telemetry:
             from prometheus_client import multiprocess
 
             merged = CollectorRegistry()
-            multiprocess.MultiProcessCollector(merged)
+            multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
             return encoder(merged), content_type
         return encoder(self.registry), content_type
 

@@ -19,7 +19,8 @@ import io
 import re
 import zipfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
@@ -60,7 +61,7 @@ class Upload:
 
     field: str
     filename: str | None
-    data: bytes = field(repr=False)
+    data: bytes = dataclass_field(repr=False)
 
     @property
     def label(self) -> str:
@@ -76,8 +77,8 @@ class Upload:
 class Form:
     """The parts of a multipart body: files and text fields by field name."""
 
-    files: dict[str, Upload] = field(default_factory=dict)
-    fields: dict[str, str] = field(default_factory=dict)
+    files: dict[str, Upload] = dataclass_field(default_factory=dict)
+    fields: dict[str, str] = dataclass_field(default_factory=dict)
     received: int = 0
 
 
