@@ -26,6 +26,7 @@ from .handlers import add_error_handlers
 from .routes import ROUTERS
 from .state import ServiceState
 from .telemetry import MetricsMiddleware
+from .uploads import BodyTimeoutMiddleware
 
 __all__ = ["ServiceState", "create_app", "create_app_from_environment"]
 
@@ -64,6 +65,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = state
+    app.add_middleware(BodyTimeoutMiddleware, timeout=config.body_timeout)
     app.add_middleware(MetricsMiddleware, telemetry=state.telemetry)
     add_error_handlers(app)
     for router in ROUTERS:

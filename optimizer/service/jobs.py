@@ -19,9 +19,10 @@ from ..evaluator import EvaluationResult, Evaluator, get_profile
 from ..imageio import Image, load_image
 from ..jsonio import json_safe
 from ..metrics.registry import get_spec
+from .archives import InputIssue, read_zip_pairs
 from .config import ServiceConfig
 from .errors import ServiceError, from_exception
-from .uploads import InputIssue, Upload, read_zip_pairs
+from .uploads import Upload
 
 __all__ = ["Models", "ScoringPlan", "compress_upload", "evaluate_batch", "evaluate_single", "pair_payload"]
 
@@ -188,6 +189,27 @@ def evaluate_single(
     return pair_payload(processed.label, original, processed, result), result
 
 
+def read_archive(archive: Upload, config: ServiceConfig) -> tuple[list[tuple[str, Upload, Upload]], list[InputIssue]]:
+    """The pairs of a batch archive under the config's limits, and the entries left out.
+
+    Args:
+        archive: the uploaded zip.
+        config: the limits (entries, bytes, ratio, pairs).
+
+    Returns:
+        ``(pairs, issues)``; see :func:`~optimizer.service.archives.read_zip_pairs`.
+    """
+    return read_zip_pairs(
+        archive.data,
+        image_extensions=IMAGE_EXTENSIONS,
+        max_entries=config.max_zip_entries,
+        max_file_bytes=config.max_file_bytes,
+        max_total_bytes=config.max_request_bytes,
+        max_ratio=config.max_zip_ratio,
+        max_pairs=config.max_batch_pairs,
+    )
+
+
 def evaluate_batch(
     plan: ScoringPlan,
     config: ServiceConfig,
@@ -197,18 +219,22 @@ def evaluate_batch(
     issues: list[InputIssue] | None = None,
     cancelled: threading.Event | None = None,
 ) -> tuple[dict[str, Any], list[EvaluationResult]]:
-    """Score explicit pairs, or the pairs of a zip archive; failures are listed per pair, never raised."""
+    """Score explicit pairs, or the pairs of a zip archive; failures are listed per pair, never raised.
+
+    Args:
+        plan: which evaluator scores and whose weights compose.
+        config: the limits.
+        pairs: ``(key, original, processed)`` triples.
+        archive: a zip to read the pairs from instead.
+        issues: inputs already left out (unpaired fields).
+        cancelled: once set, the remaining pairs are listed as timed out.
+
+    Returns:
+        The response body and the results (for the metrics).
+    """
     issues = list(issues or [])
     if archive is not None:
-        pairs, zip_issues = read_zip_pairs(
-            archive.data,
-            image_extensions=IMAGE_EXTENSIONS,
-            max_entries=config.max_zip_entries,
-            max_file_bytes=config.max_file_bytes,
-            max_total_bytes=config.max_request_bytes,
-            max_ratio=config.max_zip_ratio,
-            max_pairs=config.max_batch_pairs,
-        )
+        pairs, zip_issues = read_archive(archive, config)
         issues += zip_issues
     scored: list[PairResult] = []
     payloads: list[dict[str, Any]] = []

@@ -385,6 +385,13 @@ class PoolInfo(BaseModel):
     waiting: int
 
 
+class MemoryInfo(BaseModel):
+    budget: int = Field(description="Bytes of scoring memory admitted requests may hold at once.")
+    held: int = Field(description="Bytes of that budget held now (estimated from the images' headers).")
+    buffered_limit: int = Field(description="Bytes of request bodies held at once, at most.")
+    buffered: int = Field(description="Bytes of request bodies held now.")
+
+
 class ReadyResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -396,6 +403,12 @@ class ReadyResponse(BaseModel):
                     "metrics": ["ssimulacra2", "ms_ssim", "ssim", "psnr"],
                     "presets": ["web"],
                     "pool": {"workers": 2, "max_queue": 32, "running": 0, "waiting": 0},
+                    "memory": {
+                        "budget": 8589934592,
+                        "held": 0,
+                        "buffered_limit": 209715200,
+                        "buffered": 0,
+                    },
                     "error": None,
                 }
             ]
@@ -408,6 +421,7 @@ class ReadyResponse(BaseModel):
     metrics: list[str]
     presets: list[str]
     pool: PoolInfo
+    memory: Optional[MemoryInfo] = None
     error: Optional[str] = None
 
 

@@ -3,30 +3,36 @@
 One :class:`ServiceState` per app, created by ``create_app`` and kept on ``app.state.service``; routes take
 it as a typed FastAPI dependency (``state: StateDep``) instead of closing over it, so every router is a
 plain module. The state owns the lifecycle (start-up loads presets and models, then opens the work pool;
-stop closes the pool) and the per-request steps every work endpoint shares: refuse early when not ready or
-full, read the body under the limits, run the CPU work in the pool and map the pool's refusals to 503s.
+stop closes the pool) and the steps every work endpoint shares, through :meth:`ServiceState.work`: refuse
+early when not ready or full, read the body under the limits while counting it against the bytes all
+requests may buffer, admit the images by the memory their scoring will take (:mod:`.admission`), run the
+CPU work in the pool and map the refusals to 503s; what a request holds is released when its job ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 
-from .config import ServiceConfig, memory_limit
+from ..evaluator import Profile, get_profile
+from .admission import MemoryBudget, Ticket, header_pixels, work_bytes
+from .config import ServiceConfig
 from .errors import ServiceError
 from .jobs import Models
 from .pool import JobTimeout, Overloaded, PoolClosed, WorkPool
 from .telemetry import Telemetry
-from .uploads import Form, discard_body, read_form
+from .uploads import Form, Upload, discard_body, read_form
 
 if TYPE_CHECKING:
     from ..tuning.presets import Preset
 
-__all__ = ["ServiceState", "StateDep", "get_state"]
+__all__ = ["ServiceState", "StateDep", "WorkRequest", "get_state"]
 
 log = logging.getLogger("optimizer.service")
 
@@ -49,6 +55,12 @@ class ServiceState:
         self.ready = False
         self.error: str | None = None
         self.failure: BaseException | None = None
+        self.uploads = MemoryBudget("uploads", config.buffered_limit)
+        self.memory = MemoryBudget("memory", config.resolved_memory_budget())
+        for budget in (self.uploads, self.memory):
+            budget.on_change = self.telemetry.held_bytes.labels(budget.name).set
+        self.telemetry.budget_bytes.labels("uploads").set(self.uploads.limit)
+        self.telemetry.budget_bytes.labels("memory").set(self.memory.limit)
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -73,7 +85,7 @@ class ServiceState:
         self.pool.on_change = self.telemetry.observe_pool
         self.ready = True
         self.telemetry.ready.set(1)
-        _warn_about_memory(config)
+        self._warn_about_memory()
         log.info(
             "ready: profiles %s, presets %s, %d worker threads, queue bound %d",
             ", ".join(config.profiles),
@@ -109,17 +121,19 @@ class ServiceState:
             )
         return self.models, self.pool
 
-    async def read(self, request: Request, *, max_parts: int) -> Form:
-        """The request's multipart form under the limits; refuses early (503) when not ready or the pool is full.
+    @asynccontextmanager
+    async def work(self, request: Request, *, max_parts: int) -> AsyncIterator[WorkRequest]:
+        """A work request: its form, read under the limits, and what it holds until its job ends.
 
-        A refused body is still read (and dropped, up to a bound) so that the client gets to read the answer.
+        Refuses early (503) when not ready or the pool is full; a refused body is still read (and dropped,
+        up to a bound) so that the client gets to read the answer.
 
         Args:
             request: the incoming request.
             max_parts: most parts the form may hold.
 
-        Returns:
-            The form's files and text fields.
+        Yields:
+            The :class:`WorkRequest`; whatever it holds is released on exit unless its job was started.
         """
         config = self.config
         try:
@@ -129,12 +143,20 @@ class ServiceState:
         except ServiceError:
             await discard_body(request, config.max_request_bytes)
             raise
-        return await read_form(
-            request,
-            max_file_bytes=config.max_file_bytes,
-            max_request_bytes=config.max_request_bytes,
-            max_parts=max_parts,
-        )
+        ticket = Ticket(self.uploads, self.memory, retry_after=pool.retry_after, on_refused=self._count_refusal)
+        work = WorkRequest(self, ticket)
+        try:
+            work.form = await read_form(
+                request,
+                max_file_bytes=config.max_file_bytes,
+                max_request_bytes=config.max_request_bytes,
+                max_parts=max_parts,
+                hold=ticket.hold_upload,
+            )
+            yield work
+        finally:
+            if not work.started:
+                ticket.release()
 
     async def run(
         self,
@@ -142,6 +164,7 @@ class ServiceState:
         *args: Any,
         timeout: float | None = None,
         cancelled: threading.Event | None = None,
+        on_done: Callable[[], None] | None = None,
     ) -> T:
         """Run ``fn(*args)`` in the work pool.
 
@@ -150,6 +173,7 @@ class ServiceState:
             args: its arguments.
             timeout: seconds before the request is answered 503 (default: the config's ``request_timeout``).
             cancelled: set when the timeout passes, for work that checks it.
+            on_done: called once when the job has ended or was refused (see :meth:`WorkPool.run`).
 
         Returns:
             What ``fn`` returns.
@@ -157,10 +181,15 @@ class ServiceState:
         Raises:
             ServiceError: 503 ``overloaded``, ``timeout`` or ``not_ready``.
         """
-        _, pool = self.require_ready()
+        try:
+            _, pool = self.require_ready()
+        except ServiceError:
+            if on_done is not None:
+                on_done()
+            raise
         limit = self.config.request_timeout if timeout is None else timeout
         try:
-            return await pool.run(fn, *args, timeout=limit, cancelled=cancelled)
+            return await pool.run(fn, *args, timeout=limit, cancelled=cancelled, on_done=on_done)
         except Overloaded as exc:
             raise self._overloaded(exc.retry_after) from None
         except JobTimeout as exc:
@@ -170,6 +199,21 @@ class ServiceState:
             ) from None
         except PoolClosed as exc:
             raise ServiceError(503, "not_ready", str(exc), headers={"Retry-After": "5"}) from None
+
+    def _count_refusal(self, budget: str) -> None:
+        self.telemetry.rejected.labels(budget).inc()
+
+    def _warn_about_memory(self) -> None:
+        config = self.config
+        largest_job = max(work_bytes(get_profile(name), config.max_pixels) for name in config.profiles)
+        if largest_job > self.memory.limit:
+            log.warning(
+                "scoring two %s-pixel images may need about %.1f GB, more than the memory budget of %.1f GB: "
+                "such requests will be refused with 413 (raise --memory-budget or lower --max-pixels)",
+                f"{config.max_pixels:,}",
+                largest_job / 1e9,
+                self.memory.limit / 1e9,
+            )
 
     def _overloaded(self, retry_after: int) -> ServiceError:
         self.telemetry.rejected.labels("overloaded").inc()
@@ -184,17 +228,60 @@ class ServiceState:
         )
 
 
-def _warn_about_memory(config: ServiceConfig) -> None:
-    available = memory_limit()
-    if available is not None and config.peak_memory > 0.8 * available:
-        log.warning(
-            "%d workers scoring %s-pixel images may need about %.1f GB, more than 80%% of the %.1f GB this process "
-            "may use: lower --max-pixels or --pool-size",
-            config.pool_size,
-            f"{config.max_pixels:,}",
-            config.peak_memory / 1e9,
-            available / 1e9,
-        )
+class WorkRequest:
+    """One work request inside :meth:`ServiceState.work`: its form, and its hold on the memory budgets.
+
+    Args:
+        state: the app's state.
+        ticket: what the request holds.
+    """
+
+    def __init__(self, state: ServiceState, ticket: Ticket) -> None:
+        self.state = state
+        self.ticket = ticket
+        self.form = Form()
+        self.started = False
+
+    async def admit_images(
+        self, profile: Profile, images: Sequence[Sequence[Upload]], *, compress: bool = False
+    ) -> None:
+        """Reserve the memory that decoding and scoring these images will take, from their headers.
+
+        Args:
+            profile: the profile of the evaluator that will score them.
+            images: the groups scored one after another (pairs of a batch; one pair; one image to compress);
+                the largest image decides.
+            compress: estimate ``/compress`` instead of scoring.
+
+        Raises:
+            ServiceError: 413 ``too_much_memory`` or 503 ``overloaded`` (see :meth:`Ticket.hold_work`).
+        """
+        uploads = [upload for group in images for upload in group]
+        if not uploads:
+            return
+        sizes = await asyncio.to_thread(lambda: [header_pixels(upload.data) for upload in uploads])
+        self.ticket.hold_images(profile, sizes, max_pixels=self.state.config.max_pixels, compress=compress)
+
+    async def run(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        timeout: float | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> T:
+        """Run ``fn(*args)`` in the pool (:meth:`ServiceState.run`); the ticket is released when it ends.
+
+        Args:
+            fn: the CPU work.
+            args: its arguments.
+            timeout: seconds before the request is answered 503.
+            cancelled: set when the timeout passes.
+
+        Returns:
+            What ``fn`` returns.
+        """
+        self.started = True
+        return await self.state.run(fn, *args, timeout=timeout, cancelled=cancelled, on_done=self.ticket.release)
 
 
 def get_state(request: Request) -> ServiceState:

@@ -66,26 +66,28 @@ async def compress(
     from ...tuning.target import Target
 
     config = state.config
-    form = await state.read(request, max_parts=8)
-    only(form, {"image"}, {"target", "formats", "profile", "max_probes"})
-    image = upload(form, "image")
-    goal = param(form, "target", target)
-    if goal is None:
-        raise ServiceError(
-            422, "missing_field", "missing field 'target' (METRIC:VALUE, e.g. ssimulacra2:80)", field="target"
+    async with state.work(request, max_parts=8) as work:
+        form = work.form
+        only(form, {"image"}, {"target", "formats", "profile", "max_probes"})
+        image = upload(form, "image")
+        goal = param(form, "target", target)
+        if goal is None:
+            raise ServiceError(
+                422, "missing_field", "missing field 'target' (METRIC:VALUE, e.g. ssimulacra2:80)", field="target"
+            )
+        parsed = Target.parse(goal)
+        chosen = names(param(form, "formats", formats))
+        if chosen is not None and len(chosen) > _MAX_FORMATS:
+            raise ServiceError(
+                422, "invalid_parameter", f"at most {_MAX_FORMATS} formats, got {len(chosen)}", field="formats"
+            )
+        probes = _probes(param(form, "max_probes", None if max_probes is None else str(max_probes)), config)
+        models, _ = state.require_ready()
+        evaluator = models.compress_evaluator(param(form, "profile", profile), parsed.metric)
+        await work.admit_images(evaluator.profile, [(image,)], compress=True)
+        payload, data = await work.run(
+            _compress_job, evaluator, image, str(parsed), chosen, probes, config.max_pixels, output == "json"
         )
-    parsed = Target.parse(goal)
-    chosen = names(param(form, "formats", formats))
-    if chosen is not None and len(chosen) > _MAX_FORMATS:
-        raise ServiceError(
-            422, "invalid_parameter", f"at most {_MAX_FORMATS} formats, got {len(chosen)}", field="formats"
-        )
-    probes = _probes(param(form, "max_probes", None if max_probes is None else str(max_probes)), config)
-    models, _ = state.require_ready()
-    evaluator = models.compress_evaluator(param(form, "profile", profile), parsed.metric)
-    payload, data = await state.run(
-        _compress_job, evaluator, image, str(parsed), chosen, probes, config.max_pixels, output == "json"
-    )
     if output == "image":
         headers = {
             "Content-Disposition": f'inline; filename="{ascii_name(image.label.rsplit(".", 1)[0])}'

@@ -9,12 +9,14 @@ from typing import Any, Optional
 
 from fastapi import APIRouter, Query, Request
 
+from ..admission import Ticket, header_pixels
+from ..archives import InputIssue
 from ..config import ServiceConfig
 from ..errors import ServiceError
-from ..jobs import ScoringPlan, evaluate_batch, evaluate_single
+from ..jobs import ScoringPlan, evaluate_batch, evaluate_single, read_archive
 from ..schemas import BATCH_BODY, SINGLE_BODY, BatchResponse, PairResponse
 from ..state import StateDep
-from ..uploads import Form, InputIssue, Upload
+from ..uploads import Form, Upload
 from ._forms import names, only, param, upload
 from ._responses import ERRORS
 
@@ -44,12 +46,14 @@ async def single(
     ),
 ) -> dict[str, Any]:
     """Every metric of one pair, its composite and level, sizes and bytes."""
-    form = await state.read(request, max_parts=8)
-    only(form, {"original", "processed"}, {"profile", "metrics"})
-    original, processed = upload(form, "original"), upload(form, "processed")
-    models, _ = state.require_ready()
-    plan = models.plan(param(form, "profile", profile), names(param(form, "metrics", metrics)))
-    payload, result = await state.run(evaluate_single, plan, original, processed, state.config.max_pixels)
+    async with state.work(request, max_parts=8) as work:
+        form = work.form
+        only(form, {"original", "processed"}, {"profile", "metrics"})
+        original, processed = upload(form, "original"), upload(form, "processed")
+        models, _ = state.require_ready()
+        plan = models.plan(param(form, "profile", profile), names(param(form, "metrics", metrics)))
+        await work.admit_images(plan.source.profile, [(original, processed)])
+        payload, result = await work.run(evaluate_single, plan, original, processed, state.config.max_pixels)
     state.telemetry.observe_result(plan.profile, result.normalised, result.composite)
     return payload
 
@@ -70,24 +74,27 @@ async def batch(
 ) -> dict[str, Any]:
     """Per-pair results, the pairs left out with reasons, and a summary; a failing pair never fails the batch."""
     config = state.config
-    form = await state.read(request, max_parts=2 * config.max_batch_pairs + 4)
-    models, _ = state.require_ready()
-    plan = models.plan(param(form, "profile", profile), names(param(form, "metrics", metrics)))
-    pairs, issues, archive = _batch_inputs(form, config)
-    deadline = time.monotonic() + config.request_timeout
-    cancelled = threading.Event()
-    body, results = await state.run(
-        _batch_job,
-        plan,
-        config,
-        pairs,
-        archive,
-        issues,
-        cancelled,
-        deadline,
-        timeout=2 * config.request_timeout + 5.0,
-        cancelled=cancelled,
-    )
+    async with state.work(request, max_parts=2 * config.max_batch_pairs + 4) as work:
+        form = work.form
+        models, _ = state.require_ready()
+        plan = models.plan(param(form, "profile", profile), names(param(form, "metrics", metrics)))
+        pairs, issues, archive = _batch_inputs(form, config)
+        await work.admit_images(plan.source.profile, [(original, processed) for _, original, processed in pairs])
+        deadline = time.monotonic() + config.request_timeout
+        cancelled = threading.Event()
+        body, results = await work.run(
+            _batch_job,
+            plan,
+            config,
+            pairs,
+            archive,
+            issues,
+            work.ticket,
+            cancelled,
+            deadline,
+            timeout=2 * config.request_timeout + 5.0,
+            cancelled=cancelled,
+        )
     for result in results:
         state.telemetry.observe_result(plan.profile, result.normalised, result.composite)
     return body
@@ -156,15 +163,25 @@ def _batch_job(
     pairs: list[tuple[str, Upload, Upload]],
     archive: Upload | None,
     issues: list[InputIssue],
+    ticket: Ticket,
     cancelled: threading.Event,
     deadline: float,
 ) -> tuple[dict[str, Any], list[Any]]:
-    """The batch, stopping (the rest listed as timed out) once ``deadline`` passes."""
+    """The batch, stopping (the rest listed as timed out) once ``deadline`` passes.
+
+    An archive's pairs are known only once it is read, here: their memory is reserved then (413/503 for the
+    whole request, as for explicit pairs).
+    """
+    if archive is not None:
+        pairs, archive_issues = read_archive(archive, config)
+        issues = issues + archive_issues
+        sizes = [header_pixels(side.data) for _, original, processed in pairs for side in (original, processed)]
+        ticket.hold_images(plan.source.profile, sizes, max_pixels=config.max_pixels)
     watcher = threading.Timer(max(0.0, deadline - time.monotonic()), cancelled.set)
     watcher.daemon = True
     watcher.start()
     try:
-        body, results = evaluate_batch(plan, config, pairs=pairs, archive=archive, issues=issues, cancelled=cancelled)
+        body, results = evaluate_batch(plan, config, pairs=pairs, issues=issues, cancelled=cancelled)
         return body, list(results)
     finally:
         watcher.cancel()

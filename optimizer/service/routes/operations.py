@@ -45,6 +45,12 @@ async def ready(state: StateDep) -> Any:
             "running": pool.running if pool is not None else 0,
             "waiting": pool.waiting if pool is not None else 0,
         },
+        "memory": {
+            "budget": state.memory.limit,
+            "held": state.memory.used,
+            "buffered_limit": state.uploads.limit,
+            "buffered": state.uploads.used,
+        },
         "error": state.error,
     }
     if not state.ready:
