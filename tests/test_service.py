@@ -259,7 +259,7 @@ def test_identical_images_give_json_safe_infinity(client: TestClient, images: di
         ("metric_not_loaded", 422, "unknown_name"),
         ("conflicting_profile", 422, "invalid_parameter"),
         ("missing_field", 422, "missing_field"),
-        ("text_instead_of_file", 422, "missing_field"),
+        ("text_instead_of_file", 422, "invalid_image"),
         ("unexpected_field", 422, "unexpected_field"),
         ("duplicate_field", 422, "unexpected_field"),
         ("no_body", 422, "missing_field"),
@@ -331,6 +331,8 @@ def test_single_errors(client: TestClient, images: dict[str, bytes], case: str, 
         assert error["limit"] in (MIB, 64 * KIB)
     if case == "profile_not_enabled":
         assert error["known"] == ["fast", "default"]
+    if case == "text_instead_of_file":  # a file field is a file by its name: its text is read as the image
+        assert "holds 10 bytes of text, not an image file (curl: -F processed=@PATH)" in error["message"]
 
 
 def test_request_total_limit(client: TestClient, images: dict[str, bytes]) -> None:

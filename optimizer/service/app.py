@@ -17,11 +17,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 from .. import __version__
 from .config import ServiceConfig
+from .contract import RequestRules
 from .handlers import add_error_handlers
 from .routes import ROUTERS
 from .state import ServiceState
@@ -51,7 +53,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         finally:
             await asyncio.to_thread(state.stop)
 
-    app = FastAPI(
+    app = _ServiceApp(
         title="optimizer",
         version=__version__,
         summary="Image quality scores and the smallest encodings that still look right.",
@@ -65,12 +67,25 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = state
+    app.rules = state.rules
     app.add_middleware(BodyTimeoutMiddleware, timeout=config.body_timeout)
     app.add_middleware(MetricsMiddleware, telemetry=state.telemetry)
     add_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
     return app
+
+
+class _ServiceApp(FastAPI):
+    """FastAPI, with the OpenAPI document completed by the server's :class:`RequestRules`."""
+
+    rules: RequestRules
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document: FastAPI's, with the accepted parameter values and request bodies."""
+        if self.openapi_schema is None:
+            self.openapi_schema = self.rules.apply(super().openapi())
+        return self.openapi_schema
 
 
 def create_app_from_environment() -> FastAPI:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from ..batch import IMAGE_EXTENSIONS, BatchReport, PairIssue, PairResult
-from ..errors import ImageSizeMismatchError, OptimizerError, UnknownNameError
+from ..errors import ImageSizeMismatchError, InvalidImageError, OptimizerError, UnknownNameError
 from ..evaluator import EvaluationResult, Evaluator, get_profile
 from ..imageio import Image, load_image
 from ..jsonio import json_safe
@@ -126,8 +126,21 @@ class Models:
         return ScoringPlan(source, composer, subset)
 
     def compress_evaluator(self, profile: str | None, metric: str) -> Evaluator:
-        """The evaluator for a compress target on ``metric`` (``composite`` uses the profile's)."""
-        if profile is not None or metric == "composite":
+        """The evaluator for a compress target on ``metric``.
+
+        ``composite`` uses the profile's (the default one when none is named). A metric uses the named
+        profile's evaluator when it computes the metric, else the smallest loaded one that does.
+
+        Args:
+            profile: the profile the request names, if any.
+            metric: the target's metric.
+
+        Returns:
+            A loaded evaluator.
+        """
+        if metric == "composite":
+            return self.evaluator(profile)
+        if profile is not None and metric in self.evaluator(profile).metric_names:
             return self.evaluator(profile)
         default = self.evaluator(None)
         if metric in default.metric_names:
@@ -150,7 +163,13 @@ class Models:
 
 
 def _load(upload: Upload, max_pixels: int) -> Image:
-    return load_image(upload.data, max_pixels=max_pixels, name=upload.label)
+    try:
+        return load_image(upload.data, max_pixels=max_pixels, name=upload.label)
+    except InvalidImageError as exc:
+        if upload.filename is None and len(upload.data) < 4096 and upload.data.isascii():
+            hint = f"field {upload.field!r} holds {len(upload.data)} bytes of text, not an image file (curl: -F {upload.field}=@PATH)"
+            raise InvalidImageError(f"{exc}; {hint}") from None
+        raise
 
 
 def _score(plan: ScoringPlan, original: Upload, processed: Upload, max_pixels: int) -> EvaluationResult:

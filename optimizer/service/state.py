@@ -23,6 +23,7 @@ from fastapi import Depends, Request
 from ..evaluator import Profile, get_profile
 from .admission import MemoryBudget, Ticket, header_pixels, work_bytes
 from .config import ServiceConfig
+from .contract import RequestRules
 from .errors import ServiceError
 from .jobs import Models
 from .pool import JobTimeout, Overloaded, PoolClosed, WorkPool
@@ -48,6 +49,7 @@ class ServiceState:
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
+        self.rules = RequestRules.for_config(config)
         self.telemetry = Telemetry()
         self.models: Models | None = None
         self.presets: dict[str, Preset] = {}
@@ -122,7 +124,9 @@ class ServiceState:
         return self.models, self.pool
 
     @asynccontextmanager
-    async def work(self, request: Request, *, max_parts: int) -> AsyncIterator[WorkRequest]:
+    async def work(
+        self, request: Request, *, max_parts: int, file_fields: Callable[[str], bool]
+    ) -> AsyncIterator[WorkRequest]:
         """A work request: its form, read under the limits, and what it holds until its job ends.
 
         Refuses early (503) when not ready or the pool is full; a refused body is still read (and dropped,
@@ -131,6 +135,7 @@ class ServiceState:
         Args:
             request: the incoming request.
             max_parts: most parts the form may hold.
+            file_fields: the endpoint's file fields (files even when a part has no ``filename``).
 
         Yields:
             The :class:`WorkRequest`; whatever it holds is released on exit unless its job was started.
@@ -152,6 +157,7 @@ class ServiceState:
                 max_request_bytes=config.max_request_bytes,
                 max_parts=max_parts,
                 hold=ticket.hold_upload,
+                file_fields=file_fields,
             )
             yield work
         finally:

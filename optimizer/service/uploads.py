@@ -111,9 +111,10 @@ class _PartState:
 class _FormBuilder:
     """python-multipart callbacks that keep parts in memory under their limits."""
 
-    def __init__(self, max_file_bytes: int, max_parts: int) -> None:
+    def __init__(self, max_file_bytes: int, max_parts: int, file_fields: Callable[[str], bool] | None) -> None:
         self.max_file_bytes = max_file_bytes
         self.max_parts = max_parts
+        self.file_fields = file_fields
         self.form = Form()
         self.part = _PartState()
         self.parts = 0
@@ -168,6 +169,8 @@ class _FormBuilder:
         if b"filename" in options:
             part.is_file = True
             part.filename = options[b"filename"].decode("utf-8", "replace")
+        elif self.file_fields is not None and self.file_fields(part.name):
+            part.is_file = True  # a file field is a file by its name, with or without a filename
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self.part
@@ -201,6 +204,7 @@ async def read_form(
     max_request_bytes: int,
     max_parts: int,
     hold: Callable[[int], None] | None = None,
+    file_fields: Callable[[str], bool] | None = None,
 ) -> Form:
     """Read a ``multipart/form-data`` body under the limits; see the module doc.
 
@@ -213,6 +217,8 @@ async def read_form(
         max_request_bytes: largest body.
         max_parts: most parts.
         hold: called with each chunk's size before it is kept; raises (a 503) to refuse the body.
+        file_fields: which field names hold files even when their part has no ``filename`` (the endpoint's
+            file fields; other parts without one are text fields).
 
     Returns:
         The form.
@@ -240,7 +246,7 @@ async def read_form(
     if declared is not None and declared > max_request_bytes:
         await _drain(stream, 0, max_request_bytes)
         raise _request_too_large(max_request_bytes, declared)
-    builder = _FormBuilder(max_file_bytes, max_parts)
+    builder = _FormBuilder(max_file_bytes, max_parts, file_fields)
     received = 0
     try:
         parser = MultipartParser(boundary, builder.callbacks())  # type: ignore[arg-type]  # refuses long ones

@@ -7,7 +7,7 @@ import re
 from ..errors import ServiceError
 from ..uploads import Form, Upload
 
-__all__ = ["ascii_name", "names", "only", "param", "upload"]
+__all__ = ["ascii_name", "only", "param", "upload"]
 
 
 def param(form: Form, name: str, query: str | None) -> str | None:
@@ -19,7 +19,7 @@ def param(form: Form, name: str, query: str | None) -> str | None:
         query: its value in the query string, if given there.
 
     Returns:
-        The stripped value, or ``None`` when absent or blank.
+        The value as given (the rules of :mod:`..contract` judge it), or ``None`` when absent.
     """
     value = form.fields.get(name)
     if value is not None and query is not None and value.strip() != query.strip():
@@ -29,25 +29,7 @@ def param(form: Form, name: str, query: str | None) -> str | None:
             f"{name!r} is given twice with different values ({query!r} in the query, {value!r} in the form)",
             field=name,
         )
-    chosen = query if query is not None else value
-    if chosen is None or not chosen.strip():
-        return None
-    return chosen.strip()
-
-
-def names(text: str | None) -> list[str] | None:
-    """A comma-separated list as lower-case names (``None`` when empty).
-
-    Args:
-        text: the raw value.
-
-    Returns:
-        The names, or ``None``.
-    """
-    if text is None:
-        return None
-    found = [part.strip().lower() for part in text.split(",") if part.strip()]
-    return found or None
+    return query if query is not None else value
 
 
 def upload(form: Form, name: str) -> Upload:

@@ -20,9 +20,22 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "Malformed request (broken multipart framing).",
         "content": _examples(bad_request={"type": "bad_request", "message": "malformed multipart body: ..."}),
     },
+    408: {
+        "model": ErrorResponse,
+        "description": "The request body stalled: no part of it arrived for body_timeout seconds; the "
+        "connection is closed.",
+        "content": _examples(
+            body_timeout={
+                "type": "body_timeout",
+                "message": "no part of the request body arrived for 30 s; the connection is closed",
+                "timeout": 30,
+            }
+        ),
+    },
     413: {
         "model": ErrorResponse,
-        "description": "A file, the request, an image's pixel count or a batch is over its limit.",
+        "description": "A file, the request, an image's pixel count, a batch, or the memory scoring the images "
+        "would take is over its limit.",
         "content": _examples(
             too_large={
                 "type": "too_large",
@@ -33,6 +46,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
             too_many_pixels={
                 "type": "too_many_pixels",
                 "message": "a.png: image is 6000x4000 = 24,000,000 pixels, over the limit of 16,000,000 ...",
+            },
+            too_much_memory={
+                "type": "too_much_memory",
+                "message": "scoring images of 16,000,000 pixels needs about 6.40 GB of memory, more than this "
+                "server's budget of 4.00 GB: send smaller images",
+                "limit": 4000000000,
+                "needed": 6400000000,
             },
         ),
     },
@@ -71,7 +91,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     },
     503: {
         "model": ErrorResponse,
-        "description": "Overloaded, timed out or not ready; retry after Retry-After seconds.",
+        "description": "Overloaded (the queue, the bodies held or the memory budget is full: see reason), "
+        "timed out or not ready; retry after Retry-After seconds.",
         "headers": {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}},
         "content": _examples(
             overloaded={

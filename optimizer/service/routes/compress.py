@@ -13,24 +13,21 @@ from ...evaluator import Evaluator
 from ..config import ServiceConfig
 from ..errors import ServiceError
 from ..jobs import compress_upload
-from ..schemas import COMPRESS_BODY, CompressResponse
+from ..schemas import CompressResponse
 from ..state import StateDep
 from ..uploads import Upload
-from ._forms import ascii_name, names, only, param, upload
+from ._forms import ascii_name, only, param, upload
 from ._responses import ERRORS
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["compress"])
 
-_MAX_FORMATS = 8
-
 
 @router.post(
     "/compress",
     operation_id="compress_route_compress_post",
     response_model=CompressResponse,
-    openapi_extra=COMPRESS_BODY,
     summary="The smallest encoding of one image that meets a quality target",
     responses={
         **ERRORS,
@@ -66,24 +63,21 @@ async def compress(
     from ...tuning.target import Target
 
     config = state.config
-    async with state.work(request, max_parts=8) as work:
+    async with state.work(request, max_parts=8, file_fields="image".__eq__) as work:
         form = work.form
         only(form, {"image"}, {"target", "formats", "profile", "max_probes"})
         image = upload(form, "image")
-        goal = param(form, "target", target)
+        rules = state.rules
+        goal = rules.target(param(form, "target", target))
         if goal is None:
             raise ServiceError(
                 422, "missing_field", "missing field 'target' (METRIC:VALUE, e.g. ssimulacra2:80)", field="target"
             )
         parsed = Target.parse(goal)
-        chosen = names(param(form, "formats", formats))
-        if chosen is not None and len(chosen) > _MAX_FORMATS:
-            raise ServiceError(
-                422, "invalid_parameter", f"at most {_MAX_FORMATS} formats, got {len(chosen)}", field="formats"
-            )
+        chosen = rules.format_list(param(form, "formats", formats))
         probes = _probes(param(form, "max_probes", None if max_probes is None else str(max_probes)), config)
         models, _ = state.require_ready()
-        evaluator = models.compress_evaluator(param(form, "profile", profile), parsed.metric)
+        evaluator = models.compress_evaluator(rules.profile(param(form, "profile", profile)), parsed.metric)
         await work.admit_images(evaluator.profile, [(image,)], compress=True)
         payload, data = await work.run(
             _compress_job, evaluator, image, str(parsed), chosen, probes, config.max_pixels, output == "json"

@@ -14,17 +14,17 @@ from ..archives import InputIssue
 from ..config import ServiceConfig
 from ..errors import ServiceError
 from ..jobs import ScoringPlan, evaluate_batch, evaluate_single, read_archive
-from ..schemas import BATCH_BODY, SINGLE_BODY, BatchResponse, PairResponse
+from ..schemas import BatchResponse, PairResponse
 from ..state import StateDep
 from ..uploads import Form, Upload
-from ._forms import names, only, param, upload
+from ._forms import only, param, upload
 from ._responses import ERRORS
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["evaluate"])
 
-_PAIR_FIELD = re.compile(r"^(original|processed)_(\d{1,6})$")
+_PAIR_FIELD = re.compile(r"^(original|processed)_([0-9]{1,6})$")
 
 
 @router.post(
@@ -33,7 +33,6 @@ _PAIR_FIELD = re.compile(r"^(original|processed)_(\d{1,6})$")
     response_model=PairResponse,
     responses=ERRORS,
     summary="Score one processed image against its original",
-    openapi_extra=SINGLE_BODY,
 )
 async def single(
     request: Request,
@@ -46,12 +45,15 @@ async def single(
     ),
 ) -> dict[str, Any]:
     """Every metric of one pair, its composite and level, sizes and bytes."""
-    async with state.work(request, max_parts=8) as work:
+    async with state.work(request, max_parts=8, file_fields={"original", "processed"}.__contains__) as work:
         form = work.form
         only(form, {"original", "processed"}, {"profile", "metrics"})
         original, processed = upload(form, "original"), upload(form, "processed")
         models, _ = state.require_ready()
-        plan = models.plan(param(form, "profile", profile), names(param(form, "metrics", metrics)))
+        rules = state.rules
+        plan = models.plan(
+            rules.profile(param(form, "profile", profile)), rules.metric_list(param(form, "metrics", metrics))
+        )
         await work.admit_images(plan.source.profile, [(original, processed)])
         payload, result = await work.run(evaluate_single, plan, original, processed, state.config.max_pixels)
     state.telemetry.observe_result(plan.profile, result.normalised, result.composite)
@@ -64,7 +66,6 @@ async def single(
     response_model=BatchResponse,
     responses=ERRORS,
     summary="Score many pairs: original_N/processed_N fields, or one zip",
-    openapi_extra=BATCH_BODY,
 )
 async def batch(
     request: Request,
@@ -74,10 +75,13 @@ async def batch(
 ) -> dict[str, Any]:
     """Per-pair results, the pairs left out with reasons, and a summary; a failing pair never fails the batch."""
     config = state.config
-    async with state.work(request, max_parts=2 * config.max_batch_pairs + 4) as work:
+    async with state.work(request, max_parts=2 * config.max_batch_pairs + 4, file_fields=_batch_file) as work:
         form = work.form
         models, _ = state.require_ready()
-        plan = models.plan(param(form, "profile", profile), names(param(form, "metrics", metrics)))
+        rules = state.rules
+        plan = models.plan(
+            rules.profile(param(form, "profile", profile)), rules.metric_list(param(form, "metrics", metrics))
+        )
         pairs, issues, archive = _batch_inputs(form, config)
         await work.admit_images(plan.source.profile, [(original, processed) for _, original, processed in pairs])
         deadline = time.monotonic() + config.request_timeout
@@ -98,6 +102,10 @@ async def batch(
     for result in results:
         state.telemetry.observe_result(plan.profile, result.normalised, result.composite)
     return body
+
+
+def _batch_file(name: str) -> bool:
+    return name == "archive" or _PAIR_FIELD.match(name) is not None
 
 
 def _batch_inputs(
