@@ -532,6 +532,36 @@ def test_compress_errors(client: TestClient, images: dict[str, bytes], query: st
     _error(client.post("/compress" + query, files={"image": ("a.png", images["png0"])}), status, kind)
 
 
+def test_compress_metric_target_ignores_a_profile_without_the_metric(
+    client: TestClient, images: dict[str, bytes]
+) -> None:
+    """``profile`` is for composite targets: a metric target it does not compute uses a profile that does."""
+    response = client.post(
+        "/compress?target=ssimulacra2:60&formats=jpeg&profile=fast&max_probes=3",
+        files={"image": ("a.png", images["png0"])},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["evaluator"]["profile"] == "default"
+    same = client.post(
+        "/compress?target=ssim:0.9&formats=jpeg&profile=default&max_probes=3",
+        files={"image": ("a.png", images["png0"])},
+    )
+    assert same.json()["evaluator"]["profile"] == "default"
+
+
+def test_names_are_case_insensitive_and_lists_strict(client: TestClient, images: dict[str, bytes]) -> None:
+    body = client.post("/evaluate/single?metrics= SSIM , Psnr", files=_pair(images)).json()
+    assert list(body["scores"]) == ["ssim", "psnr"]
+    _error(client.post("/evaluate/single?metrics=ssim,", files=_pair(images)), 422, "invalid_parameter")
+    _error(client.post("/evaluate/single?profile=", files=_pair(images)), 422, "unknown_name")
+    many = ",".join(["jpeg"] * 9)
+    _error(
+        client.post(f"/compress?target=ssim:0.9&formats={many}", files={"image": ("a.png", images["png0"])}),
+        422,
+        "invalid_parameter",
+    )
+
+
 def test_compress_form_fields(client: TestClient, images: dict[str, bytes]) -> None:
     fields = {"target": "psnr:30", "formats": "jpeg", "max_probes": "2", "profile": "fast"}
     body = client.post("/compress", files={"image": ("a.png", images["png2"])}, data=fields).json()

@@ -333,6 +333,32 @@ def test_ticket_release_is_idempotent_and_unknown_sizes_are_capped() -> None:
     assert too_big.value.status == 413
 
 
+def test_pool_calls_on_done_once_whatever_happens() -> None:
+    """What a job holds is released when the job ends, or at once when the pool refuses it."""
+    from optimizer.service.pool import Overloaded, PoolClosed, WorkPool
+
+    pool = WorkPool(1, 0, torch_threads=None)
+    done: list[str] = []
+    gate = threading.Event()
+
+    async def go() -> None:
+        first = asyncio.create_task(pool.run(gate.wait, 10, timeout=10, on_done=lambda: done.append("first")))
+        await asyncio.sleep(0.05)
+        with pytest.raises(Overloaded):
+            await pool.run(time.sleep, 0, timeout=10, on_done=lambda: done.append("refused"))
+        assert done == ["refused"]
+        gate.set()
+        await first
+        await asyncio.sleep(0.05)
+
+    asyncio.run(go())
+    assert done == ["refused", "first"]
+    pool.close()
+    with pytest.raises(PoolClosed):
+        asyncio.run(pool.run(time.sleep, 0, timeout=1, on_done=lambda: done.append("closed")))
+    assert done == ["refused", "first", "closed"]
+
+
 # --------------------------------------------------------------------------------------------------
 # Config
 
