@@ -8,8 +8,11 @@ the log grew by 137 MB in 30 s of accept-error tracebacks. Here:
 * :class:`GuardedH11Protocol`, uvicorn's h11 protocol plus a **header timeout** (a connection must deliver
   a request's complete headers within ``header_timeout`` seconds of opening, or of its first byte after a
   kept-alive response; otherwise it is closed, with a 408 when it had started a request) and a
-  **connection cap** (past ``max_connections`` open connections a new one is answered 503 and closed at
-  once, so descriptors never run out; the cap is lowered below the process's descriptor limit if needed);
+  **connection cap** (``max_connections``, lowered below the process's descriptor limit if needed, so
+  descriptors never run out): a new connection past the cap closes the connection that has been idle the
+  longest (no request in progress: silent, trickling headers, or kept alive), so a flood of idle
+  connections cannot lock out real clients; only when every connection is busy with a request is the new
+  one answered 503 and closed;
 * the **body timeout** is the app's (:class:`~optimizer.service.uploads.BodyTimeoutMiddleware`), so it
   holds under any ASGI server; the **keep-alive timeout**, the listen **backlog** and the largest header
   block are uvicorn's own settings, passed from the config;
@@ -28,6 +31,8 @@ import json
 import logging
 import resource
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -163,6 +168,10 @@ def _raw_response(status: Literal[408, 503], kind: str, message: str) -> bytes:
     return head.encode("ascii") + body
 
 
+#: Per server (uvicorn's shared state), its connections without a request in progress, longest idle first.
+_IDLE: weakref.WeakKeyDictionary[ServerState, OrderedDict[int, GuardedH11Protocol]] = weakref.WeakKeyDictionary()
+
+
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with a header timeout and a connection cap; see the module doc.
 
@@ -191,21 +200,34 @@ class GuardedH11Protocol(H11Protocol):
         self._cap = effective_connection_cap(limits.max_connections)
         self._header_timer: asyncio.TimerHandle | None = None
         self._partial_request = False
+        idle = _IDLE.get(server_state)
+        if idle is None:
+            idle = _IDLE[server_state] = OrderedDict()
+        self._idle = idle
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Refuse the connection past the cap; otherwise start its header clock."""
+        """Make room past the cap (close the longest idle connection, or refuse this one), then start the
+        header clock."""
         super().connection_made(cast(asyncio.Transport, transport))
         if self._cap is not None and len(self.connections) > self._cap:
+            oldest = next(iter(self._idle.values()), None)
+            if oldest is None:
+                _limited.warning(
+                    "connection_cap",
+                    f"refused a connection: all {len(self.connections) - 1:,} open connections are busy, the cap "
+                    f"is {self._cap:,} (max_connections)",
+                )
+                self.transport.write(
+                    _raw_response(503, "overloaded", f"the server holds its maximum of {self._cap:,} connections")
+                )
+                self.transport.close()
+                return
             _limited.warning(
-                "connection_cap",
-                f"refused a connection: {len(self.connections) - 1:,} are open, the cap is {self._cap:,} "
-                "(max_connections)",
+                "connection_evicted",
+                f"closed the longest idle connection to stay within {self._cap:,} connections (max_connections)",
             )
-            self.transport.write(
-                _raw_response(503, "overloaded", f"the server holds its maximum of {self._cap:,} connections")
-            )
-            self.transport.close()
-            return
+            oldest._close_idle()
+        self._mark_idle()
         self._arm_header_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -218,11 +240,29 @@ class GuardedH11Protocol(H11Protocol):
         if self.conn.their_state is not h11.IDLE:
             self._partial_request = False
             self._cancel_header_timer()
+            self._idle.pop(id(self), None)
+
+    def on_response_complete(self) -> None:
+        """A kept-alive connection waits for its next request: idle again."""
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+            self._mark_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Stop the header clock, then let uvicorn clean up."""
+        """Stop the header clock, forget the connection, then let uvicorn clean up."""
         self._cancel_header_timer()
+        self._idle.pop(id(self), None)
         super().connection_lost(exc)
+
+    def _mark_idle(self) -> None:
+        self._idle.pop(id(self), None)
+        self._idle[id(self)] = self  # the end: the most recently idle
+
+    def _close_idle(self) -> None:
+        self._idle.pop(id(self), None)
+        self._cancel_header_timer()
+        if not self.transport.is_closing():
+            self.transport.close()
 
     def _arm_header_timer(self) -> None:
         timeout = self.limits.header_timeout
