@@ -29,7 +29,13 @@ __all__ = ["Models", "ScoringPlan", "compress_upload", "evaluate_batch", "evalua
 
 @dataclass(frozen=True)
 class ScoringPlan:
-    """Which loaded evaluator scores a request, which of its metrics, and whose weights make the composite."""
+    """Which loaded evaluator scores a request, which of its metrics, and whose weights make the composite.
+
+    Args:
+        source: the loaded evaluator that computes the scores.
+        composer: the evaluator whose weights make the composite (``source`` itself, or a cheap custom one).
+        metrics: the subset of ``source``'s metrics to compute (``None``: all).
+    """
 
     source: Evaluator
     composer: Evaluator
@@ -37,14 +43,24 @@ class ScoringPlan:
 
     @property
     def profile(self) -> str:
+        """The composite's profile name (``custom`` for a metrics list)."""
         return self.composer.profile.name
 
     def describe(self) -> dict[str, Any]:
+        """The evaluator description reports carry (profile, weights, metrics, versions).
+
+        Returns:
+            A JSON-compatible dict.
+        """
         return self.composer.describe()
 
 
 class Models:
-    """One loaded :class:`Evaluator` per allowed profile."""
+    """One loaded :class:`Evaluator` per allowed profile.
+
+    Args:
+        config: the service's settings (profiles, device, whether weights may be downloaded).
+    """
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
@@ -77,6 +93,14 @@ class Models:
         return list(dict.fromkeys(m for ev in self.evaluators.values() for m in ev.metric_names))
 
     def evaluator(self, profile: str | None) -> Evaluator:
+        """The loaded evaluator of ``profile`` (the default one when ``None``); 422 when it is not enabled.
+
+        Args:
+            profile: a profile name.
+
+        Returns:
+            The evaluator.
+        """
         name = profile or self.config.default_profile
         evaluator = self.evaluators.get(name)
         if evaluator is None:
@@ -96,7 +120,15 @@ class Models:
         return evaluator
 
     def plan(self, profile: str | None, metrics: Sequence[str] | None) -> ScoringPlan:
-        """The :class:`ScoringPlan` for a request's ``profile`` and ``metrics`` (422 for what is not loaded)."""
+        """The :class:`ScoringPlan` for a request's ``profile`` and ``metrics`` (422 for what is not loaded).
+
+        Args:
+            profile: the profile named, if any.
+            metrics: the metrics named, if any.
+
+        Returns:
+            The plan.
+        """
         names = list(dict.fromkeys(metrics or ()))
         if not names:
             evaluator = self.evaluator(profile)
@@ -194,7 +226,17 @@ def _score(plan: ScoringPlan, original: Upload, processed: Upload, max_pixels: i
 
 
 def pair_payload(key: str, original: Upload, processed: Upload, result: EvaluationResult) -> dict[str, Any]:
-    """The JSON of one scored pair: the batch report's pair shape (bytes, bits per pixel, every score)."""
+    """The JSON of one scored pair: the batch report's pair shape (bytes, bits per pixel, every score).
+
+    Args:
+        key: the pair's key.
+        original: the reference upload.
+        processed: the processed upload.
+        result: its evaluation.
+
+    Returns:
+        The JSON-safe dict.
+    """
     pair = PairResult(key, original.label, processed.label, result, original.size, processed.size)
     payload: dict[str, Any] = json_safe(pair.to_dict())
     return payload
@@ -203,7 +245,17 @@ def pair_payload(key: str, original: Upload, processed: Upload, result: Evaluati
 def evaluate_single(
     plan: ScoringPlan, original: Upload, processed: Upload, max_pixels: int
 ) -> tuple[dict[str, Any], EvaluationResult]:
-    """One pair's JSON and its result (for the metrics); errors are raised for the app to map."""
+    """One pair's JSON and its result (for the metrics); errors are raised for the app to map.
+
+    Args:
+        plan: how to score.
+        original: the reference upload.
+        processed: the processed upload.
+        max_pixels: the per-image pixel limit.
+
+    Returns:
+        ``(payload, result)``.
+    """
     result = _score(plan, original, processed, max_pixels)
     return pair_payload(processed.label, original, processed, result), result
 
@@ -300,7 +352,19 @@ def compress_upload(
     max_probes: int,
     max_pixels: int,
 ) -> tuple[dict[str, Any], bytes]:
-    """The adaptive search's smallest encoding of one upload that meets ``target``: (report, file bytes)."""
+    """The adaptive search's smallest encoding of one upload that meets ``target``.
+
+    Args:
+        evaluator: the loaded evaluator that measures the target.
+        upload: the image.
+        target: ``METRIC:VALUE``.
+        formats: formats to try (``None``: the search's defaults).
+        max_probes: encodes per format at most.
+        max_pixels: the pixel limit.
+
+    Returns:
+        ``(report, file bytes)``.
+    """
     from ..codecs import get_codec
     from ..tuning.adaptive import compress
 

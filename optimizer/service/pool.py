@@ -60,7 +60,13 @@ def _init_worker(torch_threads: int | None) -> None:
 
 
 class WorkPool:
-    """A thread pool with admission control; see the module doc."""
+    """A thread pool with admission control; see the module doc.
+
+    Args:
+        workers: worker threads.
+        max_queue: jobs that may wait beyond those running.
+        torch_threads: torch intra-op threads per worker (``None``: leave torch's setting).
+    """
 
     def __init__(self, workers: int, max_queue: int, *, torch_threads: int | None = 1) -> None:
         self.workers = workers
@@ -85,18 +91,25 @@ class WorkPool:
 
     @property
     def running(self) -> int:
+        """Jobs running now."""
         return self._running
 
     @property
     def waiting(self) -> int:
+        """Jobs admitted and waiting for a worker."""
         return max(0, self._pending - self._running)
 
     def retry_after(self) -> int:
-        """Seconds until a slot is likely free: the queue ahead divided among the workers."""
+        """Seconds until a slot is likely free: the queue ahead divided among the workers.
+
+        Returns:
+            Whole seconds, at least 1.
+        """
         ahead = max(1, self._pending - self.workers + 1)
         return max(1, math.ceil(self._mean_seconds * ahead / self.workers))
 
     def has_room(self) -> bool:
+        """Whether a job would be admitted now."""
         return not self._closed and self._pending < self.capacity
 
     # -- running jobs --------------------------------------------------------------------------------

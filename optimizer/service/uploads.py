@@ -60,7 +60,15 @@ CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def safe_label(name: str | None, fallback: str) -> str:
-    """A client-supplied file name reduced to a display label: last path component, no control characters."""
+    """A client-supplied file name reduced to a display label: last path component, no control characters.
+
+    Args:
+        name: the name the client sent, if any.
+        fallback: the label when there is none (the field's name).
+
+    Returns:
+        At most 200 characters.
+    """
     if not name:
         return fallback
     text = CONTROL_CHARACTERS.sub("", name.replace("\\", "/").rsplit("/", 1)[-1]).strip()
@@ -69,7 +77,13 @@ def safe_label(name: str | None, fallback: str) -> str:
 
 @dataclass(frozen=True)
 class Upload:
-    """One uploaded file, in memory."""
+    """One uploaded file, in memory.
+
+    Args:
+        field: the form field it came in.
+        filename: the name the client gave it, if any.
+        data: its bytes.
+    """
 
     field: str
     filename: str | None
@@ -82,12 +96,13 @@ class Upload:
 
     @property
     def size(self) -> int:
+        """Bytes."""
         return len(self.data)
 
 
 @dataclass
 class Form:
-    """The parts of a multipart body: files and text fields by field name."""
+    """The parts of a multipart body: files and text fields by field name, and the bytes received."""
 
     files: dict[str, Upload] = dataclass_field(default_factory=dict)
     fields: dict[str, str] = dataclass_field(default_factory=dict)
