@@ -388,7 +388,7 @@ Before: `optimizer serve` of `{args.baseline}` ({revision}); after: this tree, d
             f"{r['loaded_p99']:.1f} | {r['failed']}/{r['probes']} | {r['closed']} | {r['log_bytes']:,} |"
         )
     print(
-        f"\nFlood phase: descriptor limit {args.fd_limit}, {args.flood} connections opened, `/health` probed for "
+        f"\nFlood phase: descriptor limit {args.fd_limit}, up to {args.flood} connections opened, `/health` probed for "
         f"{args.flood_seconds:g} s (2 s timeout).\n"
     )
     print(
