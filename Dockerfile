@@ -45,4 +45,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
 
+# Slow or idle clients are bounded by the server (header and body timeouts, a connection cap kept below the
+# descriptor limit, memory admission); see docs/service.md for the flags and what a reverse proxy should own.
 CMD ["optimizer", "serve", "--host", "0.0.0.0"]

@@ -271,18 +271,30 @@ class Evaluator:
     @property
     def metrics(self) -> dict[str, Metric]:
         """The metric instances, built on first use (loading network weights once)."""
+        return self._build(None)
+
+    def _build(self, allow_download: bool | None) -> dict[str, Metric]:
         if self._metrics is None:
             with self._lock:
                 if self._metrics is None:
                     built = {}
                     for name in self.metric_names:
-                        built[name] = create_metric(name, device=self.device, **self._metric_options.get(name, {}))
+                        options = self._metric_options.get(name, {})
+                        built[name] = create_metric(name, device=self.device, allow_download=allow_download, **options)
                     self._metrics = built
         return self._metrics
 
-    def load(self) -> Evaluator:
-        """Build every metric now (load weights), so that errors surface at start-up, not mid-batch."""
-        _ = self.metrics
+    def load(self, *, allow_download: bool | None = None) -> Evaluator:
+        """Build every metric now (load weights), so that errors surface at start-up, not mid-batch.
+
+        Args:
+            allow_download: whether missing network weights may be downloaded; ``None`` follows
+                ``OPTIMIZER_ALLOW_DOWNLOAD`` (default yes). A server passes ``False`` to never fetch.
+
+        Returns:
+            This evaluator.
+        """
+        self._build(allow_download)
         return self
 
     @property

@@ -32,8 +32,8 @@ from optimizer.errors import ConfigError, WeightsNotFoundError  # noqa: E402
 from optimizer.evaluator import Evaluator  # noqa: E402
 from optimizer.imageio import load_image  # noqa: E402
 from optimizer.service import ServiceConfig, create_app  # noqa: E402
-from optimizer.service import app as app_module  # noqa: E402
 from optimizer.service import jobs as jobs_module  # noqa: E402
+from optimizer.service.routes import evaluate as evaluate_routes  # noqa: E402
 from optimizer.tuning.presets import Expected, Preset, PresetTier  # noqa: E402
 from optimizer.tuning.settings import EncodingSettings  # noqa: E402
 
@@ -183,6 +183,13 @@ def test_openapi_has_models_examples_and_bodies(client: TestClient) -> None:
     assert single["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("PairResponse")
     assert "examples" in single["responses"]["422"]["content"]["application/json"]
     assert "Retry-After" in single["responses"]["503"]["headers"]
+    operations = {
+        (path, method): op["operationId"] for path, ops in schema["paths"].items() for method, op in ops.items()
+    }
+    assert operations[("/evaluate/single", "post")] == "evaluate_single_route_evaluate_single_post"
+    assert operations[("/compress", "post")] == "compress_route_compress_post"
+    assert operations[("/presets/{name}", "get")] == "preset_presets__name__get"
+    assert [tag for op in schema["paths"]["/health"].values() for tag in op["tags"]] == ["operations"]
     components = schema["components"]["schemas"]
     assert components["PairResponse"]["examples"][0]["level"] == "good"
     assert components["CompressResponse"]["examples"] and components["BatchResponse"]["examples"]
@@ -252,7 +259,7 @@ def test_identical_images_give_json_safe_infinity(client: TestClient, images: di
         ("metric_not_loaded", 422, "unknown_name"),
         ("conflicting_profile", 422, "invalid_parameter"),
         ("missing_field", 422, "missing_field"),
-        ("text_instead_of_file", 422, "missing_field"),
+        ("text_instead_of_file", 422, "invalid_image"),
         ("unexpected_field", 422, "unexpected_field"),
         ("duplicate_field", 422, "unexpected_field"),
         ("no_body", 422, "missing_field"),
@@ -324,6 +331,8 @@ def test_single_errors(client: TestClient, images: dict[str, bytes], case: str, 
         assert error["limit"] in (MIB, 64 * KIB)
     if case == "profile_not_enabled":
         assert error["known"] == ["fast", "default"]
+    if case == "text_instead_of_file":  # a file field is a file by its name: its text is read as the image
+        assert "holds 10 bytes of text, not an image file (curl: -F processed=@PATH)" in error["message"]
 
 
 def test_request_total_limit(client: TestClient, images: dict[str, bytes]) -> None:
@@ -523,6 +532,36 @@ def test_compress_errors(client: TestClient, images: dict[str, bytes], query: st
     _error(client.post("/compress" + query, files={"image": ("a.png", images["png0"])}), status, kind)
 
 
+def test_compress_metric_target_ignores_a_profile_without_the_metric(
+    client: TestClient, images: dict[str, bytes]
+) -> None:
+    """``profile`` is for composite targets: a metric target it does not compute uses a profile that does."""
+    response = client.post(
+        "/compress?target=ssimulacra2:60&formats=jpeg&profile=fast&max_probes=3",
+        files={"image": ("a.png", images["png0"])},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["evaluator"]["profile"] == "default"
+    same = client.post(
+        "/compress?target=ssim:0.9&formats=jpeg&profile=default&max_probes=3",
+        files={"image": ("a.png", images["png0"])},
+    )
+    assert same.json()["evaluator"]["profile"] == "default"
+
+
+def test_names_are_case_insensitive_and_lists_strict(client: TestClient, images: dict[str, bytes]) -> None:
+    body = client.post("/evaluate/single?metrics= SSIM , Psnr", files=_pair(images)).json()
+    assert list(body["scores"]) == ["ssim", "psnr"]
+    _error(client.post("/evaluate/single?metrics=ssim,", files=_pair(images)), 422, "invalid_parameter")
+    _error(client.post("/evaluate/single?profile=", files=_pair(images)), 422, "unknown_name")
+    many = ",".join(["jpeg"] * 9)
+    _error(
+        client.post(f"/compress?target=ssim:0.9&formats={many}", files={"image": ("a.png", images["png0"])}),
+        422,
+        "invalid_parameter",
+    )
+
+
 def test_compress_form_fields(client: TestClient, images: dict[str, bytes]) -> None:
     fields = {"target": "psnr:30", "formats": "jpeg", "max_probes": "2", "profile": "fast"}
     body = client.post("/compress", files={"image": ("a.png", images["png2"])}, data=fields).json()
@@ -572,13 +611,13 @@ def test_presets(client: TestClient) -> None:
 def gated(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     """Make every single evaluation wait for the returned event (to fill the pool on purpose)."""
     gate = threading.Event()
-    real = app_module.evaluate_single
+    real = evaluate_routes.evaluate_single
 
     def slow(*args: Any) -> Any:
         gate.wait(30)
         return real(*args)
 
-    monkeypatch.setattr(app_module, "evaluate_single", slow)
+    monkeypatch.setattr(evaluate_routes, "evaluate_single", slow)
     return gate
 
 
@@ -652,9 +691,68 @@ def test_missing_weights_stop_start_up(tmp_path: Path, monkeypatch: pytest.Monke
         with TestClient(app):
             pass
     assert app.state.service.ready is False and "WeightsNotFoundError" in app.state.service.error
+
+
+class _WatchedEnviron(dict[str, str]):
+    """A stand-in for ``os.environ`` that records every write."""
+
+    def __init__(self, base: Any) -> None:
+        super().__init__(base)
+        self.writes: list[str] = []
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self.writes.append(key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.writes.append(key)
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self.writes.append(key)
+        return super().pop(key, *default)
+
+
+def test_start_up_leaves_the_environment_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Downloads are refused through a parameter, not by setting OPTIMIZER_ALLOW_DOWNLOAD for the process."""
     import os
 
-    assert os.environ["OPTIMIZER_ALLOW_DOWNLOAD"] == "1"  # restored after loading
+    from optimizer.metrics import weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("OPTIMIZER_ALLOW_DOWNLOAD", "1")
+    watched = _WatchedEnviron(os.environ)
+    monkeypatch.setattr(os, "environ", watched)
+    fetched: list[str] = []
+    monkeypatch.setattr(weights, "_download", lambda w, path, timeout: fetched.append(w.name))
+    app = create_app(ServiceConfig(profiles=("fast", "seed"), pool_size=1))
+    with pytest.raises(WeightsNotFoundError, match="allow_download=False"):
+        with TestClient(app):
+            pass
+    assert fetched == [] and watched.writes == []
+
+
+def test_download_parameter_overrides_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from optimizer.metrics import weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    fetched: list[str] = []
+
+    def fake_download(w: Any, path: Path, timeout: float) -> Path:
+        fetched.append(w.name)
+        return path
+
+    monkeypatch.setattr(weights, "_download", fake_download)
+    monkeypatch.setattr(weights, "_failed", {})
+    monkeypatch.setenv("OPTIMIZER_ALLOW_DOWNLOAD", "1")
+    with pytest.raises(WeightsNotFoundError, match="allow_download=False"):
+        weights.require_weights("squeezenet1_1", allow_download=False)
+    assert fetched == []
+    monkeypatch.setenv("OPTIMIZER_ALLOW_DOWNLOAD", "0")
+    with pytest.raises(WeightsNotFoundError, match="OPTIMIZER_ALLOW_DOWNLOAD=0"):
+        weights.require_weights("squeezenet1_1")
+    weights.require_weights("squeezenet1_1", allow_download=True)
+    assert fetched == ["squeezenet1_1"]
 
 
 def test_bad_preset_stops_start_up(tmp_path: Path) -> None:

@@ -40,7 +40,9 @@ def serve_command(
     ] = None,
     max_pixels: Annotated[
         Optional[int],
-        typer.Option(min=1, help="Largest image, in pixels (default 16000000; scoring takes ~420 bytes per pixel)."),
+        typer.Option(
+            min=1, help="Largest image, in pixels (default 16000000; scoring a pair takes ~400 bytes per pixel)."
+        ),
     ] = None,
     pool_size: Annotated[
         Optional[int], typer.Option(min=1, help="Worker threads per process (default: cores).")
@@ -55,6 +57,31 @@ def serve_command(
     allow_download: Annotated[
         bool, typer.Option("--allow-download", help="Let start-up download missing network weights.")
     ] = False,
+    memory_budget_mb: Annotated[
+        Optional[float],
+        typer.Option(help="Scoring memory admitted at once, in MiB (default: half the memory this process may use)."),
+    ] = None,
+    max_buffered_mb: Annotated[
+        Optional[float],
+        typer.Option(help="Request bodies held in memory at once, over all requests, in MiB (default 2 x request)."),
+    ] = None,
+    body_timeout: Annotated[
+        Optional[float],
+        typer.Option(min=0, help="Seconds to wait for the next piece of a request body, then 408 (0: none; 30)."),
+    ] = None,
+    header_timeout: Annotated[
+        Optional[float],
+        typer.Option(min=0, help="Seconds a connection has to send complete request headers (0: none; 10)."),
+    ] = None,
+    keep_alive_timeout: Annotated[
+        Optional[float], typer.Option(min=0.01, help="Seconds an idle kept-alive connection stays open (5).")
+    ] = None,
+    max_connections: Annotated[
+        Optional[int], typer.Option(min=0, help="Open connections at most; more get 503 (0: the fd limit; 1000).")
+    ] = None,
+    backlog: Annotated[
+        Optional[int], typer.Option(min=1, help="Connections the kernel queues before they are accepted (1024).")
+    ] = None,
     config_file: Annotated[
         Optional[Path], typer.Option("--config", help="TOML file of service settings (flags override it).")
     ] = None,
@@ -62,7 +89,7 @@ def serve_command(
 ) -> None:
     """Serve the evaluator, the adaptive compressor and presets over HTTP (see docs/service.md)."""
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError:
         fail("the web service needs the service extra: pip install 'optimizer[service]'", EXIT_DEPENDENCY)
     overrides: dict[str, Any] = {
@@ -74,7 +101,16 @@ def serve_command(
         "request_timeout": timeout,
         "device": device,
         "allow_download": True if allow_download else None,
+        "keep_alive_timeout": keep_alive_timeout,
+        "backlog": backlog,
+        "body_timeout": body_timeout,
+        "header_timeout": header_timeout,
+        "max_connections": max_connections,
     }
+    if memory_budget_mb is not None:
+        overrides["memory_budget"] = _mib(memory_budget_mb, "--memory-budget-mb")
+    if max_buffered_mb is not None:
+        overrides["max_buffered_bytes"] = _mib(max_buffered_mb, "--max-buffered-mb")
     if max_upload_mb is not None:
         overrides["max_file_bytes"] = _mib(max_upload_mb, "--max-upload-mb")
         if max_request_mb is None:
@@ -88,12 +124,14 @@ def serve_command(
         format="%(levelname)s:     %(name)s: %(message)s",
     )
 
+    from ..service.server import run
+
     if workers == 1:
         from ..service.app import create_app
 
         application = create_app(config)
         try:
-            uvicorn.run(application, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
+            run(application, config, host=host, port=port, log_level=log_level)
         except SystemExit:
             failure = application.state.service.failure
             if failure is not None:
@@ -105,22 +143,31 @@ def serve_command(
         return
     from ..service.config import CONFIG_ENV
 
-    os.environ[CONFIG_ENV] = config.to_json()
+    # uvicorn's worker processes build their app from an import string: the config travels in the
+    # environment they inherit, and prometheus_client needs a shared folder to sum their metrics.
+    os.environ[CONFIG_ENV] = config.to_json(indent=None)
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="optimizer-metrics-")
-    uvicorn.run(
+    run(
         "optimizer.service.app:create_app_from_environment",
-        factory=True,
+        config,
         host=host,
         port=port,
         workers=workers,
         log_level=log_level,
-        timeout_graceful_shutdown=30,
     )
 
 
 def build_config(path: Path | None, overrides: dict[str, Any]) -> ServiceConfig:
-    """Defaults, then the TOML file (its keys, or a ``[service]`` table), then the flags that were given."""
+    """Defaults, then the TOML file (its keys, or a ``[service]`` table), then the flags that were given.
+
+    Args:
+        path: the TOML file, if any.
+        overrides: flag values by setting name (``None``: not given).
+
+    Returns:
+        The config.
+    """
     from ..service.config import ServiceConfig
 
     values: dict[str, Any] = {}

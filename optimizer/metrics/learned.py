@@ -11,7 +11,8 @@ convention inside (LPIPS: ``[-1, 1]`` then its scaling layer; DISTS: ImageNet me
 Backbone weights (AlexNet, VGG16, SqueezeNet) come from torchvision's cache through :mod:`.weights`; a
 missing file raises :class:`~optimizer.errors.WeightsNotFoundError`, never a silent random network.
 ``backbone_weights=`` takes a torchvision-format state dict (or a path to one) to use other weights
-explicitly. The learned heads ship in the wheels: LPIPS' linear layers in ``lpips``, DISTS' alpha/beta in
+explicitly; ``allow_download=`` says whether a missing catalogue file may be fetched (``None``: the
+``OPTIMIZER_ALLOW_DOWNLOAD`` default). The learned heads ship in the wheels: LPIPS' linear layers in ``lpips``, DISTS' alpha/beta in
 ``DISTS_pytorch``, the whole shift-tolerant networks in ``stlpips_pytorch``.
 
 Memory: a cached reference keeps its feature maps. At 768x512 that is a few MB for LPIPS AlexNet and about
@@ -82,10 +83,12 @@ def _check_min_side(t: "torch.Tensor", key: str) -> None:
         raise InvalidImageError(f"{key} needs images of at least {_MIN_SIDE[key]} pixels a side, got {w}x{h}")
 
 
-def _resolve_backbone(backbone_weights: BackboneWeights, catalogue_name: str) -> dict[str, Any]:
+def _resolve_backbone(
+    backbone_weights: BackboneWeights, catalogue_name: str, allow_download: bool | None
+) -> dict[str, Any]:
     """A torchvision-format state dict: the catalogue file, or what the caller explicitly passed."""
     if backbone_weights is None:
-        return load_state_dict(catalogue_name)
+        return load_state_dict(catalogue_name, allow_download=allow_download)
     if isinstance(backbone_weights, (str, os.PathLike)):
         import torch
 
@@ -284,13 +287,15 @@ class LPIPS(_LpipsFamily):
         *,
         device: "torch.device | str | None" = None,
         backbone_weights: BackboneWeights = None,
+        allow_download: bool | None = None,
     ) -> None:
         super().__init__(device)
         if net not in LPIPS_NETS:
             raise InvalidParameterError(f"LPIPS net must be one of {', '.join(LPIPS_NETS)}, got {net!r}")
         self.net = net
         self._size_key = f"lpips-{net}"
-        state = _resolve_backbone(backbone_weights, LPIPS_NETS[net])  # fails fast, before building anything
+        # Fails fast, before building anything.
+        state = _resolve_backbone(backbone_weights, LPIPS_NETS[net], allow_download)
 
         import lpips
 
@@ -438,12 +443,18 @@ class DISTS(Metric):
     _C1 = 1e-6
     _C2 = 1e-6
 
-    def __init__(self, *, device: "torch.device | str | None" = None, backbone_weights: BackboneWeights = None) -> None:
+    def __init__(
+        self,
+        *,
+        device: "torch.device | str | None" = None,
+        backbone_weights: BackboneWeights = None,
+        allow_download: bool | None = None,
+    ) -> None:
         super().__init__(device)
         import torch
         from torch import nn
 
-        state = _resolve_backbone(backbone_weights, "vgg16")
+        state = _resolve_backbone(backbone_weights, "vgg16", allow_download)
         ab = _dists_alpha_beta()
 
         features = _vgg16_features()

@@ -70,17 +70,22 @@ def specs() -> list[MetricSpec]:
     return list(_REGISTRY.values())
 
 
-def create_metric(name: str, **options: Any) -> Metric:
-    """Build a metric.
+def create_metric(name: str, *, allow_download: bool | None = None, **options: Any) -> Metric:
+    """Build the metric ``name``.
 
     Args:
-        name: The metric name.
-        **options: ``device=...`` and metric-specific options such as ``net=...`` for LPIPS.
+        name: a registered metric name.
+        allow_download: for metrics that need network weights, whether a missing file may be downloaded
+            (``None``: the ``OPTIMIZER_ALLOW_DOWNLOAD`` default); ignored by the others.
+        options: ``device=...`` and metric-specific options such as ``net=...``.
 
     Returns:
-        The :class:`Metric`, ready to prepare references and score pairs.
+        The metric instance.
     """
-    return get_spec(name).factory(**options)
+    spec = get_spec(name)
+    if allow_download is not None and spec.needs_weights:
+        options["allow_download"] = allow_download
+    return spec.factory(**options)
 
 
 # Norm ranges: see MetricSpec. PSNR, SSIM, MS-SSIM (12 images) and ST-LPIPS (4 images) are fitted by

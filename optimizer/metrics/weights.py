@@ -217,8 +217,15 @@ _failed: dict[str, str] = {}  # name -> why the download failed, so one process 
 _lock = threading.Lock()
 
 
-def require_weights(name: str) -> Path:
+def require_weights(name: str, *, allow_download: bool | None = None) -> Path:
     """The cached path of catalogue file ``name``, downloading it when allowed.
+
+    Args:
+        name: the catalogue name (``alexnet``, ``vgg16``...).
+        allow_download: whether a missing file may be fetched; ``None`` follows ``OPTIMIZER_ALLOW_DOWNLOAD``.
+
+    Returns:
+        The file's path in the cache.
 
     Raises :class:`WeightsNotFoundError` naming the file, where it is expected, its URL and how to supply it
     when it is missing and cannot be downloaded.
@@ -230,7 +237,9 @@ def require_weights(name: str) -> Path:
     with _lock:
         if path.is_file():
             return path
-        if not download_allowed():
+        if allow_download is False:
+            reason = "downloads are disabled (allow_download=False)"
+        elif allow_download is None and not download_allowed():
             reason = f"downloads are disabled ({DOWNLOAD_ENV}=0)"
         elif name in _failed:
             reason = f"an earlier download in this process failed: {_failed[name]}"
@@ -311,12 +320,13 @@ def import_weights(path: str | os.PathLike[str], *, name: str | None = None) -> 
     return dest
 
 
-def load_state_dict(name: str) -> dict[str, Any]:
-    """Load catalogue file ``name`` (see :func:`require_weights`) as a CPU state dict of tensors."""
+def load_state_dict(name: str, *, allow_download: bool | None = None) -> dict[str, Any]:
+    """Load catalogue file ``name`` (see :func:`require_weights`, which ``allow_download`` is passed to) as a
+    CPU state dict of tensors."""
     import torch
 
     w = _entry(name)
-    path = require_weights(name)
+    path = require_weights(name, allow_download=allow_download)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

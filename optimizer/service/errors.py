@@ -29,6 +29,7 @@ from ..errors import (
     InvalidParameterError,
     OptimizerError,
     PresetError,
+    ResourceLimitError,
     UnknownNameError,
     WeightsNotFoundError,
 )
@@ -37,7 +38,15 @@ __all__ = ["ServiceError", "error_body", "from_exception"]
 
 
 class ServiceError(Exception):
-    """An error with its HTTP status, its ``type`` and extra JSON fields (and headers, e.g. Retry-After)."""
+    """An error with its HTTP status, its ``type`` and extra JSON fields (and headers, e.g. Retry-After).
+
+    Args:
+        status: the HTTP status.
+        type: the stable machine-readable name (``too_large``, ``overloaded``...).
+        message: the rule and the actual values.
+        headers: response headers (``Retry-After``, ``Connection``).
+        extra: further JSON fields (``limit``, ``field``, ``known``...); ``None`` values are left out.
+    """
 
     def __init__(
         self,
@@ -56,10 +65,25 @@ class ServiceError(Exception):
         self.extra = extra
 
     def body(self) -> dict[str, Any]:
+        """The JSON body.
+
+        Returns:
+            ``{"error": {"type", "message", ...}}``.
+        """
         return error_body(self.type, self.message, **self.extra)
 
 
 def error_body(type: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The one JSON shape of every error.
+
+    Args:
+        type: the error's name.
+        message: what went wrong.
+        extra: further fields; ``None`` values are left out.
+
+    Returns:
+        ``{"error": {"type": type, "message": message, **extra}}``.
+    """
     return {"error": {"type": type, "message": message, **{k: v for k, v in extra.items() if v is not None}}}
 
 
@@ -67,12 +91,21 @@ def from_exception(exc: BaseException, **extra: Any) -> ServiceError:
     """The :class:`ServiceError` for a package error raised while handling a request's content.
 
     Anything not listed here is not the client's doing and becomes a 500 in the app's last-resort handler.
+
+    Args:
+        exc: the package error.
+        extra: further JSON fields.
+
+    Returns:
+        The error with its status and type.
     """
     if isinstance(exc, ServiceError):
         return exc
     message = str(exc) or type(exc).__name__
     if isinstance(exc, ImageTooLargeError):
         return ServiceError(413, "too_many_pixels", message, **extra)
+    if isinstance(exc, ResourceLimitError):  # the work needs more memory than this server may use
+        return ServiceError(413, "too_much_memory", message, **extra)
     if isinstance(exc, InvalidImageError):
         return ServiceError(422, "invalid_image", message, **extra)
     if isinstance(exc, ImageSizeMismatchError):

@@ -14,21 +14,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..batch import IMAGE_EXTENSIONS, BatchReport, PairIssue, PairResult
-from ..errors import ImageSizeMismatchError, OptimizerError, UnknownNameError
+from ..errors import ImageSizeMismatchError, InvalidImageError, OptimizerError, UnknownNameError
 from ..evaluator import EvaluationResult, Evaluator, get_profile
 from ..imageio import Image, load_image
 from ..jsonio import json_safe
 from ..metrics.registry import get_spec
+from .archives import InputIssue, read_zip_pairs
 from .config import ServiceConfig
 from .errors import ServiceError, from_exception
-from .uploads import InputIssue, Upload, read_zip_pairs
+from .uploads import Upload
 
 __all__ = ["Models", "ScoringPlan", "compress_upload", "evaluate_batch", "evaluate_single", "pair_payload"]
 
 
 @dataclass(frozen=True)
 class ScoringPlan:
-    """Which loaded evaluator scores a request, which of its metrics, and whose weights make the composite."""
+    """Which loaded evaluator scores a request, which of its metrics, and whose weights make the composite.
+
+    Args:
+        source: the loaded evaluator that computes the scores.
+        composer: the evaluator whose weights make the composite (``source`` itself, or a cheap custom one).
+        metrics: the subset of ``source``'s metrics to compute (``None``: all).
+    """
 
     source: Evaluator
     composer: Evaluator
@@ -36,14 +43,24 @@ class ScoringPlan:
 
     @property
     def profile(self) -> str:
+        """The composite's profile name (``custom`` for a metrics list)."""
         return self.composer.profile.name
 
     def describe(self) -> dict[str, Any]:
+        """The evaluator description reports carry (profile, weights, metrics, versions).
+
+        Returns:
+            A JSON-compatible dict.
+        """
         return self.composer.describe()
 
 
 class Models:
-    """One loaded :class:`Evaluator` per allowed profile."""
+    """One loaded :class:`Evaluator` per allowed profile.
+
+    Args:
+        config: the service's settings (profiles, device, whether weights may be downloaded).
+    """
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
@@ -52,9 +69,12 @@ class Models:
         }
 
     def load(self) -> None:
-        """Build every metric now (weights included): a missing file stops start-up, not a request."""
+        """Build every metric now (weights included): a missing file stops start-up, not a request.
+
+        Network weights are downloaded only where the config allows it (``allow_download``).
+        """
         for evaluator in self.evaluators.values():
-            evaluator.load()
+            evaluator.load(allow_download=self.config.allow_download)
 
     def warm_up(self) -> None:
         """Score one small synthetic pair per profile, so the first request pays no first-call costs."""
@@ -73,6 +93,14 @@ class Models:
         return list(dict.fromkeys(m for ev in self.evaluators.values() for m in ev.metric_names))
 
     def evaluator(self, profile: str | None) -> Evaluator:
+        """The loaded evaluator of ``profile`` (the default one when ``None``); 422 when it is not enabled.
+
+        Args:
+            profile: a profile name.
+
+        Returns:
+            The evaluator.
+        """
         name = profile or self.config.default_profile
         evaluator = self.evaluators.get(name)
         if evaluator is None:
@@ -92,7 +120,15 @@ class Models:
         return evaluator
 
     def plan(self, profile: str | None, metrics: Sequence[str] | None) -> ScoringPlan:
-        """The :class:`ScoringPlan` for a request's ``profile`` and ``metrics`` (422 for what is not loaded)."""
+        """The :class:`ScoringPlan` for a request's ``profile`` and ``metrics`` (422 for what is not loaded).
+
+        Args:
+            profile: the profile named, if any.
+            metrics: the metrics named, if any.
+
+        Returns:
+            The plan.
+        """
         names = list(dict.fromkeys(metrics or ()))
         if not names:
             evaluator = self.evaluator(profile)
@@ -122,8 +158,21 @@ class Models:
         return ScoringPlan(source, composer, subset)
 
     def compress_evaluator(self, profile: str | None, metric: str) -> Evaluator:
-        """The evaluator for a compress target on ``metric`` (``composite`` uses the profile's)."""
-        if profile is not None or metric == "composite":
+        """The evaluator for a compress target on ``metric``.
+
+        ``composite`` uses the profile's (the default one when none is named). A metric uses the named
+        profile's evaluator when it computes the metric, else the smallest loaded one that does.
+
+        Args:
+            profile: the profile the request names, if any.
+            metric: the target's metric.
+
+        Returns:
+            A loaded evaluator.
+        """
+        if metric == "composite":
+            return self.evaluator(profile)
+        if profile is not None and metric in self.evaluator(profile).metric_names:
             return self.evaluator(profile)
         default = self.evaluator(None)
         if metric in default.metric_names:
@@ -146,7 +195,13 @@ class Models:
 
 
 def _load(upload: Upload, max_pixels: int) -> Image:
-    return load_image(upload.data, max_pixels=max_pixels, name=upload.label)
+    try:
+        return load_image(upload.data, max_pixels=max_pixels, name=upload.label)
+    except InvalidImageError as exc:
+        if upload.filename is None and len(upload.data) < 4096 and upload.data.isascii():
+            hint = f"field {upload.field!r} holds {len(upload.data)} bytes of text, not an image file (curl: -F {upload.field}=@PATH)"
+            raise InvalidImageError(f"{exc}; {hint}") from None
+        raise
 
 
 def _score(plan: ScoringPlan, original: Upload, processed: Upload, max_pixels: int) -> EvaluationResult:
@@ -171,17 +226,59 @@ def _score(plan: ScoringPlan, original: Upload, processed: Upload, max_pixels: i
 
 
 def pair_payload(key: str, original: Upload, processed: Upload, result: EvaluationResult) -> dict[str, Any]:
-    """The JSON of one scored pair: the batch report's pair shape (bytes, bits per pixel, every score)."""
+    """The JSON of one scored pair: the batch report's pair shape (bytes, bits per pixel, every score).
+
+    Args:
+        key: the pair's key.
+        original: the reference upload.
+        processed: the processed upload.
+        result: its evaluation.
+
+    Returns:
+        The JSON-safe dict.
+    """
     pair = PairResult(key, original.label, processed.label, result, original.size, processed.size)
-    return json_safe(pair.to_dict())
+    payload: dict[str, Any] = json_safe(pair.to_dict())
+    return payload
 
 
 def evaluate_single(
     plan: ScoringPlan, original: Upload, processed: Upload, max_pixels: int
 ) -> tuple[dict[str, Any], EvaluationResult]:
-    """One pair's JSON and its result (for the metrics); errors are raised for the app to map."""
+    """One pair's JSON and its result (for the metrics); errors are raised for the app to map.
+
+    Args:
+        plan: how to score.
+        original: the reference upload.
+        processed: the processed upload.
+        max_pixels: the per-image pixel limit.
+
+    Returns:
+        ``(payload, result)``.
+    """
     result = _score(plan, original, processed, max_pixels)
     return pair_payload(processed.label, original, processed, result), result
+
+
+def read_archive(archive: Upload, config: ServiceConfig) -> tuple[list[tuple[str, Upload, Upload]], list[InputIssue]]:
+    """The pairs of a batch archive under the config's limits, and the entries left out.
+
+    Args:
+        archive: the uploaded zip.
+        config: the limits (entries, bytes, ratio, pairs).
+
+    Returns:
+        ``(pairs, issues)``; see :func:`~optimizer.service.archives.read_zip_pairs`.
+    """
+    return read_zip_pairs(
+        archive.data,
+        image_extensions=IMAGE_EXTENSIONS,
+        max_entries=config.max_zip_entries,
+        max_file_bytes=config.max_file_bytes,
+        max_total_bytes=config.max_request_bytes,
+        max_ratio=config.max_zip_ratio,
+        max_pairs=config.max_batch_pairs,
+    )
 
 
 def evaluate_batch(
@@ -193,18 +290,22 @@ def evaluate_batch(
     issues: list[InputIssue] | None = None,
     cancelled: threading.Event | None = None,
 ) -> tuple[dict[str, Any], list[EvaluationResult]]:
-    """Score explicit pairs, or the pairs of a zip archive; failures are listed per pair, never raised."""
+    """Score explicit pairs, or the pairs of a zip archive; failures are listed per pair, never raised.
+
+    Args:
+        plan: which evaluator scores and whose weights compose.
+        config: the limits.
+        pairs: ``(key, original, processed)`` triples.
+        archive: a zip to read the pairs from instead.
+        issues: inputs already left out (unpaired fields).
+        cancelled: once set, the remaining pairs are listed as timed out.
+
+    Returns:
+        The response body and the results (for the metrics).
+    """
     issues = list(issues or [])
     if archive is not None:
-        pairs, zip_issues = read_zip_pairs(
-            archive.data,
-            image_extensions=IMAGE_EXTENSIONS,
-            max_entries=config.max_zip_entries,
-            max_file_bytes=config.max_file_bytes,
-            max_total_bytes=config.max_request_bytes,
-            max_ratio=config.max_zip_ratio,
-            max_pairs=config.max_batch_pairs,
-        )
+        pairs, zip_issues = read_archive(archive, config)
         issues += zip_issues
     scored: list[PairResult] = []
     payloads: list[dict[str, Any]] = []
@@ -251,7 +352,19 @@ def compress_upload(
     max_probes: int,
     max_pixels: int,
 ) -> tuple[dict[str, Any], bytes]:
-    """The adaptive search's smallest encoding of one upload that meets ``target``: (report, file bytes)."""
+    """The adaptive search's smallest encoding of one upload that meets ``target``.
+
+    Args:
+        evaluator: the loaded evaluator that measures the target.
+        upload: the image.
+        target: ``METRIC:VALUE``.
+        formats: formats to try (``None``: the search's defaults).
+        max_probes: encodes per format at most.
+        max_pixels: the pixel limit.
+
+    Returns:
+        ``(report, file bytes)``.
+    """
     from ..codecs import get_codec
     from ..tuning.adaptive import compress
 
@@ -267,7 +380,8 @@ def compress_upload(
     if report.failures:
         raise ServiceError(422, "compress_failed", report.failures[0].reason)
     result = report.results[0]
-    if result.data is None:  # pragma: no cover - nothing is written to disk without out_dir
+    data = result.data
+    if data is None:  # pragma: no cover - without out_dir the search always keeps the bytes
         raise ServiceError(422, "compress_failed", "the search returned no encoded bytes")
     payload = result.to_dict()
     payload.pop("output", None)
@@ -280,4 +394,4 @@ def compress_upload(
     except UnknownNameError:  # pragma: no cover - the result always names a codec here
         payload["media_type"], payload["extension"] = "application/octet-stream", ""
     payload["evaluator"] = report.evaluator
-    return json_safe(payload), result.data
+    return json_safe(payload), data

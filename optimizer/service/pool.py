@@ -60,7 +60,13 @@ def _init_worker(torch_threads: int | None) -> None:
 
 
 class WorkPool:
-    """A thread pool with admission control; see the module doc."""
+    """A thread pool with admission control; see the module doc.
+
+    Args:
+        workers: worker threads.
+        max_queue: jobs that may wait beyond those running.
+        torch_threads: torch intra-op threads per worker (``None``: leave torch's setting).
+    """
 
     def __init__(self, workers: int, max_queue: int, *, torch_threads: int | None = 1) -> None:
         self.workers = workers
@@ -85,42 +91,75 @@ class WorkPool:
 
     @property
     def running(self) -> int:
+        """Jobs running now."""
         return self._running
 
     @property
     def waiting(self) -> int:
+        """Jobs admitted and waiting for a worker."""
         return max(0, self._pending - self._running)
 
     def retry_after(self) -> int:
-        """Seconds until a slot is likely free: the queue ahead divided among the workers."""
+        """Seconds until a slot is likely free: the queue ahead divided among the workers.
+
+        Returns:
+            Whole seconds, at least 1.
+        """
         ahead = max(1, self._pending - self.workers + 1)
         return max(1, math.ceil(self._mean_seconds * ahead / self.workers))
 
     def has_room(self) -> bool:
+        """Whether a job would be admitted now."""
         return not self._closed and self._pending < self.capacity
 
     # -- running jobs --------------------------------------------------------------------------------
 
     async def run(
-        self, fn: Callable[..., T], *args: Any, timeout: float, cancelled: threading.Event | None = None
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        timeout: float,
+        cancelled: threading.Event | None = None,
+        on_done: Callable[[], None] | None = None,
     ) -> T:
         """Run ``fn(*args)`` in a worker thread.
+
+        Args:
+            fn: the work.
+            args: its arguments.
+            timeout: seconds before :class:`JobTimeout` (the job itself may run on; see the module doc).
+            cancelled: set when the timeout passes.
+            on_done: called once when the job has really ended, or at once when it is refused (to release
+                what the job holds, such as its memory).
+
+        Returns:
+            What ``fn`` returns.
 
         Raises :class:`Overloaded` (at the bound), :class:`JobTimeout` and :class:`PoolClosed` (shutting down).
         """
         with self._lock:
+            refusal: Exception | None = None
             if self._closed:
-                raise PoolClosed("the server is shutting down")
-            if self._pending >= self.capacity:
-                raise Overloaded(self.retry_after(), self._pending, self.capacity)
-            self._pending += 1
+                refusal = PoolClosed("the server is shutting down")
+            elif self._pending >= self.capacity:
+                refusal = Overloaded(self.retry_after(), self._pending, self.capacity)
+            else:
+                self._pending += 1
+        if refusal is not None:
+            if on_done is not None:
+                on_done()
+            raise refusal
         self._changed()
         try:
             future = self._executor.submit(self._timed, fn, *args)
         except RuntimeError:  # the executor was shut down between the check and the submit
             self._release(None)
+            if on_done is not None:
+                on_done()
             raise PoolClosed("the server is shutting down") from None
         future.add_done_callback(self._release)
+        if on_done is not None:
+            future.add_done_callback(lambda _future: on_done())
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
         except TimeoutError:

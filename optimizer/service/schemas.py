@@ -18,14 +18,13 @@ __all__ = [
     "PairResponse",
     "PresetListResponse",
     "ReadyResponse",
-    "multipart_body",
 ]
 
 Number = Union[float, str]
 
 _WEIGHTS = {"ssimulacra2": 0.55, "ms_ssim": 0.2, "ssim": 0.15, "psnr": 0.1}
 _VERSIONS = {"ssimulacra2": "2.1", "ms_ssim": "1", "ssim": "1", "psnr": "1"}
-_EVALUATOR = {
+_EVALUATOR: dict[str, Any] = {
     "profile": "default",
     "weights": _WEIGHTS,
     "metrics": list(_WEIGHTS),
@@ -385,6 +384,13 @@ class PoolInfo(BaseModel):
     waiting: int
 
 
+class MemoryInfo(BaseModel):
+    budget: int = Field(description="Bytes of scoring memory admitted requests may hold at once.")
+    held: int = Field(description="Bytes of that budget held now (estimated from the images' headers).")
+    buffered_limit: int = Field(description="Bytes of request bodies held at once, at most.")
+    buffered: int = Field(description="Bytes of request bodies held now.")
+
+
 class ReadyResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -396,6 +402,12 @@ class ReadyResponse(BaseModel):
                     "metrics": ["ssimulacra2", "ms_ssim", "ssim", "psnr"],
                     "presets": ["web"],
                     "pool": {"workers": 2, "max_queue": 32, "running": 0, "waiting": 0},
+                    "memory": {
+                        "budget": 8589934592,
+                        "held": 0,
+                        "buffered_limit": 209715200,
+                        "buffered": 0,
+                    },
                     "error": None,
                 }
             ]
@@ -408,89 +420,5 @@ class ReadyResponse(BaseModel):
     metrics: list[str]
     presets: list[str]
     pool: PoolInfo
+    memory: Optional[MemoryInfo] = None
     error: Optional[str] = None
-
-
-# --------------------------------------------------------------------------------------------------
-# Request bodies (the endpoints read multipart themselves, under limits; this documents them)
-
-_BINARY = {"type": "string", "format": "binary"}
-
-
-def multipart_body(properties: dict[str, dict[str, Any]], required: list[str], description: str) -> dict[str, Any]:
-    """An OpenAPI ``requestBody`` for a multipart form (for ``openapi_extra``)."""
-    return {
-        "requestBody": {
-            "required": True,
-            "description": description,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": properties,
-                        "required": required,
-                    }
-                }
-            },
-        }
-    }
-
-
-SINGLE_BODY = multipart_body(
-    {
-        "original": {**_BINARY, "description": "The reference image (PNG, JPEG, WebP, AVIF, JPEG XL, ...)."},
-        "processed": {**_BINARY, "description": "The processed image, same width and height."},
-        "profile": {
-            "type": "string",
-            "description": "Profile for the composite (or the query parameter).",
-            "example": "default",
-        },
-        "metrics": {
-            "type": "string",
-            "description": "Comma-separated metrics (or the query parameter).",
-            "example": "ssimulacra2,ssim",
-        },
-    },
-    ["original", "processed"],
-    "Two images. Example: curl -F original=@a.png -F processed=@a.avif http://HOST/evaluate/single",
-)
-
-BATCH_BODY = multipart_body(
-    {
-        "original_0": {**_BINARY, "description": "First reference image; pairs with processed_0."},
-        "processed_0": {**_BINARY, "description": "First processed image."},
-        "original_1": {**_BINARY, "description": "... and so on, original_N with processed_N."},
-        "processed_1": {**_BINARY},
-        "archive": {
-            **_BINARY,
-            "description": "Instead of the fields above: one zip with folders original/ "
-            "and processed/, paired by relative path and stem.",
-        },
-        "profile": {"type": "string", "example": "fast"},
-        "metrics": {"type": "string", "example": "ssim,psnr"},
-    },
-    [],
-    "Pairs as original_N/processed_N fields, or one zip archive in the field 'archive'. Example: "
-    "curl -F original_0=@a.png -F processed_0=@a.webp -F original_1=@b.png -F processed_1=@b.webp "
-    "http://HOST/evaluate/batch",
-)
-
-COMPRESS_BODY = multipart_body(
-    {
-        "image": {**_BINARY, "description": "The image to compress."},
-        "target": {
-            "type": "string",
-            "description": "Quality bar METRIC:VALUE (or the query parameter).",
-            "example": "ssimulacra2:80",
-        },
-        "formats": {
-            "type": "string",
-            "description": "Comma-separated formats to try (default avif,webp,jpeg).",
-            "example": "webp,jpeg",
-        },
-        "profile": {"type": "string", "description": "Profile for composite targets.", "example": "default"},
-        "max_probes": {"type": "integer", "description": "Encodes per format at most (capped by the server)."},
-    },
-    ["image"],
-    "One image and a target. Example: curl -F image=@a.png -F target=ssimulacra2:80 http://HOST/compress",
-)

@@ -1,40 +1,49 @@
-"""Request bodies: a streaming multipart reader with limits, and the batch zip reader.
+"""Request bodies: a streaming multipart reader with limits, and the body timeout.
 
 Why not Starlette's form parser: it bounds text fields only (``max_part_size``), spools file parts of any
 size to temporary files, and cannot stop a body at a total size. Here every part is held in memory under
 its limit (``max_file_bytes`` for files, 64 KiB for text fields), the request under ``max_request_bytes``,
 and both are checked chunk by chunk as the body arrives, so an oversized upload costs at most one limit's
-worth of memory. After a limit is hit the rest of the body is read and discarded (up to a bound) before
-the 413 is sent, so that ordinary clients, which send the whole body before reading the answer, get it.
+worth of memory; every chunk is also counted against the bytes all requests may hold at once (the
+caller's ``hold``, :class:`~optimizer.service.admission.Ticket`), so uploads in flight are admitted like
+work. After a limit is hit the rest of the body is read and discarded (up to a bound) before the 413 is
+sent, so that ordinary clients, which send the whole body before reading the answer, get it.
 
-Zip archives (``POST /evaluate/batch``) are read in memory and never extracted: names are only keys, so a
-path like ``../../etc/passwd`` can name nothing on the server; unsafe names are still listed as failures.
-Decompression is bounded per entry and in total by bytes actually produced (declared sizes are checked too,
-but never trusted), and entries whose compression ratio exceeds ``max_ratio`` are refused unread.
+A client that stops sending mid-body is answered 408 ``body_timeout`` once ``body_timeout`` seconds pass
+without a new piece (:class:`BodyTimeoutMiddleware`), and its connection is closed; one that goes away is
+never an internal error (:data:`CLIENT_CLOSED`).
 """
 
 from __future__ import annotations
 
-import io
+import asyncio
 import re
-import zipfile
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import PurePosixPath
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import Any
 from urllib.parse import parse_qsl
 
-from .errors import ServiceError
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-if TYPE_CHECKING:
-    from starlette.requests import Request
+from .errors import ServiceError
 
 try:  # python-multipart >= 0.0.13 is imported as python_multipart; older releases as multipart
     from python_multipart.multipart import MultipartParser, parse_options_header
 except ModuleNotFoundError:  # pragma: no cover - depends on the installed release
     from multipart.multipart import MultipartParser, parse_options_header  # type: ignore[no-redef]
 
-__all__ = ["Form", "Upload", "InputIssue", "discard_body", "read_form", "read_zip_pairs", "safe_label"]
+__all__ = [
+    "CLIENT_CLOSED",
+    "BodyTimeout",
+    "BodyTimeoutMiddleware",
+    "Form",
+    "Upload",
+    "discard_body",
+    "read_form",
+    "safe_label",
+]
 
 #: Largest text field (profile names, metric lists, targets).
 MAX_FIELD_BYTES = 64 * 1024
@@ -42,25 +51,43 @@ MAX_FIELD_BYTES = 64 * 1024
 MAX_PART_HEADER_BYTES = 16 * 1024
 #: After a limit is hit, at most this much of the remaining body is read and discarded before answering.
 DRAIN_BYTES = 64 * 1024 * 1024
+#: Status for a request whose client went away before sending its whole body (nginx's convention); the
+#: answer reaches nobody, but the metrics count it.
+CLIENT_CLOSED = 499
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Characters removed from client-supplied names.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def safe_label(name: str | None, fallback: str) -> str:
-    """A client-supplied file name reduced to a display label: last path component, no control characters."""
+    """A client-supplied file name reduced to a display label: last path component, no control characters.
+
+    Args:
+        name: the name the client sent, if any.
+        fallback: the label when there is none (the field's name).
+
+    Returns:
+        At most 200 characters.
+    """
     if not name:
         return fallback
-    text = _CONTROL.sub("", name.replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    text = CONTROL_CHARACTERS.sub("", name.replace("\\", "/").rsplit("/", 1)[-1]).strip()
     return text[:200] or fallback
 
 
 @dataclass(frozen=True)
 class Upload:
-    """One uploaded file, in memory."""
+    """One uploaded file, in memory.
+
+    Args:
+        field: the form field it came in.
+        filename: the name the client gave it, if any.
+        data: its bytes.
+    """
 
     field: str
     filename: str | None
-    data: bytes = field(repr=False)
+    data: bytes = dataclass_field(repr=False)
 
     @property
     def label(self) -> str:
@@ -69,15 +96,16 @@ class Upload:
 
     @property
     def size(self) -> int:
+        """Bytes."""
         return len(self.data)
 
 
 @dataclass
 class Form:
-    """The parts of a multipart body: files and text fields by field name."""
+    """The parts of a multipart body: files and text fields by field name, and the bytes received."""
 
-    files: dict[str, Upload] = field(default_factory=dict)
-    fields: dict[str, str] = field(default_factory=dict)
+    files: dict[str, Upload] = dataclass_field(default_factory=dict)
+    fields: dict[str, str] = dataclass_field(default_factory=dict)
     received: int = 0
 
 
@@ -98,9 +126,10 @@ class _PartState:
 class _FormBuilder:
     """python-multipart callbacks that keep parts in memory under their limits."""
 
-    def __init__(self, max_file_bytes: int, max_parts: int) -> None:
+    def __init__(self, max_file_bytes: int, max_parts: int, file_fields: Callable[[str], bool] | None) -> None:
         self.max_file_bytes = max_file_bytes
         self.max_parts = max_parts
+        self.file_fields = file_fields
         self.form = Form()
         self.part = _PartState()
         self.parts = 0
@@ -155,6 +184,8 @@ class _FormBuilder:
         if b"filename" in options:
             part.is_file = True
             part.filename = options[b"filename"].decode("utf-8", "replace")
+        elif self.file_fields is not None and self.file_fields(part.name):
+            part.is_file = True  # a file field is a file by its name, with or without a filename
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self.part
@@ -181,11 +212,31 @@ class _FormBuilder:
             form.fields[name] = part.data.decode("utf-8", "replace")
 
 
-async def read_form(request: Request, *, max_file_bytes: int, max_request_bytes: int, max_parts: int) -> Form:
+async def read_form(
+    request: Request,
+    *,
+    max_file_bytes: int,
+    max_request_bytes: int,
+    max_parts: int,
+    hold: Callable[[int], None] | None = None,
+    file_fields: Callable[[str], bool] | None = None,
+) -> Form:
     """Read a ``multipart/form-data`` body under the limits; see the module doc.
 
     A request without a body (no Content-Type) gives an empty form and a urlencoded body a form of text
     fields, so that missing files are reported as such (422); any other content type is 415.
+
+    Args:
+        request: the incoming request.
+        max_file_bytes: largest file part.
+        max_request_bytes: largest body.
+        max_parts: most parts.
+        hold: called with each chunk's size before it is kept; raises (a 503) to refuse the body.
+        file_fields: which field names hold files even when their part has no ``filename`` (the endpoint's
+            file fields; other parts without one are text fields).
+
+    Returns:
+        The form.
     """
     content_type = request.headers.get("content-type")
     stream = request.stream()
@@ -194,7 +245,7 @@ async def read_form(request: Request, *, max_file_bytes: int, max_request_bytes:
         return Form()
     kind, params = parse_options_header(content_type)
     if kind == b"application/x-www-form-urlencoded":  # text fields only: files are then reported missing
-        return await _read_urlencoded(stream, max_request_bytes)
+        return await _read_urlencoded(stream, max_request_bytes, hold)
     if kind != b"multipart/form-data":
         await _drain(stream, 0, max_request_bytes)
         raise ServiceError(
@@ -210,19 +261,23 @@ async def read_form(request: Request, *, max_file_bytes: int, max_request_bytes:
     if declared is not None and declared > max_request_bytes:
         await _drain(stream, 0, max_request_bytes)
         raise _request_too_large(max_request_bytes, declared)
-    builder = _FormBuilder(max_file_bytes, max_parts)
-    parser = MultipartParser(boundary, builder.callbacks())  # type: ignore[arg-type]
+    builder = _FormBuilder(max_file_bytes, max_parts, file_fields)
     received = 0
     try:
+        parser = MultipartParser(boundary, builder.callbacks())  # type: ignore[arg-type]  # refuses long ones
         async for chunk in stream:
             received += len(chunk)
             if received > max_request_bytes:
                 raise _request_too_large(max_request_bytes, declared)
+            if hold is not None:
+                hold(len(chunk))
             parser.write(chunk)
         parser.finalize()
     except ServiceError:
         await _drain(stream, received, max_request_bytes)
         raise
+    except ClientDisconnect:
+        raise _client_closed(received) from None
     except Exception as exc:  # python-multipart's parse errors (and nothing else reaches here)
         if type(exc).__module__.split(".")[0] not in ("python_multipart", "multipart"):
             raise
@@ -232,14 +287,27 @@ async def read_form(request: Request, *, max_file_bytes: int, max_request_bytes:
     return builder.form
 
 
-async def _read_urlencoded(stream: AsyncIterator[bytes], max_request_bytes: int) -> Form:
+def _client_closed(received: int) -> ServiceError:
+    return ServiceError(
+        CLIENT_CLOSED, "client_closed", f"the client closed the connection after sending {received:,} bytes"
+    )
+
+
+async def _read_urlencoded(
+    stream: AsyncIterator[bytes], max_request_bytes: int, hold: Callable[[int], None] | None
+) -> Form:
     limit = min(max_request_bytes, 4 * MAX_FIELD_BYTES)
     body = bytearray()
-    async for chunk in stream:
-        body += chunk
-        if len(body) > limit:
-            await _drain(stream, len(body), max_request_bytes)
-            raise _request_too_large(limit, None)
+    try:
+        async for chunk in stream:
+            body += chunk
+            if len(body) > limit:
+                await _drain(stream, len(body), max_request_bytes)
+                raise _request_too_large(limit, None)
+            if hold is not None:
+                hold(len(chunk))
+    except ClientDisconnect:
+        raise _client_closed(len(body)) from None
     form = Form(received=len(body))
     try:
         pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=64)
@@ -268,7 +336,12 @@ def _request_too_large(limit: int, declared: int | None) -> ServiceError:
 
 
 async def discard_body(request: Request, max_request_bytes: int) -> None:
-    """Read and drop a body that will not be used (a request refused before reading it), bounded."""
+    """Read and drop a body that will not be used (a request refused before reading it), bounded.
+
+    Args:
+        request: the request.
+        max_request_bytes: the request limit; at most this plus :data:`DRAIN_BYTES` is read.
+    """
     await _drain(request.stream(), 0, max_request_bytes)
 
 
@@ -285,172 +358,57 @@ async def _drain(stream: AsyncIterator[bytes], received: int, limit: int) -> Non
 
 
 # --------------------------------------------------------------------------------------------------
-# Zip archives of two folders
+# The body timeout
 
 
-@dataclass(frozen=True)
-class InputIssue:
-    """An input (archive entry or pair field) that was not scored: ``kind`` is ``unpaired`` or ``failed``, as in
-    folder batches; ``type`` is the error type a single request would have got."""
+class BodyTimeout(ServiceError):
+    """No piece of the request body arrived for ``timeout`` seconds: 408, and the connection is closed."""
 
-    path: str
-    reason: str
-    kind: str
-    type: str | None = None
-
-
-_SIDES = ("original", "processed")
-#: Entries smaller than this are never refused for their compression ratio (flat test images compress well).
-_RATIO_FLOOR = 256 * 1024
+    def __init__(self, timeout: float) -> None:
+        super().__init__(
+            408,
+            "body_timeout",
+            f"no part of the request body arrived for {timeout:g} s; the connection is closed",
+            headers={"Connection": "close"},
+            timeout=timeout,
+        )
 
 
-def read_zip_pairs(
-    data: bytes,
-    *,
-    image_extensions: frozenset[str],
-    max_entries: int,
-    max_file_bytes: int,
-    max_total_bytes: int,
-    max_ratio: float,
-    max_pairs: int,
-) -> tuple[list[tuple[str, Upload, Upload]], list[InputIssue]]:
-    """Pair ``original/…`` with ``processed/…`` entries by relative path and stem, reading only paired ones.
+class BodyTimeoutMiddleware:
+    """Pure ASGI middleware: a request body that stalls for ``timeout`` seconds raises :class:`BodyTimeout`.
 
-    One common top folder (``batch/original/…``) is allowed. Returns ``(key, original, processed)`` triples
-    and the entries left out. Raises :class:`ServiceError` when the archive as a whole cannot be used: not a
-    zip (422), more than ``max_entries`` entries or ``max_pairs`` pairs (413).
+    Only waits for body pieces are timed (the app's own work is not); once the body is complete, or has
+    timed out, ``receive`` behaves as the server's (after a timeout it reports a disconnect at once).
+
+    Args:
+        app: the wrapped application.
+        timeout: seconds without a new piece of body (``None``: no timeout).
     """
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
-        raise ServiceError(422, "invalid_archive", f"field 'archive' is not a readable zip file: {exc}") from None
-    with archive:
-        infos = archive.infolist()
-        if len(infos) > max_entries:
-            raise ServiceError(
-                413,
-                "too_many_entries",
-                f"the archive has {len(infos):,} entries, over the limit of {max_entries:,}",
-                limit=max_entries,
-            )
-        issues: list[InputIssue] = []
-        entries: list[tuple[tuple[str, ...], zipfile.ZipInfo]] = []
-        for info in infos:
-            parts = _entry_parts(info.filename)
-            if parts is None:
-                issues.append(
-                    InputIssue(info.filename, "unsafe path (absolute, or with '..'); ignored", "failed", "unsafe_path")
-                )
-                continue
-            if info.is_dir() or not parts or any(p.startswith(".") for p in parts) or parts[0] == "__MACOSX":
-                continue
-            if PurePosixPath(parts[-1]).suffix.lower() not in image_extensions:
-                continue  # like folder batches: other files are not images to pair
-            entries.append((parts, info))
-        roots = {parts[0] for parts, _ in entries}
-        strip = 1 if len(roots) == 1 and not roots & set(_SIDES) and all(len(p) > 2 for p, _ in entries) else 0
-        sides: dict[str, dict[str, list[zipfile.ZipInfo]]] = {side: {} for side in _SIDES}
-        for parts, info in entries:
-            parts = parts[strip:]
-            if len(parts) < 2 or parts[0] not in _SIDES:
-                issues.append(InputIssue(info.filename, "not inside an original/ or processed/ folder", "unpaired"))
-                continue
-            rel = PurePosixPath(*parts[1:])
-            sides[parts[0]].setdefault(rel.with_suffix("").as_posix(), []).append(info)
-        index: dict[str, dict[str, zipfile.ZipInfo]] = {}
-        for side, found in sides.items():
-            index[side] = {}
-            for key, members in found.items():
-                if len(members) > 1:
-                    names = ", ".join(m.filename for m in members)
-                    for m in members:
-                        issues.append(
-                            InputIssue(
-                                m.filename, f"ambiguous: several files share the stem {key!r} ({names})", "unpaired"
-                            )
-                        )
-                else:
-                    index[side][key] = members[0]
-        originals, processed = index["original"], index["processed"]
-        keys = sorted(originals.keys() & processed.keys())
-        if len(keys) > max_pairs:
-            raise ServiceError(
-                413,
-                "too_many_pairs",
-                f"the archive pairs {len(keys):,} images, over the limit of {max_pairs:,} per batch",
-                limit=max_pairs,
-            )
-        for key in sorted(originals.keys() - processed.keys()):
-            issues.append(InputIssue(originals[key].filename, f"no processed file for {key!r}", "unpaired"))
-        for key in sorted(processed.keys() - originals.keys()):
-            issues.append(InputIssue(processed[key].filename, f"no original file for {key!r}", "unpaired"))
-        budget = _Budget(max_total_bytes)
-        pairs: list[tuple[str, Upload, Upload]] = []
-        for key in keys:
-            sides_read = []
-            for side, info in (("original", originals[key]), ("processed", processed[key])):
-                try:
-                    data = _read_entry(archive, info, max_file_bytes, max_ratio, budget)
-                    sides_read.append(Upload(_CONTROL.sub("", info.filename)[:300] or side, None, data))
-                except ServiceError as exc:
-                    issues.append(InputIssue(info.filename, exc.message, "failed", exc.type))
-                    break
-            if len(sides_read) == 2:
-                pairs.append((key, sides_read[0], sides_read[1]))
-        return pairs, issues
 
+    def __init__(self, app: ASGIApp, timeout: float | None) -> None:
+        self.app = app
+        self.timeout = timeout
 
-class _Budget:
-    """Bytes of decompressed data the whole archive may still produce."""
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app with a timed ``receive``."""
+        timeout = self.timeout
+        if scope["type"] != "http" or timeout is None:
+            await self.app(scope, receive, send)
+            return
+        state: dict[str, Any] = {"complete": False, "timed_out": False}
 
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.left = total
+        async def timed_receive() -> Message:
+            if state["complete"]:
+                return await receive()
+            if state["timed_out"]:
+                return {"type": "http.disconnect"}
+            try:
+                message = await asyncio.wait_for(receive(), timeout)
+            except TimeoutError:
+                state["timed_out"] = True
+                raise BodyTimeout(timeout) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                state["complete"] = True
+            return message
 
-    def take(self, count: int) -> None:
-        self.left -= count
-
-
-def _entry_parts(name: str) -> tuple[str, ...] | None:
-    """Path components of an entry name, or ``None`` for an absolute or parent-escaping one."""
-    text = name.replace("\\", "/")
-    if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
-        return None
-    parts = tuple(p for p in text.split("/") if p not in ("", "."))
-    if any(p == ".." for p in parts):
-        return None
-    return parts
-
-
-def _read_entry(
-    archive: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: int, max_ratio: float, budget: _Budget
-) -> bytes:
-    """Decompress one entry, never producing more than its limit or the archive's remaining budget."""
-    if info.flag_bits & 0x1:
-        raise ServiceError(422, "invalid_archive", "encrypted entries are not supported")
-    if info.file_size > max_bytes:
-        raise ServiceError(413, "too_large", f"entry is {info.file_size:,} bytes, over the limit of {max_bytes:,}")
-    if info.file_size > max_ratio * max(info.compress_size, 1) and info.file_size > _RATIO_FLOOR:
-        raise ServiceError(
-            413,
-            "too_large",
-            f"entry expands {info.file_size / max(info.compress_size, 1):,.0f} times "
-            f"({info.compress_size:,} -> {info.file_size:,} bytes), over the ratio "
-            f"limit of {max_ratio:g}; refused as a likely zip bomb",
-        )
-    cap = min(max_bytes, budget.left)
-    if cap <= 0:
-        raise ServiceError(413, "too_large", f"the archive's entries add up to more than {budget.total:,} bytes")
-    try:
-        with archive.open(info) as handle:
-            data = handle.read(cap + 1)
-    except (zipfile.BadZipFile, NotImplementedError, OSError, ValueError, EOFError, RuntimeError) as exc:
-        raise ServiceError(422, "invalid_archive", f"entry cannot be read: {exc}") from None
-    budget.take(len(data))
-    if len(data) > cap:
-        if cap < max_bytes:
-            raise ServiceError(413, "too_large", f"the archive's entries add up to more than {budget.total:,} bytes")
-        raise ServiceError(
-            413, "too_large", f"entry expands to more than {max_bytes:,} bytes (its header claimed {info.file_size:,})"
-        )
-    return data
+        await self.app(scope, timed_receive, send)

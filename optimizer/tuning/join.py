@@ -101,8 +101,8 @@ def join_study(
     objective = Objective.from_definition(
         definition, corpus, evaluator=evaluator, prune_target=prune_target, tier_targets=tiers
     )
-    search = settings_search(study, definition, seed)
-    return JoinedStudy(study=study, definition=definition, objective=objective, storage=storage, search=search)
+    order = settings_search(study, definition, seed)
+    return JoinedStudy(study=study, definition=definition, objective=objective, storage=storage, search=order)
 
 
 def _load_when_ready(

@@ -222,7 +222,7 @@ class Objective:
             if not probe.complete:
                 self._record_pruned(trial, probe, probes)
                 raise optuna.TrialPruned(f"target {self.target} out of reach")
-            return float(self._finish(trial, probe, probes, {str(self.target): 0}, minimal=True))
+            return self._bytes(self._finish(trial, probe, probes, {str(self.target): 0}, minimal=True))
         answers: dict[str, int] = {}
         main = self._find(axis, settings, self.target, start, probes)
         if main.answer is not None:
@@ -233,7 +233,7 @@ class Objective:
                 answers[str(tier)] = _index_of(probes, axis, found.answer, complete=True)
         if main.answer is not None:
             answer = probes[answers[str(self.target)]]
-            return float(self._finish(trial, answer, probes, answers, minimal=main.certified))
+            return self._bytes(self._finish(trial, answer, probes, answers, minimal=main.certified))
         # Infeasible at the top of the range: recorded at the best quality measured.
         top = max(probes, key=lambda p: (_setting_position(axis, p), p.complete))
         if self.prune and not answers:
@@ -242,7 +242,13 @@ class Objective:
         if not top.complete:  # no pruning asked for: the trial's result is the whole corpus at the top
             top = self.meter.measure(top.settings, order=start.order)
             probes.append(top)
-        return float(self._finish(trial, top, probes, answers, minimal=False))
+        return self._bytes(self._finish(trial, top, probes, answers, minimal=False))
+
+    @staticmethod
+    def _bytes(values: float | tuple[float, ...]) -> float:
+        """The constrained mode's one value (total bytes)."""
+        assert not isinstance(values, tuple)  # constrained mode reports one value
+        return values
 
     def _find(
         self, axis: QualityAxis, settings: EncodingSettings, bar: Target, start: _Start, probes: list[Probe]
