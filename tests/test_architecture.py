@@ -116,3 +116,18 @@ def test_optuna_internals_stay_in_the_storage_module() -> None:
             if needle in text:
                 offenders.append(f"{path.relative_to(PACKAGE)}: {needle}")
     assert not offenders, offenders
+
+
+def test_no_merge_conflict_markers_are_committed() -> None:
+    root = PACKAGE.parent
+    offenders = []
+    for folder in ("optimizer", "tests", "benchmarks", "docs", "notebooks"):
+        for path in (root / folder).rglob("*"):
+            if path.is_file() and path.suffix in {".py", ".md", ".toml", ".ipynb", ".sh", ".yaml", ".txt"}:
+                for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+                    if line.startswith(("<<<<<<< ", ">>>>>>> ")):
+                        offenders.append(f"{path.relative_to(root)}:{number}")
+    for name in ("README.md", "pyproject.toml", "compose.yaml", "Dockerfile"):
+        text = (root / name).read_text(encoding="utf-8")
+        offenders += [f"{name}:{n}" for n, line in enumerate(text.splitlines(), 1) if line.startswith("<<<<<<< ")]
+    assert not offenders, offenders
