@@ -65,7 +65,7 @@ _LAZY: dict[str, str] = {
     "Preset": ".tuning.presets",
     "PresetTier": ".tuning.presets",
     "build_preset": ".tuning.tiers",
-    "TuneConfig": ".tuning.study",
+    "TuneConfig": ".tuning.config",
     "apply_preset": ".tuning.apply",
     "ApplyReport": ".tuning.apply",
     "compress": ".tuning.adaptive",
@@ -133,9 +133,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .transforms import Transform, resize, sharpen
     from .tuning.adaptive import CompressReport, CompressResult, compress
     from .tuning.apply import ApplyReport, apply_preset
+    from .tuning.config import TuneConfig
     from .tuning.presets import Preset, PresetTier
     from .tuning.settings import EncodingSettings
     from .tuning.space import SearchSpace
-    from .tuning.study import TuneConfig, TuningResult, load_study, tune
+    from .tuning.study import TuningResult, load_study, tune
     from .tuning.target import Target
     from .tuning.tiers import build_preset

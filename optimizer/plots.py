@@ -118,15 +118,19 @@ def rate_quality(
 ) -> Figure:
     """Bits per pixel against aggregate quality, one series per format, with the study target.
 
-    Each format's line joins its best trials (the highest quality at each rate: its rate-quality curve).
-    Filled markers met the study target, hollow ones missed it, crosses were pruned (their quality is over
-    the images scored before pruning). ``metric`` plots another recorded aggregate instead of the target's.
+    Points are every complete measurement: each trial's answer and the other qualities its search measured
+    on the whole corpus. Each format's line joins its best points (the highest quality at each rate: its
+    rate-quality curve). Filled markers meet the study target, hollow ones miss it, crosses are pruned trials
+    (their quality is over the images scored before pruning). ``metric`` plots another recorded aggregate instead of the target's.
     For a distance (lower is better) the quality axis is inverted so that up is always better.
     """
+    import pandas as pd
+
     result = tuning_result(source)
     goal = result.definition.target_obj
     metric = metric or goal.metric
     df = result.trials_dataframe()
+    points = result.points_dataframe()
     column = "quality" if metric == goal.metric else f"agg_{metric}"
     fig = Figure(figsize=figsize, layout="constrained")
     ax = fig.add_subplot()
@@ -136,13 +140,18 @@ def rate_quality(
     if df.empty:
         _empty(ax, "no trials yet")
         return fig
-    if column not in df.columns:
+    if column not in df.columns or (not points.empty and column not in points.columns):
         recorded = sorted(c.removeprefix("agg_") for c in df.columns if c.startswith("agg_"))
         raise InvalidParameterError(
             f"study {result.study_name!r} did not record {metric!r}; recorded: {', '.join(recorded)}"
         )
-    finished = df[df["state"].isin(["COMPLETE", "PRUNED"])]
-    finished = finished[finished[column].notna() & finished["bits_per_pixel"].notna()]
+    pruned_all = df[(df["state"] == "PRUNED") & df[column].notna() & df["bits_per_pixel"].notna()]
+    complete_all = points[points["state"] == "COMPLETE"] if not points.empty else points
+    if not complete_all.empty:
+        complete_all = complete_all[complete_all[column].notna() & complete_all["bits_per_pixel"].notna()]
+        if metric != goal.metric:
+            complete_all = complete_all.assign(feasible=complete_all["feasible"])
+    finished = pd.concat([complete_all, pruned_all], ignore_index=True)
     if finished.empty:
         _empty(ax, "no finished trials with recorded quality yet")
         return fig
@@ -151,14 +160,13 @@ def rate_quality(
     colors = _format_colors(formats)
     handles: list[Any] = []
     for fmt in formats:
-        rows = finished[finished["format"] == fmt]
-        if rows.empty:
+        complete = complete_all[complete_all["format"] == fmt] if not complete_all.empty else complete_all
+        pruned = pruned_all[pruned_all["format"] == fmt]
+        if complete.empty and pruned.empty:
             continue
         color = colors[fmt]
-        complete = rows[rows["state"] == "COMPLETE"]
-        feasible = complete[complete["feasible"].astype(bool)]
-        infeasible = complete[~complete["feasible"].astype(bool)]
-        pruned = rows[rows["state"] == "PRUNED"]
+        feasible = complete[complete["feasible"].astype(bool)] if not complete.empty else complete
+        infeasible = complete[~complete["feasible"].astype(bool)] if not complete.empty else complete
         ax.scatter(feasible["bits_per_pixel"], feasible[column], s=36, color=color, zorder=3, gid=f"feasible-{fmt}")
         ax.scatter(
             infeasible["bits_per_pixel"],

@@ -104,6 +104,7 @@ th, td { border-bottom: 1px solid var(--line); padding: .3rem .6rem; text-align:
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.default td { font-weight: 600; }
 tr.baseline td { color: var(--muted); font-style: italic; }
+.warning { color: #b00020; font-weight: 700; }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .15rem 1rem; margin: .5rem 0; }
 dl.facts dt { color: var(--muted); }
 dl.facts dd { margin: 0; }
@@ -337,7 +338,16 @@ def _summary(result: TuningResult, preset: Preset | None, url: str | None) -> st
         facts.append(("default tier", f"{preset.default}: {preset.default_tier.label()}"))
     if url:
         facts.append(("storage", url))
+    headline = result.headline() if preset is not None and preset is result.presets else None
+    if headline:
+        facts.append(("savings", headline))
     rows = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in facts)
+    saving = result.savings_at_equal_quality() if headline else None
+    if saving is not None and saving < 0:
+        rows += (
+            f'<dt class="warning">warning</dt><dd class="warning" id="larger-than-jpeg">the default tier is '
+            f"{-saving:.0%} larger than JPEG at the same quality: JPEG serves these images better at this target</dd>"
+        )
     dashboard = ""
     if url and (url.startswith(("sqlite:", "postgresql", "mysql")) or url.startswith("journal:")):
         target = url.removeprefix("journal:")

@@ -187,3 +187,16 @@ def test_cli_errors(result: TuningResult, tmp_path: Path, monkeypatch: pytest.Mo
     bad.write_text("{not json")
     assert main(["report", "--study", result.study_name, "--storage", result.storage, "--presets", str(bad)]) == 3
     assert not list(tmp_path.glob("*.html"))
+
+
+def test_report_states_the_saving_at_equal_quality(result: TuningResult) -> None:
+    report = build_report(result)
+    headline = result.headline()
+    assert headline and "than JPEG at equal quality" in headline and "than JPEG q85" in headline
+    assert "at equal quality" in report.html
+
+
+def test_savings_are_worded_not_signed() -> None:
+    from optimizer.tuning.results import _relative
+
+    assert _relative(-0.24) == "24% larger" and _relative(0.3) == "30% smaller" and _relative(0.0) == "0% smaller"

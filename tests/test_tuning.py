@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -387,7 +387,28 @@ def test_cli_tune_and_export(tmp_path: Path, crops: list[Path], monkeypatch: pyt
     assert data["tiers"] and data["tiers"][0]["settings"]["codec"] == "jpeg"
     assert main(["tune", "--formats", "jpeg"]) == 2  # neither images nor --demo
     assert main(["tune", str(crops[0]), "--target", "nope:1"]) == 2
-    assert not math.isnan(0.0)
+
+
+def test_cli_tune_exit_codes_mean_something(
+    tmp_path: Path, crops: list[Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No preset (with or without --export): exit 1 saying why; --require-savings turns a saving short of
+    the bar into exit 1; the summary words a saving as smaller/larger, never with a minus sign."""
+    from optimizer.cli import main
+
+    monkeypatch.setenv("OPTIMIZER_STUDIES_DIR", str(tmp_path / "studies"))
+    common = [*map(str, crops), "--formats", "jpeg", "--profile", "fast", "--trials", "3", "--seed", "1"]
+    export = tmp_path / "none.json"
+    code = main(["tune", *common, "--target", "ssim:0.99999", "--quality", "10-20", "--study", "impossible",
+                 "--export", str(export)])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 1 and not export.exists()
+    assert captured.err.splitlines()[-1].startswith(f"error: no preset written to {export}: ")
+    assert main(["tune", *common, "--target", "ssim:0.9", "--study", "ok", "--require-savings", "99"]) == 1
+    out, err = capsys.readouterr()
+    assert "than JPEG at equal quality" in out and "--require-savings asks for at least 99%" in err
+    assert re.search(r"-\s*\d+(\.\d+)?\s*%", out) is None  # "24% larger", never "-24% larger"
+    assert main(["tune", *common, "--target", "ssim:0.9", "--study", "ok", "--require-savings", "-100"]) == 0
 
 
 @pytest.mark.slow
@@ -424,10 +445,12 @@ def test_failing_probes_stop_early_and_exactly_for_a_distance_target(
     assert coarse.state == optuna.trial.TrialState.PRUNED  # webp quality 1-4 cannot meet the bar
     assert solved.state == optuna.trial.TrialState.COMPLETE and is_feasible(solved)
     assert solved.user_attrs["quality"] <= 0.05 and solved.user_attrs["minimal"] is True
+    answer = solved.user_attrs["settings"]["params"]["quality"]
+    assert any(p["complete"] and p["setting"] == answer for p in solved.user_attrs["probes"])  # confirmed in full
     early = 0
     for trial in (coarse, solved):
         for probe in trial.user_attrs["probes"]:
-            if probe["complete"]:
+            if probe["complete"] or probe["optimistic"]:  # an optimistic estimate is confirmed in full later
                 continue
             early += 1
             # a probe stopped early fails on the whole corpus: re-measure it completely
@@ -453,3 +476,26 @@ def test_runs_on_a_supported_optuna() -> None:
     expected = os.environ.get("OPTIMIZER_EXPECT_OPTUNA")
     if expected:
         assert installed == Version(expected) == Version(floor)
+
+
+def test_solved_trials_are_minimal_on_the_whole_corpus(tmp_path: Path, crops: list[Path]) -> None:
+    """Each complete trial's quality passes on every image and the one just below fails (checked afresh)."""
+    from optimizer.tuning.study import prepare_study, run_trials
+
+    images = crops * 1
+    config = TuneConfig(**_study_kwargs(tmp_path, n_trials=4, target="ssim:0.95", aggregate="worst"))
+    prepared = prepare_study(images, config)
+    run_trials(prepared.study, prepared.objective, n_trials=4, search=prepared.search)
+    goal = Target.parse("ssim:0.95")
+    fresh = prepared.objective.meter.__class__(prepared.objective.corpus, Evaluator(profile="fast"), goal, "worst")
+    checked = 0
+    for trial in prepared.study.trials:
+        if trial.state.name != "COMPLETE" or not trial.user_attrs["minimal"]:
+            continue
+        settings = trial_settings(trial)
+        quality = settings.params["quality"]
+        assert goal.is_met(fresh.measure(settings).quality)
+        if quality > 30:
+            assert not goal.is_met(fresh.measure(settings.with_param("quality", quality - 1)).quality)
+        checked += 1
+    assert checked >= 3

@@ -18,13 +18,14 @@ import optuna
 
 from ..errors import InvalidParameterError, StudyError
 from ..imageio import Image, ImageSource
+from .config import as_space
 from .corpus import expand_sources, load_corpus
 from .objective import Objective
 from .records import DEFINITION_ATTR, PRUNE_ATTR, TIERS_ATTR, StudyDefinition
 from .search import settings_search
 from .space import SearchSpace
 from .storage import connection_errors, redact_storage, resolve_storage
-from .study import PreparedStudy, _as_space, make_sampler, open_stored_study
+from .study import PreparedStudy, make_sampler, open_stored_study
 from .target import Target
 
 __all__ = ["JoinedStudy", "join_study", "study_budget"]
@@ -156,7 +157,7 @@ def _check_space(
     study_name: str, definition: StudyDefinition, space: SearchSpace | Mapping[str, Any] | str | Path
 ) -> None:
     stored = definition.space_obj.to_dict()
-    mine = _as_space(space).to_dict()
+    mine = as_space(space).to_dict()
     if stored == mine:
         return
     diffs = [f"{key}: study {a!r}, given {b!r}" for key, a, b in _dict_differences(stored, mine)]

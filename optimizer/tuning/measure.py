@@ -45,6 +45,9 @@ class Probe:
     settings: EncodingSettings
     images: list[dict[str, Any]] = field(default_factory=list)
     complete: bool = False
+    #: stopped after the hardest images because the bar would be met even if the rest scored their best:
+    #: ``quality`` is then that optimistic aggregate (an estimate, to be confirmed on the whole corpus)
+    optimistic: bool = False
     quality: float = math.nan
     total_bytes: int = 0
     pixels: int = 0
@@ -115,13 +118,16 @@ class CorpusMeter:
         *,
         order: Sequence[int] | None = None,
         bar: Target | None = None,
+        optimistic_after: int | None = None,
         on_image: Callable[[Probe], bool] | None = None,
     ) -> Probe:
         """Measure ``settings`` on the corpus items in ``order`` (default: corpus order).
 
-        With ``bar``, stop as soon as the aggregate can no longer reach it (:meth:`certainly_fails`).
-        ``on_image(probe)`` is called after each image; returning True stops the probe there too (a
-        caller's own exact rule, such as trial pruning).
+        With ``bar``, stop as soon as the aggregate can no longer reach it (:meth:`certainly_fails`); with
+        ``optimistic_after`` too, stop after that many images when the bar would be met even if every other
+        image scored its best (the probe is then ``optimistic``: its quality is that best case, exact when
+        the images measured are the hardest). ``on_image(probe)`` is called after each image; returning True
+        stops the probe there too (a caller's own exact rule, such as trial pruning).
         """
         indices = list(order) if order is not None else list(range(len(self.corpus)))
         probe = Probe(settings)
@@ -138,6 +144,12 @@ class CorpusMeter:
                 break
             if bar is not None and self.certainly_fails(qualities, bar):
                 break
+            if bar is not None and optimistic_after is not None and len(qualities) >= optimistic_after:
+                best_case = self.best_case(qualities, bar)
+                if bar.is_met(best_case):
+                    probe.optimistic = True
+                    probe.quality = best_case
+                    break
             if on_image is not None and on_image(probe):
                 break
         probe.complete = len(probe.images) == len(self.corpus)
@@ -152,12 +164,25 @@ class CorpusMeter:
         """
         if all(bar.is_met(q) for q in qualities):
             return False
-        best = bar.best_value
-        if bar.metric != COMPOSITE and math.isinf(best):
+        if bar.metric != COMPOSITE and math.isinf(bar.best_value):
             return False  # an unbounded best (PSNR) can rescue any mean or percentile
+        return not bar.is_met(self.best_case(qualities, bar))
+
+    def best_case(self, qualities: Sequence[float], bar: Target) -> float:
+        """The aggregate over the whole corpus if every image not yet measured scored ``bar``'s best value."""
         remaining = len(self.corpus) - len(qualities)
-        best_case = bar.aggregate(list(qualities) + [best] * remaining, self.aggregate_by)
-        return not bar.is_met(best_case)
+        return bar.aggregate(list(qualities) + [bar.best_value] * remaining, self.aggregate_by)
+
+    def deciding_images(self) -> int:
+        """How many of the hardest images decide the aggregate (plus one to spare): a probe that measures
+        them and would pass even if the rest scored their best is a good estimate of a pass. All of them
+        for the mean, which every image moves."""
+        n = len(self.corpus)
+        if self.aggregate_by == "worst":
+            return min(n, 2)
+        if self.aggregate_by == "p10":
+            return min(n, math.floor((n - 1) * 0.1) + 3)
+        return n
 
     def aggregates(self, images: Sequence[dict[str, Any]]) -> dict[str, float]:
         """Every metric's and the composite's aggregate over ``images``, each in its own direction."""

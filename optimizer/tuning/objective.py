@@ -253,19 +253,51 @@ class Objective:
     def _find(
         self, axis: QualityAxis, settings: EncodingSettings, bar: Target, start: _Start, probes: list[Probe]
     ) -> SearchTrace:
-        """Root-find ``bar`` on ``axis`` for ``settings``; every measurement is appended to ``probes``."""
+        """Root-find ``bar`` on ``axis`` for ``settings``; every measurement is appended to ``probes``.
 
-        def margin_at(position: int) -> float:
+        Cheap before dear: the bracket is found on the hardest images alone (a probe stops as soon as the
+        bar is out of reach, exact, or, after the images that decide the aggregate, as soon as it would be
+        met even if the rest scored their best, an estimate); the answer is then confirmed on the whole
+        corpus, and the search goes on with whole-corpus probes above it if the estimate was wrong.
+        """
+        slope = start.slope if start.slope is not None else prior_slope(axis, bar)
+        guess = start.guess if start.guess is not None else prior_position(axis, target_level(bar))
+        deciding = self.meter.deciding_images()
+        failing: set[int] = set()  # positions proven to fail on the whole corpus
+
+        def margin_at(position: int, estimate: bool) -> float:
             probe = self.meter.measure(
-                settings.with_param(axis.param, axis.value(position)), order=start.order, bar=bar
+                settings.with_param(axis.param, axis.value(position)),
+                order=start.order,
+                bar=bar,
+                optimistic_after=deciding if estimate else None,
             )
             probes.append(probe)
             margin = search_margin(bar, _quality_for(probe, bar, self))
-            return margin if probe.complete else min(margin, -1e-12)  # stopped early: certainly failing
+            if not probe.complete and not probe.optimistic:  # stopped early: certainly failing
+                failing.add(position)
+                return min(margin, -1e-12)
+            if probe.complete and not bar.is_met(probe.quality):
+                failing.add(position)
+            return margin
 
-        slope = start.slope if start.slope is not None else prior_slope(axis, bar)
-        guess = start.guess if start.guess is not None else prior_position(axis, target_level(bar))
-        return adaptive_search(margin_at, len(axis), guess=guess, slope=slope)
+        if deciding < len(self.corpus):
+            trace = adaptive_search(lambda p: margin_at(p, True), len(axis), guess=guess, slope=slope)
+            if trace.answer is None:
+                return trace  # the top of the axis fails even on its hardest images: certainly infeasible
+            confirmed = margin_at(trace.answer, False)
+            if confirmed >= 0.0:
+                trace.certified = trace.answer == 0 or (trace.answer - 1) in failing
+                return trace
+            guess, slope = trace.answer + 1, trace.slope()
+            if guess >= len(axis):
+                trace.answer, trace.certified = None, False
+                return trace
+
+        def whole(position: int) -> float:
+            return -1.0 if position in failing else margin_at(position, False)
+
+        return adaptive_search(whole, len(axis), guess=guess, slope=slope)
 
     def _trace(self, trial: optuna.Trial, settings: EncodingSettings, axis: QualityAxis | None) -> tuple[float, ...]:
         """Pareto mode: the settings' rate-quality curve at a few qualities; reports its best point for the
@@ -398,6 +430,7 @@ class Objective:
         record: dict[str, Any] = {
             "setting": probe.settings.params.get(axis.param) if axis is not None else None,
             "complete": probe.complete,
+            "optimistic": probe.optimistic,
             "images": len(probe.images),
             "total_bytes": probe.total_bytes,
             "bits_per_pixel": json_number(probe.bits_per_pixel),

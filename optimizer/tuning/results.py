@@ -23,6 +23,7 @@ from .records import (
     study_counts,
     trial_aggregates,
     trial_number,
+    trial_points,
 )
 from .storage import redact_storage
 from .tiers import build_preset
@@ -170,6 +171,33 @@ class TuningResult:
                 for name, value in trial_aggregates(t).items():
                     row[f"agg_{name}"] = value
             rows.append(row)
+        return pd.DataFrame(rows)
+
+    def points_dataframe(self) -> pd.DataFrame:
+        """One row per measured point: each complete trial's answer and its other complete probes, so the
+        rate-quality curves of the settings tried. Columns as :meth:`trials_dataframe` (``state`` is the
+        trial's) plus ``answer`` (the trial's result) and ``setting`` (the label of the point's settings)."""
+        import pandas as pd
+
+        rows = []
+        target = self.definition.target_obj
+        for t in self.study.get_trials(deepcopy=False):
+            for point in trial_points(t):
+                row: dict[str, Any] = {
+                    "number": t.number,
+                    "state": t.state.name,
+                    "format": point.settings.codec,
+                    "setting": point.settings.label(),
+                    "answer": point.answer,
+                    "total_bytes": point.total_bytes,
+                    "bits_per_pixel": point.bits_per_pixel,
+                    "quality": point.aggregates.get(target.metric, point.quality),
+                    "feasible": t.state.name == "COMPLETE"
+                    and target.is_met(point.aggregates.get(target.metric, point.quality)),
+                }
+                for name, value in point.aggregates.items():
+                    row[f"agg_{name}"] = value
+                rows.append(row)
         return pd.DataFrame(rows)
 
     def to_dict(self) -> dict[str, Any]:
