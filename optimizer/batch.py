@@ -276,7 +276,7 @@ def pair_folders(
 def _score_pair(evaluator: Evaluator, key: str, ref: Path, dist: Path, maps_dir: Path | None) -> PairResult | PairIssue:
     try:
         scorer = evaluator.for_reference(ref)
-        distorted = load_image(dist)  # decoded once, for the score and the maps
+        distorted = load_image(dist, color="keep")  # decoded once, for the score and the maps (sRGB)
         result = scorer.score(distorted)
         if maps_dir is not None:
             write_maps(scorer.maps(distorted), maps_dir, key)

@@ -71,7 +71,7 @@ def evaluate_command(
     else:
         evaluator.load()
         scorer = evaluator.for_reference(reference)
-        processed = load_image(distorted)  # decoded once, for the score and the maps
+        processed = load_image(distorted, color="keep")  # decoded once, for the score and the maps (sRGB)
         result = scorer.score(processed)
         if maps is not None:
             maps.mkdir(parents=True, exist_ok=True)

@@ -224,8 +224,8 @@ def pair_maps(
     """
     from ..imageio import load_image
 
-    ref = reference if isinstance(reference, Image) else load_image(reference)
-    dist = distorted if isinstance(distorted, Image) else load_image(distorted)
+    ref = reference if isinstance(reference, Image) else load_image(reference, color="keep")
+    dist = distorted if isinstance(distorted, Image) else load_image(distorted, color="keep")
     evaluator = evaluator or Evaluator(metrics=list(metrics))
     scorer = evaluator.for_reference(ref)
     result = scorer.score(dist)
