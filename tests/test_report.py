@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -187,3 +188,15 @@ def test_cli_errors(result: TuningResult, tmp_path: Path, monkeypatch: pytest.Mo
     bad.write_text("{not json")
     assert main(["report", "--study", result.study_name, "--storage", result.storage, "--presets", str(bad)]) == 3
     assert not list(tmp_path.glob("*.html"))
+
+
+def test_the_html_report_follows_the_umask(result: TuningResult, tmp_path: Path) -> None:
+    previous = os.umask(0o027)
+    try:
+        out = tmp_path / "report.html"
+        code = main(
+            ["report", "--study", result.study_name, "--storage", result.storage, "--no-baseline"] + ["-o", str(out)]
+        )
+    finally:
+        os.umask(previous)
+    assert code == 0 and out.stat().st_mode & 0o777 == 0o640

@@ -1,8 +1,33 @@
-"""Parsing helpers shared by commands: NAME=VALUE parameters and comma lists."""
+"""Parsing helpers shared by commands: NAME=VALUE parameters, comma lists, and the options every command
+that writes images takes (metadata, colour, file times)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import typer
+
 from ..errors import InvalidParameterError
+
+MetadataOption = Annotated[
+    str,
+    typer.Option(
+        "--metadata",
+        help="Metadata outputs keep: all, none, web (Artist/Copyright EXIF, ICC only when not sRGB) "
+        "or a comma list of exif,icc,xmp. See docs/metadata.md.",
+    ),
+]
+ColorOption = Annotated[
+    str,
+    typer.Option(
+        "--color",
+        help="srgb: convert an embedded colour profile to sRGB (warns when colours are clipped); keep: encode "
+        "in the source's profile and embed it.",
+    ),
+]
+PreserveTimesOption = Annotated[
+    bool, typer.Option("--preserve-times", help="Give each output its source's modification time.")
+]
 
 
 def parse_scalar(text: str) -> object:
