@@ -82,7 +82,12 @@ def presets_export_command(
     output_name: Annotated[
         Optional[str], typer.Option("--output", help="Output file name (default output.EXT).")
     ] = None,
-    program: Annotated[str, typer.Option(help="ImageMagick program: magick (7) or convert (6).")] = "magick",
+    program: Annotated[
+        Optional[str],
+        typer.Option(
+            help="ImageMagick program: magick (7) or convert (6); default: the one installed here (magick first)."
+        ),
+    ] = None,
     output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
     notes: Annotated[bool, typer.Option("--notes/--no-notes", help="Print where the tool differs.")] = True,
 ) -> None:
