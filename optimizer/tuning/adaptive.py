@@ -117,7 +117,8 @@ def compress(
         metadata: What outputs keep of their source's metadata: ``all``, ``none``, ``web`` (the default) or
             a comma list of ``exif``, ``icc``, ``xmp`` (:class:`~optimizer.imageio.MetadataPolicy`).
         color: ``srgb`` converts an embedded profile's colours to sRGB; ``keep`` encodes them as they are
-            and embeds the profile (scores still compare in sRGB).
+            and embeds the profile (scores still compare in sRGB). It applies to the inputs compress loads
+            (paths, bytes, arrays); an :class:`Image` keeps the mode it was loaded with.
         preserve_times: Give each output file its source's access and modification times.
 
     Returns:
