@@ -3,11 +3,14 @@ that writes images takes (metadata, colour, file times)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..errors import InvalidParameterError
+
+if TYPE_CHECKING:
+    from ..imageio import ColorMode
 
 MetadataOption = Annotated[
     str,
@@ -54,6 +57,16 @@ def parse_params(items: list[str]) -> dict[str, object]:
             raise InvalidParameterError(f"parameters are written NAME=VALUE, got {item!r}")
         params[name.strip()] = parse_scalar(value)
     return params
+
+
+def parse_color(text: str) -> ColorMode:
+    """The ``--color`` value: ``srgb`` or ``keep`` (any case)."""
+    value = text.strip().lower()
+    if value == "srgb":
+        return "srgb"
+    if value == "keep":
+        return "keep"
+    raise InvalidParameterError(f"--color must be srgb or keep, got {text!r}")
 
 
 def split_list(text: str | None) -> list[str]:

@@ -10,7 +10,7 @@ import typer
 
 from ._app import app
 from ._output import console
-from ._parsing import ColorOption, MetadataOption, PreserveTimesOption, parse_params
+from ._parsing import ColorOption, MetadataOption, PreserveTimesOption, parse_color, parse_params
 
 
 @app.command("codecs")
@@ -76,7 +76,7 @@ def encode_command(
     params = encoder.validate_params(parse_params(param or []))
     policy = MetadataPolicy.parse(metadata)
     transform = Transform(width=width, height=height, filter=resize_filter, sharpen_amount=sharpen)
-    image = transform.apply(load_image(input_path, color=color))  # type: ignore[arg-type]  # checked there
+    image = transform.apply(load_image(input_path, color=parse_color(color)))
     data = encoder.encode(image, params, metadata=policy)
     write_atomic(output, data, times_ns=source_times(input_path) if preserve_times else None)
     bpp = len(data) * 8 / image.pixels

@@ -11,7 +11,7 @@ import typer
 from ..errors import InvalidParameterError
 from ._app import EXIT_CHECK_FAILED, EXIT_INPUT, app, fail
 from ._output import ProgressReporter, console
-from ._parsing import ColorOption, MetadataOption, PreserveTimesOption, parse_scalar, split_list
+from ._parsing import ColorOption, MetadataOption, PreserveTimesOption, parse_color, parse_scalar, split_list
 
 if TYPE_CHECKING:
     from ..tuning.adaptive import CompressReport
@@ -119,7 +119,7 @@ def compress_command(
         fallback=fallback,
         existing=existing_policy(overwrite=overwrite, skip_existing=skip_existing),
         metadata=metadata,
-        color=color,
+        color=parse_color(color),
         preserve_times=preserve_times,
         show_progress=output_format == "table",
     )

@@ -10,7 +10,7 @@ import typer
 
 from ._app import EXIT_CHECK_FAILED, EXIT_INPUT, app, fail
 from ._output import ProgressReporter, console
-from ._parsing import ColorOption, MetadataOption, PreserveTimesOption
+from ._parsing import ColorOption, MetadataOption, PreserveTimesOption, parse_color
 
 if TYPE_CHECKING:
     from ..tuning.apply import ApplyReport
@@ -180,7 +180,7 @@ def apply_command(
         "workers": workers,
         "existing": existing,
         "metadata": metadata,
-        "color": color,
+        "color": parse_color(color),
         "preserve_times": preserve_times,
     }
     if output_format == "table":
