@@ -327,3 +327,29 @@ def test_docs_table_matches_the_codecs() -> None:
     for name, kinds in rows.items():
         assert kinds == set(get_codec(name, require_available=False).metadata_kinds), name
     assert re.search(r"\]\(docs/metadata\.md\)", (REPO / "README.md").read_text(encoding="utf-8"))
+
+
+def test_jxl_boxes_follow_a_codestream_box_that_ran_to_the_end() -> None:
+    from optimizer.codecs.jxl import _sized_boxes
+    from optimizer.imageio._jxl import jxl_boxes
+
+    signature = bytes.fromhex("0000000c4a584c200d0a870a")
+    open_ended = signature + bytes(4) + b"jxlc" + b"\xff\x0acodestream"  # size 0: to the end of the file
+    sized = _sized_boxes(open_ended)
+    assert [kind for kind, _ in jxl_boxes(sized + bytes.fromhex("0000000c") + b"Exif" + bytes(4))] == [
+        b"JXL ",
+        b"jxlc",
+        b"Exif",
+    ]
+    assert _sized_boxes(sized) == sized
+
+
+def test_image_checks_its_metadata_and_profile() -> None:
+    from optimizer.errors import InvalidImageError
+
+    rgb = np.zeros((2, 2, 3), np.float32)
+    with pytest.raises(InvalidImageError, match="metadata must be a Metadata"):
+        Image(rgb, metadata={"exif": b""})  # type: ignore[arg-type]
+    with pytest.raises(InvalidImageError, match="profile must be"):
+        Image(rgb, profile=b"")
+    assert Image(rgb).to_srgb().profile is None
