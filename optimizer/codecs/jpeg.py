@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..imageio.metadata import Metadata, warn_once
+from ..imageio.metadata import Metadata, MetadataKind, warn_once
 from .base import Param, PillowCodec, _feature_version
 
 __all__ = ["JpegCodec"]
@@ -52,21 +52,14 @@ class JpegCodec(PillowCodec):
         return versions
 
     def _metadata_options(self, tags: Metadata) -> dict[str, Any]:
-        too_long = [
-            kind
-            for kind, size, limit in (
-                ("exif", len(tags.exif or b""), _MAX_EXIF),
-                ("xmp", len(tags.xmp or b""), _MAX_XMP),
-            )
-            if size > limit
-        ]
+        limits: dict[MetadataKind, int] = {"exif": _MAX_EXIF, "xmp": _MAX_XMP}
+        too_long = [kind for kind, limit in limits.items() if len(getattr(tags, kind) or b"") > limit]
         for kind in too_long:
             warn_once(
                 f"jpeg:{kind}-size",
-                f"jpeg: {kind.upper()} metadata over {_MAX_EXIF if kind == 'exif' else _MAX_XMP:,} bytes does not "
-                "fit one JPEG marker; not written",
+                f"jpeg: {kind.upper()} metadata over {limits[kind]:,} bytes does not fit one JPEG marker; not written",
             )
-        return super()._metadata_options(tags.without(*too_long))  # type: ignore[arg-type]
+        return super()._metadata_options(tags.without(*too_long))
 
     def _save_options(self, params: dict[str, Any]) -> dict[str, Any]:
         return {
