@@ -30,6 +30,8 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "Image": ".imageio",
     "ImageInfo": ".imageio",
+    "Metadata": ".imageio",
+    "MetadataPolicy": ".imageio",
     "load_image": ".imageio",
     "set_max_pixels": ".imageio",
     "Codec": ".codecs",
@@ -125,7 +127,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         get_profile,
     )
     from .gate import GateReport, run_gate
-    from .imageio import Image, ImageInfo, load_image, set_max_pixels
+    from .imageio import Image, ImageInfo, Metadata, MetadataPolicy, load_image, set_max_pixels
     from .metrics import MetricSpec, create_metric, get_spec, metric_names
     from .metrics.fid import FIDResult, evaluate_set
     from .monitor import Alert, FolderWatcher, QualityMonitor

@@ -33,7 +33,9 @@ __all__ = [
     "read_json",
     "read_regular",
     "read_toml",
+    "source_times",
     "write_atomic",
+    "write_atomic_checked",
 ]
 
 #: Deepest nesting of arrays and objects accepted in a JSON file (the package's own files use fewer than 10).
@@ -244,7 +246,7 @@ def _depth_over(value: Any, limit: int) -> bool:
 # Writing
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
+def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, times_ns: tuple[int, int] | None = None) -> Path:
     """Write a whole file at once: a reader (or a crash) sees the old content or the new, never half of it.
 
     The data goes to a temporary file next to the target, which then replaces the target by a rename.
@@ -259,20 +261,29 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
     * **Failures**: a full disk, a quota, a read-only file system, a file size limit or any other ``OSError``
       is an :class:`~optimizer.errors.OutputError` naming the path; the temporary file is removed and the
       target keeps its previous content.
+    * **Times**: ``times_ns`` (access, modification) in nanoseconds is set on the complete file before it
+      takes its name (``--preserve-times``: :func:`source_times`).
 
     Args:
         path: The file to write.
         data: Bytes, or text (written as UTF-8).
+        times_ns: Access and modification times to give the file (default: now).
 
     Returns:
         ``path``, as a :class:`~pathlib.Path`.
     """
     target = Path(path)
-    _write_then(target, data, lambda _: True)
+    _write_then(target, data, lambda _: True, times_ns)
     return target
 
 
-def write_atomic_checked(path: str | os.PathLike[str], data: bytes, check: Callable[[Path], bool]) -> bool:
+def write_atomic_checked(
+    path: str | os.PathLike[str],
+    data: bytes,
+    check: Callable[[Path], bool],
+    *,
+    times_ns: tuple[int, int] | None = None,
+) -> bool:
     """Like :func:`write_atomic`, but the written file takes its final name only when ``check`` (given the
     temporary file, complete on disk) returns true; otherwise nothing is left on disk.
 
@@ -280,14 +291,30 @@ def write_atomic_checked(path: str | os.PathLike[str], data: bytes, check: Calla
         path: The file to write.
         data: The bytes.
         check: Called with the complete temporary file; its answer decides whether the file is kept.
+        times_ns: Access and modification times to give the file (default: now).
 
     Returns:
         Whether the file was kept.
     """
-    return _write_then(Path(path), data, check)
+    return _write_then(Path(path), data, check, times_ns)
 
 
-def _write_then(target: Path, data: bytes | str, check: Callable[[Path], bool]) -> bool:
+def source_times(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """A file's access and modification times in nanoseconds (what ``--preserve-times`` copies).
+
+    Args:
+        path: The file (symlinks followed).
+
+    Returns:
+        ``(st_atime_ns, st_mtime_ns)``.
+    """
+    info = os.stat(path)
+    return info.st_atime_ns, info.st_mtime_ns
+
+
+def _write_then(
+    target: Path, data: bytes | str, check: Callable[[Path], bool], times_ns: tuple[int, int] | None = None
+) -> bool:
     payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     final = Path(os.path.realpath(target))
     try:
@@ -309,6 +336,8 @@ def _write_then(target: Path, data: bytes | str, check: Callable[[Path], bool]) 
         if existing is not None:
             os.fchmod(fd, stat.S_IMODE(existing.st_mode) & 0o777)
         _write_all(fd, payload)
+        if times_ns is not None:
+            os.utime(fd if os.utime in os.supports_fd else tmp, ns=times_ns)
         os.close(fd)
         fd = -1
         if not check(tmp):

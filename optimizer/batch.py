@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 from ._files import write_atomic
 from .errors import InvalidParameterError, OptimizerError
 from .evaluator import EvaluationResult, Evaluator
+from .heatmaps import heatmap, write_maps
 from .imageio import load_image
 from .jsonio import dumps, json_number, json_safe
 from .metrics.registry import get_spec
 from .statistics import statistic
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
 __all__ = [
@@ -35,7 +35,6 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "PairIssue",
     "PairResult",
-    "damage_scale",
     "evaluate_folders",
     "heatmap",
     "index_folder",
@@ -276,7 +275,7 @@ def pair_folders(
 def _score_pair(evaluator: Evaluator, key: str, ref: Path, dist: Path, maps_dir: Path | None) -> PairResult | PairIssue:
     try:
         scorer = evaluator.for_reference(ref)
-        distorted = load_image(dist)  # decoded once, for the score and the maps
+        distorted = load_image(dist, color="keep")  # decoded once, for the score and the maps (sRGB)
         result = scorer.score(distorted)
         if maps_dir is not None:
             write_maps(scorer.maps(distorted), maps_dir, key)
@@ -326,7 +325,8 @@ def evaluate_folders(
         weights: Custom composite weights.
         resize_to_reference: Resize a processed image of another size to its reference's before scoring.
         workers: Pairs scored in parallel processes (each loads its own models once).
-        maps_dir: Write a heat map per metric and pair here.
+        maps_dir: Write a heat map per metric and pair here (named and scaled as :mod:`optimizer.heatmaps`
+            says).
         progress: Called as ``progress(done, total)`` after each pair.
 
     Returns:
@@ -372,44 +372,7 @@ def evaluate_folders(
 
 
 # --------------------------------------------------------------------------------------------------
-# Heat maps
-
-
-def write_maps(maps: Mapping[str, np.ndarray], out_dir: Path, key: str) -> list[Path]:
-    """Write each metric's map as a PNG heat map of its damage (:meth:`MetricSpec.damage`; bright = more
-    damage) under ``out_dir/<key>.<metric>.png``."""
-    written = []
-    for metric, arr in maps.items():
-        target = out_dir / f"{key}.{metric}.png"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        heatmap(get_spec(metric).damage(arr)).save(target)
-        written.append(target)
-    return written
-
-
-def damage_scale(damage: np.ndarray) -> float:
-    """The value a damage map is drawn brightest at: its 99th percentile over finite values (else its
-    maximum, else 1), so that a few extreme pixels do not wash out the rest."""
-    import numpy as np
-
-    finite = np.asarray(damage, dtype=np.float32)
-    finite = finite[np.isfinite(finite)]
-    if not finite.size:
-        return 1.0
-    return float(np.percentile(finite, 99.0)) or float(finite.max()) or 1.0
-
-
-def heatmap(damage: np.ndarray, vmax: float | None = None, colormap: str = "inferno") -> Any:
-    """An RGB PIL image of ``damage`` (0 = none), scaled to :func:`damage_scale` unless ``vmax`` is given."""
-    import numpy as np
-    from matplotlib import colormaps
-    from PIL import Image as PILImage
-
-    arr = np.nan_to_num(np.asarray(damage, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    arr = np.maximum(arr, 0.0)
-    scale = float(vmax) if vmax else damage_scale(arr)
-    rgba = colormaps[colormap](np.clip(arr / scale, 0.0, 1.0))
-    return PILImage.fromarray((rgba[..., :3] * 255.0 + 0.5).astype(np.uint8), "RGB")
+# Files
 
 
 def iter_image_files(root: Path) -> Iterable[Path]:

@@ -333,9 +333,11 @@ class Evaluator:
 
         Scoring memory is estimated from the pixel count first (:func:`~optimizer.imageio.limits.check_memory`,
         budget ``max_memory`` or ``OPTIMIZER_MAX_MEMORY``): too large an image is a
-        :class:`~optimizer.errors.ResourceLimitError`, as is an allocation that fails anyway.
+        :class:`~optimizer.errors.ResourceLimitError`, as is an allocation that fails anyway. Images are
+        compared in sRGB: a file with a wide-gamut profile is converted for scoring, never clipped in silence
+        elsewhere (loaded with ``color="keep"``, :meth:`Image.for_scoring` converts it).
         """
-        image = load_image(reference, name=name, max_memory=max_memory)
+        image = load_image(reference, name=name, max_memory=max_memory, color="keep")
         return ReferenceScorer(self, image, max_memory=max_memory)
 
     def evaluate(self, reference: ImageSource | Image, distorted: ImageSource | Image) -> EvaluationResult:
@@ -406,7 +408,7 @@ class ReferenceScorer:
         return self.reference.size
 
     def _distorted_tensor(self, distorted: ImageSource | Image) -> tuple[Image, torch.Tensor]:
-        image = load_image(distorted)
+        image = load_image(distorted, color="keep")  # compared in sRGB: for_scoring converts
         if image.size != self.reference.size:
             if not self.evaluator.resize_to_reference:
                 raise ImageSizeMismatchError(

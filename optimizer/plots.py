@@ -27,6 +27,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from .errors import InvalidParameterError
+from .heatmaps import COLORMAP, legend_label
 from .tuning.analysis import (
     ImagesArg,
     PresetsArg,
@@ -374,7 +375,8 @@ def comparison_crops(
     """Original, candidate and damage map side by side for the hardest images at a tier.
 
     One row per image (see :func:`hardest_crops`; pass ``crops`` to draw ones already computed). Pixels are
-    drawn without smoothing; the damage map is scaled to its image's 99th percentile (brighter = worse).
+    drawn without smoothing; the damage map is drawn on its fixed scale (:mod:`optimizer.heatmaps`, the same
+    for every image, brighter = worse), stated by a colour bar.
     """
     if crops is None:
         crops = hardest_crops(source, images, presets=presets, tier=tier, count=count, crop=crop, damage_map=damage_map)
@@ -393,11 +395,19 @@ def comparison_crops(
         row[0].set_title(f"{c.name} original\n[{x}:{x + w}, {y}:{y + h}]", fontsize="small")
         row[1].imshow(c.candidate, interpolation="nearest")
         row[1].set_title(f"candidate {c.bits_per_pixel:.3f} bpp\n{c.metric} {c.quality:.4g}", fontsize="small")
-        row[2].imshow(c.damage, cmap="inferno", vmin=0.0, vmax=c.damage_scale, interpolation="nearest")
+        drawn = row[2].imshow(c.damage, cmap=COLORMAP, vmin=0.0, vmax=c.damage_scale, interpolation="nearest")
         row[2].set_title(f"{c.map_title}\n(bright = worse)", fontsize="small")
+        _colour_bar(fig, drawn, row[2], c.legend)
         for ax in row:
             ax.set_axis_off()
     return fig
+
+
+def _colour_bar(fig: Figure, drawn: Any, ax: Any, label: str) -> None:
+    """A colour bar beside a damage panel: its fixed scale, ``>=`` at the top (larger damage is drawn there)."""
+    bar = fig.colorbar(drawn, ax=ax, shrink=0.8, extend="max")
+    bar.set_label(label, fontsize="x-small")
+    bar.ax.tick_params(labelsize="x-small")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -416,19 +426,19 @@ def metric_maps(
 
     ``reference`` and ``distorted``: anything :func:`~optimizer.imageio.load_image` reads. ``metrics`` name
     the metrics (those without a map are scored and listed in the title); ``evaluator`` overrides them.
-    Maps are drawn as damage (SSIM as ``1 - SSIM``) on each metric's fixed scale
-    (:func:`~optimizer.tuning.crops.pair_maps`).
+    Maps are drawn as damage (SSIM as ``1 - SSIM``) on each map's fixed scale
+    (:func:`~optimizer.heatmaps.fixed_scale`), each with a colour bar that states it.
     """
     maps = pair_maps(reference, distorted, metrics=metrics, evaluator=evaluator)
     ref, dist = maps.reference, maps.distorted
-    panels: list[tuple[str, np.ndarray, dict[str, Any]]] = [
-        ("reference", ref.for_scoring(), {}),
-        ("distorted", dist.for_scoring(), {}),
+    panels: list[tuple[str, np.ndarray, dict[str, Any], str | None]] = [
+        ("reference", ref.for_scoring(), {}, None),
+        ("distorted", dist.for_scoring(), {}, None),
     ]
     for name, damage in maps.damage.items():
         score = f"\n{name} = {maps.scores[name]:.4g}" if name in maps.scores else ""
-        style = {"cmap": "inferno", "vmin": 0.0, "vmax": maps.scales[name]}
-        panels.append((f"{map_title(name)}{score}", damage, style))
+        style = {"cmap": COLORMAP, "vmin": 0.0, "vmax": maps.scales[name]}
+        panels.append((f"{map_title(name)}{score}", damage, style, legend_label(name)))
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
     aspect = ref.height / ref.width
@@ -436,9 +446,11 @@ def metric_maps(
     scores = ", ".join(f"{k} {v:.4g}" for k, v in maps.scores.items())
     fig.suptitle(f"{maps.names[0]} vs {maps.names[1]}: {scores}", fontsize="medium")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax, (title, arr, style) in zip(axes, panels):
-        ax.imshow(arr, interpolation="nearest", **style)
+    for ax, (title, arr, style, legend) in zip(axes, panels):
+        drawn = ax.imshow(arr, interpolation="nearest", **style)
         ax.set_title(title, fontsize="small")
+        if legend is not None:
+            _colour_bar(fig, drawn, ax, legend)
     for ax in axes:
         ax.set_axis_off()
     return fig

@@ -435,7 +435,7 @@ def _crops_section(
     map_kind: str,
     notes: list[str],
 ) -> str:
-    from .batch import heatmap
+    from .heatmaps import heatmap
     from .tuning.crops import hardest_crops
 
     head = '<section id="crops"><h2>Hardest images at each tier</h2>'
@@ -463,7 +463,8 @@ def _crops_section(
         for c in crops:
             x, y, w, h = c.box
             size = f'width="{2 * w}" height="{2 * h}"'
-            damage = heatmap(c.damage, vmax=c.damage_scale)
+            damage = heatmap(c.damage, c.damage_scale, legend=c.legend)
+            map_size = f'width="{2 * damage.width}" height="{2 * damage.height}"'
             slug = f"{tier.name}-{c.name}"
             parts.append(
                 '<div class="crop-row">'
@@ -471,8 +472,8 @@ def _crops_section(
                 f"<figcaption>{_esc(c.name)} original, pixels {x}–{x + w} × {y}–{y + h}</figcaption></figure>"
                 f'<figure><img class="crop" alt="{_esc(c.name)} at {_esc(tier.name)}" id="crop-{_esc(slug)}-candidate" {size} src="{array_data_uri(c.candidate)}">'
                 f"<figcaption>{_esc(tier.name)}: {c.bits_per_pixel:.3f} bpp, {_esc(c.metric)} {c.quality:.4g}</figcaption></figure>"
-                f'<figure><img class="crop" alt="{_esc(c.name)} {_esc(c.map_title)}" id="crop-{_esc(slug)}-map" {size} src="{array_data_uri(damage)}">'
-                f"<figcaption>{_esc(c.map_title)} (bright = worse)</figcaption></figure>"
+                f'<figure><img class="crop" alt="{_esc(c.name)} {_esc(c.map_title)}" id="crop-{_esc(slug)}-map" {map_size} src="{array_data_uri(damage)}">'
+                f"<figcaption>{_esc(c.map_title)} (bright = worse; fixed scale, the same for every image)</figcaption></figure>"
                 "</div>"
             )
     parts.append("</section>")

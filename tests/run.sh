@@ -3,7 +3,9 @@
 # pytest).
 #
 # System tools some tests drive for real: a PostgreSQL server (scale-out tests start a throwaway cluster),
-# the reference encoders cjpeg, cwebp, avifenc and cjxl (preset exports), and Debian's chromium (HTML report).
+# the reference encoders cjpeg, cwebp, avifenc and cjxl, ImageMagick and Node.js with npm (preset exports;
+# the sharp test installs sharp from npm into ~/.cache/optimizer-tests), exiftool (the metadata outputs
+# keep, read by an independent reader), and Debian's chromium (HTML report).
 #
 # Then, in order, each failing the run on any finding: ruff (lint), ruff format --check, mypy (strict),
 # the test suite, and, on a full run (no pytest arguments), the tuning and scale-out tests again on the
@@ -16,6 +18,11 @@ command -v cjpeg >/dev/null 2>&1 || need+=(libjpeg-turbo-progs)
 command -v cwebp >/dev/null 2>&1 || need+=(webp)
 command -v avifenc >/dev/null 2>&1 || need+=(libavif-bin)
 command -v cjxl >/dev/null 2>&1 || need+=(libjxl-tools)
+command -v exiftool >/dev/null 2>&1 || need+=(libimage-exiftool-perl)
+# Debian's ImageMagick at /usr/bin/convert (the export tests use it): another `convert` earlier on PATH does
+# not count.
+/usr/bin/convert -version 2>/dev/null | grep -q ImageMagick || need+=(imagemagick)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then

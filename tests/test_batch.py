@@ -104,7 +104,7 @@ def test_heat_maps_written(folders: tuple[Path, Path], tmp_path: Path) -> None:
     written = sorted(p.relative_to(maps).as_posix() for p in maps.rglob("*.png"))
     assert written == ["a.ssim.png", "b.ssim.png", "c.ssim.png", "sub/d.ssim.png"]
     heat = PILImage.open(maps / "sub" / "d.ssim.png")
-    assert heat.size == (192, 144) and heat.mode == "RGB"
+    assert heat.size == (200, 144 + 30) and heat.mode == "RGB"  # the map (192x144) and its colour bar
 
 
 def test_not_a_folder(tmp_path: Path) -> None:

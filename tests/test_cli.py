@@ -37,6 +37,23 @@ def test_help_does_not_import_torch() -> None:
     assert proc.stdout.strip().endswith("False"), proc.stdout
 
 
+#: Libraries the default profile on one pair must not import (heavy; other features need them).
+NOT_FOR_ONE_PAIR = ("torchvision", "lpips", "scipy", "pandas", "matplotlib", "optuna", "skimage", "sqlalchemy")
+
+
+def test_evaluate_one_pair_imports_only_what_its_metrics_need(image: Path, tmp_path: Path) -> None:
+    dist = tmp_path / "photo.jpg"
+    PILImage.open(image).save(dist, quality=60)
+    code = (
+        "import sys\nfrom optimizer.cli import main\n"
+        f"code = main(['evaluate', {str(image)!r}, {str(dist)!r}])\n"
+        f"print('IMPORTED:' + ','.join(m for m in {NOT_FOR_ONE_PAIR!r} if m in sys.modules), code)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    marked = [line for line in proc.stdout.splitlines() if line.startswith("IMPORTED:")]
+    assert marked == ["IMPORTED: 0"], proc.stdout + proc.stderr
+
+
 def test_codecs_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["codecs", "--format", "json"]) == EXIT_OK
     data = json.loads(capsys.readouterr().out)

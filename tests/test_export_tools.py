@@ -2,8 +2,11 @@
 
 The second half runs the exported cjpeg, cwebp and avifenc command lines (and cjxl when present) on a
 Kodak image and compares the files with optimizer's own encoder at the same settings. The tools come from
-Debian (``libjpeg-turbo-progs``, ``webp``, ``libavif-bin``; ``libjxl-tools`` for cjxl). A missing tool skips
-locally but fails under CI (``CI`` set), so CI never passes by skipping; cjxl is optional everywhere.
+Debian (``libjpeg-turbo-progs``, ``webp``, ``libavif-bin``; ``libjxl-tools`` for cjxl; ``imagemagick`` for
+the preparation step, run as Debian's ``/usr/bin/convert``). The sharp export is run as printed with
+``node`` and the real ``sharp`` from npm, installed once into ``~/.cache/optimizer-tests`` (or
+``$OPTIMIZER_TEST_CACHE``). A missing tool, or an unreachable npm registry, skips locally but fails under CI
+(``CI`` set), so CI never passes by skipping; cjxl is optional everywhere.
 """
 
 from __future__ import annotations
@@ -67,9 +70,12 @@ def test_cjpeg_flags_follow_the_params() -> None:
 
 
 def test_cjpeg_converts_png_input_and_resizes_with_imagemagick() -> None:
-    e = export_settings(_settings("jpeg", SHARP, quality=70), "cjpeg", width=640, input="photo.png", output="o.jpg")
+    e = export_settings(
+        _settings("jpeg", SHARP, quality=70), "cjpeg", width=640, input="photo.png", output="o.jpg", program="magick"
+    )
     prepare, encode = e.commands
     assert prepare[0] == "magick" and prepare[-1].endswith(".ppm") and encode[-1] == prepare[-1]
+    assert e.intermediates == (prepare[-1],) and e.text.endswith(f"|| {{ rm -f -- {prepare[-1]}; false; }}")
     assert prepare[prepare.index("-filter") + 1] == "Catrom"  # Pillow's bicubic is Catmull-Rom
     assert prepare[prepare.index("-resize") + 1] == "640x"
     assert prepare[prepare.index("-unsharp") + 1] == "0x0.8+0.4+0.04"  # IM's threshold compares 2 x difference
@@ -102,13 +108,16 @@ def test_avifenc_flags() -> None:
 def test_cjxl_flags() -> None:
     e = export_settings(_settings("jxl", distance=1.5, effort=5), "cjxl", output="o.jxl")
     assert e.commands == (("cjxl", "input.png", "o.jxl", "-d", "1.5", "-e", "5"),)
-    jpeg_input = export_settings(_settings("jxl", distance=1.0, effort=7), "cjxl", input="photo.jpg")
+    jpeg_input = export_settings(_settings("jxl", distance=1.0, effort=7), "cjxl", input="photo.jpg", program="magick")
     assert jpeg_input.commands[0][0] == "magick"  # cjxl would transcode a JPEG losslessly instead
 
 
 def test_imagemagick_flags_per_codec() -> None:
     jpeg = export_settings(
-        _settings("jpeg", SHARP, quality=77, subsampling="4:2:0", progressive=True), "imagemagick", width=320
+        _settings("jpeg", SHARP, quality=77, subsampling="4:2:0", progressive=True),
+        "imagemagick",
+        width=320,
+        program="magick",
     ).commands[0]
     assert jpeg[jpeg.index("-quality") + 1] == "77" and jpeg[jpeg.index("-sampling-factor") + 1] == "4:2:0"
     assert jpeg[jpeg.index("-interlace") + 1] == "JPEG" and "-auto-orient" in jpeg
@@ -327,3 +336,225 @@ def test_cjxl_matches_our_encoder(kodim23: dict) -> None:
     # Same libjxl distance and effort; Debian 12's cjxl is libjxl 0.7 against imagecodecs' 0.11: measured
     # 5-12 % fewer bytes and at most 0.005 lower SSIM (SSIMULACRA 2 within 1.4).
     assert 0.80 <= ratio <= 1.10 and abs(d_ssim) <= 0.01, (ratio, d_ssim)
+
+
+# --------------------------------------------------------------------------------------------------
+# ImageMagick: which program, intermediate files, paths that look like options
+
+DEBIAN_CONVERT = "/usr/bin/convert"
+
+
+def _real_convert() -> str:
+    """Debian's ImageMagick 6 (``imagemagick``, installed by tests/run.sh); skips locally, fails under CI."""
+    try:
+        version = subprocess.run([DEBIAN_CONVERT, "-version"], capture_output=True, text=True, timeout=30).stdout
+    except OSError:
+        version = ""
+    if not version.startswith("Version: ImageMagick"):
+        message = f"{DEBIAN_CONVERT} is not ImageMagick (Debian package imagemagick)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return DEBIAN_CONVERT
+
+
+def _fake(folder: Path, name: str, first_line: str) -> None:
+    folder.mkdir(exist_ok=True)
+    script = folder / name
+    script.write_text(f"#!/bin/sh\necho '{first_line}'\n")
+    script.chmod(0o755)
+
+
+def test_find_imagemagick_prefers_magick_then_a_convert_that_is_imagemagick(tmp_path: Path) -> None:
+    from optimizer.tuning.export import find_imagemagick
+
+    real = _real_convert()
+    impostor, seven = tmp_path / "impostor", tmp_path / "seven"
+    _fake(impostor, "convert", "convert: a file-format converter (not ImageMagick)")
+    _fake(seven, "magick", "Version: ImageMagick 7.1.1")
+    # a `convert` that is not ImageMagick comes first: the real one is named by its full path
+    assert find_imagemagick(f"{impostor}{os.pathsep}{Path(real).parent}") == real
+    assert find_imagemagick(f"{Path(real).parent}{os.pathsep}{impostor}") == "convert"
+    assert find_imagemagick(f"{impostor}{os.pathsep}{seven}{os.pathsep}{Path(real).parent}") == "magick"
+    assert find_imagemagick(str(impostor)) is None
+
+
+def test_without_imagemagick_the_export_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    e = export_settings(_settings("jpeg", quality=70), "cjpeg", input="photo.png")
+    assert e.commands[0][0] == "magick" and any("ImageMagick was not found" in n for n in e.notes)
+    assert not any("not found" in n for n in export_settings(_settings("jpeg"), "cjpeg", input="p.ppm").notes)
+
+
+def _run_shell(text: str, cwd: Path, path: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", "-c", text], cwd=cwd, env={**os.environ, "PATH": path}, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    ("tool", "codec", "package"), [("cjpeg", "jpeg", "libjpeg-turbo-progs"), ("cwebp", "webp", "webp")]
+)
+def test_prepared_exports_run_with_debian_imagemagick_and_leave_nothing_behind(
+    tool: str, codec: str, package: str, kodim23: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoder = _require(tool, package)
+    real = _real_convert()
+    impostor = tmp_path / "impostor"
+    _fake(impostor, "convert", "not ImageMagick")
+    path = os.pathsep.join([str(impostor), str(Path(real).parent), str(Path(encoder).parent), "/bin"])
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(kodim23["dir"] / "crop.png", work / "-photo.png")  # a name that looks like an option
+    monkeypatch.setenv("PATH", path)  # the export looks ImageMagick up on this PATH
+    e = export_settings(
+        _settings(codec, SHARP, quality=70),
+        tool,
+        width=192,
+        input="-photo.png",
+        output="-out" + get_codec(codec).extension,
+    )
+    assert e.commands[0][0] == real and "./-photo.png" in e.commands[0] and e.intermediates[0].startswith("./-out")
+    proc = _run_shell(e.text, work, path)
+    assert proc.returncode == 0, proc.stderr
+    written = load_image(work / e.output)
+    assert written.size == (192, 128)
+    assert sorted(p.name for p in work.iterdir()) == sorted(["-photo.png", e.output])  # no *.prepared.* left
+    # a failing encoder: the line fails, and the prepared file is still removed
+    broken = e.text.replace(f"./{e.output}", "missing-folder/out" + get_codec(codec).extension)
+    failed = _run_shell(broken, work, path)
+    assert failed.returncode != 0 and not list(work.glob("*.prepared.*"))
+
+
+def test_imagemagick_export_runs_on_paths_that_look_like_options(kodim23: dict, tmp_path: Path) -> None:
+    real = _real_convert()
+    shutil.copy(kodim23["dir"] / "crop.png", tmp_path / "-in.png")
+    e = export_settings(
+        _settings("jpeg", quality=80), "imagemagick", width=96, input="-in.png", output="png:out.jpg", program=real
+    )
+    assert e.commands[0][1] == "./-in.png" and e.commands[0][-1] == "./png:out.jpg"
+    proc = subprocess.run(e.commands[0], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert PILImage.open(tmp_path / "png:out.jpg").format == "JPEG"  # a JPEG file named png:out.jpg
+
+
+# --------------------------------------------------------------------------------------------------
+# sharp, the real one from npm
+
+SHARP_VERSION = "0.34"  # supports Node.js 18.17+ and 20.3+
+
+
+@pytest.fixture(scope="module")
+def sharp_modules() -> Path:
+    """``node_modules`` holding ``sharp`` from the npm registry, installed once into a cache folder."""
+    cache = (
+        Path(os.environ.get("OPTIMIZER_TEST_CACHE", Path.home() / ".cache" / "optimizer-tests"))
+        / f"sharp-{SHARP_VERSION}"
+    )
+    modules = cache / "node_modules"
+    problem = None
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        problem = "node and npm are not installed (Debian package npm)"
+    elif not (modules / "sharp" / "package.json").is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(
+            [
+                "npm",
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                "--prefix",
+                str(cache),
+                f"sharp@{SHARP_VERSION}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if proc.returncode != 0:
+            problem = f"npm install sharp@{SHARP_VERSION} failed (registry unreachable?): {proc.stderr.strip()[-300:]}"
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(problem)
+        pytest.skip(problem)
+    return modules
+
+
+@pytest.mark.parametrize(
+    ("codec", "params"),
+    [
+        ("jpeg", {"quality": 72, "subsampling": "4:2:0", "progressive": True}),
+        ("webp", {"quality": 63, "method": 4}),
+    ],
+)
+def test_sharp_export_runs_as_printed_under_node(
+    codec: str, params: dict, sharp_modules: Path, kodim23: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from optimizer.cli import main
+    from optimizer.tuning.presets import Preset
+
+    settings = _settings(codec, **params)
+    preset = Preset(tiers=[_tier(settings)], default="t", target="ssim:0.9")
+    source = tmp_path / "input.png"
+    shutil.copy(kodim23["dir"] / "crop.png", source)
+    output = tmp_path / f"output{get_codec(codec).extension}"
+    code = main(
+        [
+            "presets",
+            "export",
+            str(preset.save(tmp_path / "p.json")),
+            "--to",
+            "sharp",
+            "--input",
+            str(source),
+            "--output",
+            str(output),
+        ]
+    )
+    assert code == 0
+    script = tmp_path / "export.js"
+    script.write_text(capsys.readouterr().out)  # exactly what was printed, notes included
+    proc = subprocess.run(
+        ["node", str(script)],
+        cwd=tmp_path,
+        env={**os.environ, "NODE_PATH": str(sharp_modules)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    written = PILImage.open(output)
+    written.load()
+    assert written.format == get_codec(codec).name.upper() and written.size == (384, 256)
+    crop: Image = kodim23["crop"]
+    ours = get_codec(codec).encode(crop, settings.params)
+    if codec == "jpeg":
+        from PIL import JpegImagePlugin
+
+        reference = PILImage.open(io.BytesIO(ours))
+        assert written.quantization == reference.quantization  # the same quality's tables: quality 72
+        assert JpegImagePlugin.get_sampling(written) == JpegImagePlugin.get_sampling(reference) == 2  # 4:2:0
+        assert written.info.get("progressive") == 1
+    else:
+        # libwebp at the same quality and method: near the same size and quality as ours
+        ratio = output.stat().st_size / len(ours)
+        scorer = kodim23["score"]["crop"]
+        d_ssim = scorer.score(output.read_bytes()).scores["ssim"] - scorer.score(ours).scores["ssim"]
+        assert 0.9 <= ratio <= 1.1 and abs(d_ssim) <= 0.005, (ratio, d_ssim)
+
+
+def test_sharp_failure_exits_non_zero(sharp_modules: Path, tmp_path: Path) -> None:
+    e = export_settings(
+        _settings("webp"), "sharp", input=str(tmp_path / "missing.png"), output=str(tmp_path / "o.webp")
+    )
+    script = tmp_path / "export.js"
+    script.write_text(e.render())
+    proc = subprocess.run(
+        ["node", str(script)],
+        env={**os.environ, "NODE_PATH": str(sharp_modules)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and "missing.png" in proc.stderr

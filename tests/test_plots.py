@@ -203,9 +203,16 @@ def test_comparison_crops_show_the_hardest_images(result: TuningResult, corpus_d
         reference = load_image(corpus_dir / c.name).for_scoring()
         assert np.array_equal(c.original, reference[y : y + h, x : x + w])
     fig = plots.comparison_crops(result, corpus_dir, count=2, crop=64, damage_map="difference")
-    assert len(fig.axes) == 6
-    assert [len(ax.images) for ax in fig.axes] == [1] * 6
-    assert "|difference|" in fig.axes[2].get_title()
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(panels) == 6 and [len(ax.images) for ax in panels] == [1] * 6
+    assert "|difference|" in panels[2].get_title()
+    # one colour bar per damage map, on the fixed scale of the mean absolute difference
+    assert len(bars) == 2 and all(bar.get_ylim()[1] == pytest.approx(0.09) for bar in bars)
+    assert all(
+        c.damage_scale == 0.09
+        for c in crops_module.hardest_crops(result, corpus_dir, count=2, crop=64, damage_map="difference")
+    )
 
 
 def test_crops_refuse_images_that_are_not_the_corpus(result: TuningResult, kodak_dir: Path) -> None:

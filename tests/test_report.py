@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -200,3 +201,15 @@ def test_savings_are_worded_not_signed() -> None:
     from optimizer.tuning.results import _relative
 
     assert _relative(-0.24) == "24% larger" and _relative(0.3) == "30% smaller" and _relative(0.0) == "0% smaller"
+
+
+def test_the_html_report_follows_the_umask(result: TuningResult, tmp_path: Path) -> None:
+    previous = os.umask(0o027)
+    try:
+        out = tmp_path / "report.html"
+        code = main(
+            ["report", "--study", result.study_name, "--storage", result.storage, "--no-baseline"] + ["-o", str(out)]
+        )
+    finally:
+        os.umask(previous)
+    assert code == 0 and out.stat().st_mode & 0o777 == 0o640

@@ -513,6 +513,33 @@ def test_compress_image_output(client: TestClient, images: dict[str, bytes]) -> 
     assert scored.scores["ssimulacra2"] == pytest.approx(quality, abs=1e-6) and quality >= 70
 
 
+def test_compress_keeps_the_metadata_asked_for(client: TestClient, images: dict[str, bytes]) -> None:
+    from PIL import Image as PILImage
+
+    source = PILImage.open(io.BytesIO(images["png0"])).convert("RGB")
+    exif = PILImage.Exif()
+    exif[0x8298] = "(c) A. Photographer"  # Copyright
+    exif[0x010F] = "CameraMaker"  # Make
+    buffer = io.BytesIO()
+    source.save(buffer, "JPEG", quality=95, exif=exif.tobytes())
+    jpeg = buffer.getvalue()
+
+    def written_exif(metadata: str) -> dict[int, Any]:
+        response = client.post(
+            f"/compress?target=ssim:0.9&formats=jpeg&output=image&metadata={metadata}",
+            files={"image": ("shot.jpg", jpeg)},
+        )
+        assert response.status_code == 200, response.text
+        return dict(PILImage.open(io.BytesIO(response.content)).getexif())
+
+    web = written_exif("web")  # the default policy: rights kept, camera data dropped
+    assert web.get(0x8298) == "(c) A. Photographer" and 0x010F not in web
+    assert written_exif("all").get(0x010F) == "CameraMaker"
+    assert not written_exif("none")
+    bad = client.post("/compress?target=ssim:0.9&metadata=gps", files={"image": ("shot.jpg", jpeg)})
+    assert bad.status_code == 422 and "metadata" in bad.text
+
+
 @pytest.mark.parametrize(
     ("query", "status", "kind"),
     [

@@ -10,7 +10,7 @@ import typer
 
 from ._app import app
 from ._output import console
-from ._parsing import parse_params
+from ._parsing import ColorOption, MetadataOption, PreserveTimesOption, parse_color, parse_params
 
 
 @app.command("codecs")
@@ -62,19 +62,23 @@ def encode_command(
     height: Annotated[Optional[int], typer.Option(help="Resize to this height (aspect kept).")] = None,
     resize_filter: Annotated[str, typer.Option("--filter", help="Resize filter.")] = "lanczos",
     sharpen: Annotated[float, typer.Option(help="Unsharp-mask amount after resizing (0 = none).")] = 0.0,
+    metadata: MetadataOption = "web",
+    color: ColorOption = "srgb",
+    preserve_times: PreserveTimesOption = False,
 ) -> None:
     """Encode one image and print its size in bytes and bits per pixel."""
-    from .._files import write_atomic
+    from .._files import source_times, write_atomic
     from ..codecs import get_codec
-    from ..imageio import load_image
+    from ..imageio import MetadataPolicy, load_image
     from ..transforms import Transform
 
     encoder = get_codec(codec)
     params = encoder.validate_params(parse_params(param or []))
+    policy = MetadataPolicy.parse(metadata)
     transform = Transform(width=width, height=height, filter=resize_filter, sharpen_amount=sharpen)
-    image = transform.apply(load_image(input_path))
-    data = encoder.encode(image, params)
-    write_atomic(output, data)
+    image = transform.apply(load_image(input_path, color=parse_color(color)))
+    data = encoder.encode(image, params, metadata=policy)
+    write_atomic(output, data, times_ns=source_times(input_path) if preserve_times else None)
     bpp = len(data) * 8 / image.pixels
     console.print(
         f"{output}: {len(data):,} bytes, {bpp:.3f} bits per pixel ({image.width}x{image.height}, "

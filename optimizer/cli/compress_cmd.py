@@ -11,7 +11,7 @@ import typer
 from ..errors import InvalidParameterError
 from ._app import EXIT_CHECK_FAILED, EXIT_INPUT, app, fail
 from ._output import ProgressReporter, console
-from ._parsing import parse_scalar, split_list
+from ._parsing import ColorOption, MetadataOption, PreserveTimesOption, parse_color, parse_scalar, split_list
 
 if TYPE_CHECKING:
     from ..tuning.adaptive import CompressReport
@@ -92,6 +92,9 @@ def compress_command(
     ] = False,
     output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
     report: Annotated[Optional[Path], typer.Option(help="Also write the full JSON report here.")] = None,
+    metadata: MetadataOption = "web",
+    color: ColorOption = "srgb",
+    preserve_times: PreserveTimesOption = False,
 ) -> None:
     """Per image, the smallest file over the formats that still meets the target (checked after writing).
 
@@ -115,6 +118,9 @@ def compress_command(
         keep_original_if_smaller=keep_original,
         fallback=fallback,
         existing=existing_policy(overwrite=overwrite, skip_existing=skip_existing),
+        metadata=metadata,
+        color=parse_color(color),
+        preserve_times=preserve_times,
         show_progress=output_format == "table",
     )
     if report is not None:

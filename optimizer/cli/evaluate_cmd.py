@@ -44,7 +44,8 @@ def evaluate_command(
     report: Annotated[Optional[Path], typer.Option(help="Write the full JSON report here.")] = None,
     csv: Annotated[Optional[Path], typer.Option(help="Write per-pair rows as CSV here.")] = None,
     maps: Annotated[
-        Optional[Path], typer.Option(help="Write SSIM and distance heat maps (PNG) into this folder.")
+        Optional[Path],
+        typer.Option(help="Write heat maps (PNG, fixed scale per metric) as DIR/<processed stem>.<metric>.png."),
     ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Processes for folder batches.")] = 1,
     resize_to_reference: Annotated[
@@ -55,7 +56,8 @@ def evaluate_command(
     ] = None,
 ) -> None:
     """Score processed images against their originals: two files or two folders."""
-    from ..batch import BatchReport, PairResult, evaluate_folders, write_maps
+    from ..batch import BatchReport, PairResult, evaluate_folders
+    from ..heatmaps import write_maps
     from ..imageio import load_image
 
     if output_format not in ("table", "json"):
@@ -71,11 +73,10 @@ def evaluate_command(
     else:
         evaluator.load()
         scorer = evaluator.for_reference(reference)
-        processed = load_image(distorted)  # decoded once, for the score and the maps
+        processed = load_image(distorted, color="keep")  # decoded once, for the score and the maps (sRGB)
         result = scorer.score(processed)
         if maps is not None:
-            maps.mkdir(parents=True, exist_ok=True)
-            write_maps(scorer.maps(processed), maps, distorted.stem)
+            write_maps(scorer.maps(processed), maps, distorted.stem)  # the key a folder pair would get
         pair = PairResult(
             distorted.stem, str(reference), str(distorted), result, reference.stat().st_size, distorted.stat().st_size
         )

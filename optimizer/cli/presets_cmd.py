@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from ._app import EXIT_CHECK_FAILED, EXIT_INPUT, app, fail
 from ._output import ProgressReporter, console
+from ._parsing import ColorOption, MetadataOption, PreserveTimesOption, parse_color
 
 if TYPE_CHECKING:
     from ..tuning.apply import ApplyReport
@@ -81,7 +82,12 @@ def presets_export_command(
     output_name: Annotated[
         Optional[str], typer.Option("--output", help="Output file name (default output.EXT).")
     ] = None,
-    program: Annotated[str, typer.Option(help="ImageMagick program: magick (7) or convert (6).")] = "magick",
+    program: Annotated[
+        Optional[str],
+        typer.Option(
+            help="ImageMagick program: magick (7) or convert (6); default: the one installed here (magick first)."
+        ),
+    ] = None,
     output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
     notes: Annotated[bool, typer.Option("--notes/--no-notes", help="Print where the tool differs.")] = True,
 ) -> None:
@@ -151,6 +157,9 @@ def apply_command(
     workers: Annotated[int, typer.Option(min=1, help="Images encoded at a time.")] = 1,
     output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
     report: Annotated[Optional[Path], typer.Option(help="Also write the JSON report here.")] = None,
+    metadata: MetadataOption = "web",
+    color: ColorOption = "srgb",
+    preserve_times: PreserveTimesOption = False,
 ) -> None:
     """Encode a folder with a preset tier; exit 1 when --verify finds outputs below the tier's target.
 
@@ -165,20 +174,20 @@ def apply_command(
         fail(f"--format must be table or json, got {output_format!r}")
     existing = existing_policy(overwrite=overwrite, skip_existing=skip_existing)
     preset = Preset.load(presets)
+    options: dict[str, Any] = {
+        "tier": tier,
+        "verify": verify,
+        "workers": workers,
+        "existing": existing,
+        "metadata": metadata,
+        "color": parse_color(color),
+        "preserve_times": preserve_times,
+    }
     if output_format == "table":
         with ProgressReporter("encoding") as bar:
-            result = apply_preset(
-                preset,
-                in_dir,
-                out_dir,
-                tier=tier,
-                verify=verify,
-                workers=workers,
-                existing=existing,
-                progress=bar.update,
-            )
+            result = apply_preset(preset, in_dir, out_dir, progress=bar.update, **options)
     else:
-        result = apply_preset(preset, in_dir, out_dir, tier=tier, verify=verify, workers=workers, existing=existing)
+        result = apply_preset(preset, in_dir, out_dir, **options)
     if report is not None:
         result.to_json(report)
     if output_format == "json":

@@ -1,6 +1,7 @@
 """AVIF through Pillow: its native AVIF support (Pillow 11.2+) or, without it, ``pillow-avif-plugin``.
 
-Both wrap libavif with the same options and give byte-identical output. Importing ``pillow_avif`` replaces
+Both wrap libavif with the same options and give byte-identical output. EXIF, ICC and XMP are written as items of the file; Pillow moves
+an EXIF orientation into AVIF's own rotation boxes and removes the tag. Importing ``pillow_avif`` replaces
 Pillow's handler, so the backend that actually encodes is read from Pillow's registry each time
 :meth:`AvifCodec.library_versions` is asked, not assumed. Alpha is kept.
 """
@@ -42,6 +43,7 @@ class AvifCodec(PillowCodec):
     supports_alpha = True
     pil_format = "AVIF"
     pil_feature = "avif"
+    metadata_kinds = frozenset({"exif", "icc", "xmp"})
     quality_param = "quality"
     install_hint = "install Pillow >= 11.2 built with libavif, or pip install pillow-avif-plugin"
     params = (

@@ -11,6 +11,13 @@ nearest). A 16-bit source is quantised on the way in, so "lossless" means exact 
 
 Alpha: codecs with ``supports_alpha`` keep it (straight, not premultiplied); the others encode the image
 composited over white, the background used for scoring (:meth:`optimizer.imageio.Image.for_scoring`).
+
+Metadata: ``encode(..., metadata=POLICY)`` embeds what a :class:`~optimizer.imageio.MetadataPolicy` selects
+from the source (EXIF, ICC, XMP; see :mod:`optimizer.imageio.metadata`). Without a policy nothing is
+embedded (what tuning trials measure), except the ICC profile of pixels kept in one (``color="keep"``),
+which is part of their colour. ``metadata_kinds`` lists what a codec can carry: a kind it cannot is
+dropped with one :class:`~optimizer.imageio.MetadataWarning` per process, and pixels kept in a profile are
+converted to sRGB for a codec that cannot carry ICC.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import numpy as np
 
 from ..errors import CodecUnavailableError, EncodeError, InvalidParameterError, OptimizerError
 from ..imageio import Image, load_image
+from ..imageio.metadata import Metadata, MetadataKind, MetadataPolicy, warn_once
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -187,6 +195,8 @@ class Codec(ABC):
     quality_higher_is_better: ClassVar[bool] = True
     encoder_function: ClassVar[str] = "PIL.Image.Image.save"
     install_hint: ClassVar[str] = ""
+    #: The metadata kinds this codec embeds (:meth:`_encode_tagged`); others are dropped with a warning.
+    metadata_kinds: ClassVar[frozenset[MetadataKind]] = frozenset()
 
     # -- library ----------------------------------------------------------------------------------
 
@@ -243,19 +253,53 @@ class Codec(ABC):
 
     # -- encode / decode --------------------------------------------------------------------------
 
-    def encode(self, image: Image, params: Mapping[str, Any] | None = None, *, threads: int | None = None) -> bytes:
+    def encode(
+        self,
+        image: Image,
+        params: Mapping[str, Any] | None = None,
+        *,
+        threads: int | None = None,
+        metadata: MetadataPolicy | str | None = None,
+    ) -> bytes:
         """Encode ``image`` with ``params`` (validated first; defaults fill the rest).
 
-        ``threads`` caps the encoder's own threads for this call (None: the library's default, usually one
-        per core); it changes speed, never the bytes. Worker processes sharing a machine pass their share.
+        Args:
+            image: The image (or any source :func:`~optimizer.imageio.load_image` reads).
+            params: Encoder settings.
+            threads: Caps the encoder's own threads for this call (None: the library's default, usually one
+                per core); it changes speed, never the bytes. Worker processes sharing a machine pass their
+                share.
+            metadata: What to embed from the image's source (``"all"``, ``"none"``, ``"web"``, ``"exif,icc"``
+                or a :class:`~optimizer.imageio.MetadataPolicy`); None embeds nothing but the profile of
+                pixels kept in one (see the module docs).
+
+        Returns:
+            The encoded file.
         """
         checked = self.validate_params(params)
         self.require_available()
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise InvalidParameterError(f"threads must be an integer >= 1, got {threads!r}")
+        policy = None if metadata is None else MetadataPolicy.parse(metadata)
         image = image if isinstance(image, Image) else load_image(image)  # callers may pass any image source
+        if image.profile is not None and "icc" not in self.metadata_kinds:
+            warn_once(
+                f"{self.name}:profile",
+                f"{self.name} output cannot carry an ICC profile: pixels kept in their profile are converted to "
+                "sRGB for it (colours outside sRGB are clipped)",
+            )
+            image = image.to_srgb()
+        tags = policy.select(image) if policy is not None else Metadata(icc=image.profile)
+        dropped = [kind for kind in tags.kinds if kind not in self.metadata_kinds]
+        for kind in dropped:
+            warn_once(f"{self.name}:{kind}", f"{self.name} output cannot carry {kind.upper()} metadata; not written")
+        tags = tags.without(*dropped)
         try:
-            return self._encode(image, checked, threads)
+            return (
+                self._encode(image, checked, threads)
+                if tags.is_empty
+                else self._encode_tagged(image, checked, threads, tags)
+            )
         except OptimizerError:
             raise
         except Exception as exc:  # noqa: BLE001 - each library has its own error classes
@@ -267,9 +311,17 @@ class Codec(ABC):
     def _encode(self, image: Image, params: dict[str, Any], threads: int | None) -> bytes:
         """Encode with already validated params (``threads``: see :meth:`encode`)."""
 
+    def _encode_tagged(self, image: Image, params: dict[str, Any], threads: int | None, tags: Metadata) -> bytes:
+        """Encode embedding ``tags`` (only kinds in ``metadata_kinds``); codecs that declare any override it."""
+        return self._encode(image, params, threads)
+
     def decode(self, data: bytes) -> Image:
-        """Decode bytes produced by :meth:`encode` into the pixel contract."""
-        return load_image(data, name=f"<{self.name} data>")
+        """Decode bytes produced by :meth:`encode` into the pixel contract.
+
+        Pixels encoded in a profile stay in it (``color="keep"``): they are compared in sRGB
+        (:meth:`Image.for_scoring`) without warning that sRGB cannot hold every colour.
+        """
+        return load_image(data, name=f"<{self.name} data>", color="keep")
 
     @abstractmethod
     def encoder_kwargs(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -337,11 +389,26 @@ class PillowCodec(Codec):
         """Pillow ``save()`` options that cap the encoder at ``threads`` threads (none: single-threaded)."""
         return {}
 
+    def _metadata_options(self, tags: Metadata) -> dict[str, Any]:
+        """Pillow ``save()`` options embedding ``tags`` (``exif``, ``icc_profile``, ``xmp``)."""
+        options: dict[str, Any] = {}
+        if tags.exif is not None:
+            options["exif"] = b"Exif\x00\x00" + tags.exif
+        if tags.icc is not None:
+            options["icc_profile"] = tags.icc
+        if tags.xmp is not None:
+            options["xmp"] = tags.xmp
+        return options
+
     def _encode(self, image: Image, params: dict[str, Any], threads: int | None) -> bytes:
+        return self._encode_tagged(image, params, threads, Metadata())
+
+    def _encode_tagged(self, image: Image, params: dict[str, Any], threads: int | None, tags: Metadata) -> bytes:
         buf = io.BytesIO()
         options = self._save_options(params)
         if threads is not None:
             options.update(self._thread_options(threads))
+        options.update(self._metadata_options(tags))
         self._to_pil(image).save(buf, format=self.pil_format, **options)
         return buf.getvalue()
 

@@ -8,6 +8,11 @@ the validated params, and every preset, record only ``distance``.
 
 ``imagecodecs.jpegxl_encode`` encodes losslessly unless told otherwise, so every call passes ``lossless``
 and ``distance`` explicitly: distance 0 is lossless, anything above is lossy.
+
+Metadata: EXIF and XMP go into ``Exif`` and ``xml `` boxes of the JPEG XL container (ISO/IEC 18181-2),
+appended after the codestream that imagecodecs writes in a container. JPEG XL keeps an ICC profile inside
+the codestream, and imagecodecs offers no way to put one there: no ICC is written (pixels kept in a profile
+are converted to sRGB first, see :mod:`optimizer.codecs.base`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import numpy as np
 
 from ..errors import InvalidParameterError
 from ..imageio import Image
+from ..imageio.metadata import Metadata
 from .base import Codec, Param
 
 __all__ = ["JxlCodec", "distance_from_quality"]
@@ -55,6 +61,7 @@ class JxlCodec(Codec):
     quality_param = "distance"
     quality_higher_is_better = False
     encoder_function = "imagecodecs.jpegxl_encode"
+    metadata_kinds = frozenset({"exif", "xmp"})
     install_hint = "pip install 'optimizer[jxl]' (imagecodecs with JPEG XL support)"
     params = (
         Param("distance", "float", 1.0, 0.0, 25.0, description="Butteraugli distance: 0 lossless, 1 visually lossless"),
@@ -95,9 +102,40 @@ class JxlCodec(Codec):
         checked = self.validate_params(params)
         return {"distance": checked["distance"], "lossless": checked["distance"] == 0.0, "effort": checked["effort"]}
 
-    def _encode(self, image: Image, params: dict[str, Any], threads: int | None) -> bytes:
+    def _encode(self, image: Image, params: dict[str, Any], threads: int | None, container: bool = False) -> bytes:
         pixels = np.ascontiguousarray(image.to_uint8(keep_alpha=True))
         options = self.encoder_kwargs(params)
         if threads is not None:
             options["numthreads"] = threads
+        if container:
+            options["usecontainer"] = True
         return bytes(_imagecodecs().jpegxl_encode(pixels, **options))
+
+    def _encode_tagged(self, image: Image, params: dict[str, Any], threads: int | None, tags: Metadata) -> bytes:
+        data = _sized_boxes(self._encode(image, params, threads, container=True))
+        if tags.exif is not None:
+            data += _box(b"Exif", bytes(4) + tags.exif)  # 4 bytes: offset of the TIFF header after them
+        if tags.xmp is not None:
+            data += _box(b"xml ", tags.xmp)
+        return data
+
+
+def _sized_boxes(data: bytes) -> bytes:
+    """``data`` with a last box that runs "to the end of the file" (size 0) given its size, so that boxes can
+    follow it."""
+    pos = 0
+    while pos + 8 <= len(data):
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        if size == 0 and len(data) - pos < 2**32:
+            return data[:pos] + (len(data) - pos).to_bytes(4, "big") + data[pos + 4 :]
+        if size == 1:
+            size = int.from_bytes(data[pos + 8 : pos + 16], "big")
+        if size < 8:
+            break
+        pos += size
+    return data
+
+
+def _box(kind: bytes, payload: bytes) -> bytes:
+    """An ISO BMFF box: 32-bit size, 4-byte type, payload."""
+    return (8 + len(payload)).to_bytes(4, "big") + kind + payload

@@ -2,7 +2,8 @@
 
 Lossy WebP is always 4:2:0. With ``lossless=True`` the pixels are exact (``exact`` is set so colour under
 fully transparent pixels is kept too) and libwebp reads ``quality`` and ``method`` as compression effort:
-higher means smaller and slower, not better looking. Alpha is kept. ``quality`` starts at 1, as for every
+higher means smaller and slower, not better looking. Alpha is kept. EXIF, ICC and XMP are written as the
+``EXIF``, ``ICCP`` and ``XMP`` chunks of an extended (VP8X) file. ``quality`` starts at 1, as for every
 codec here, although libwebp would accept 0.
 """
 
@@ -24,6 +25,7 @@ class WebpCodec(PillowCodec):
     supports_alpha = True
     pil_format = "WEBP"
     pil_feature = "webp"
+    metadata_kinds = frozenset({"exif", "icc", "xmp"})
     quality_param = "quality"
     params = (
         Param("quality", "int", 80, 1, 100, description="lossy quality; with lossless=True, compression effort"),

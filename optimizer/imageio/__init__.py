@@ -29,7 +29,13 @@ What loading does, in order:
   file's own pixels are kept, so a profile adds no rounding noise; this is decided on the pixels, never on
   the profile's name. A profile LittleCMS cannot read, or one for another colour space, is ignored with an
   :class:`IccWarning` and the pixels are taken as sRGB. CMYK without a profile uses Pillow's naive
-  conversion; ``LAB`` images use the CIELAB D50 profile. PNG ``gAMA``/``cHRM`` chunks are not applied;
+  conversion; ``LAB`` images use the CIELAB D50 profile. PNG ``gAMA``/``cHRM`` chunks are not applied.
+  Colours of a wide-gamut RGB profile (Display P3, Adobe RGB) outside sRGB are clipped by the conversion and
+  a :class:`GamutWarning` gives their share. With ``color="keep"`` the pixels of an RGB profile stay in it
+  and ``image.profile`` holds it: scores still compare in sRGB (:meth:`Image.for_scoring` converts), and
+  encoders embed the profile with the pixels;
+* keeps the file's metadata beside the pixels (``image.metadata``: EXIF, ICC and XMP bytes,
+  :mod:`optimizer.imageio.metadata`); which of it an output keeps is a :class:`MetadataPolicy`;
 * applies the EXIF orientation (tag 0x0112, which Pillow also reads from XMP); ``info.exif_transposed``
   says whether pixels were turned. A broken EXIF block costs the orientation (an :class:`ImageWarning`),
   never the pixels;
@@ -81,17 +87,26 @@ header; libjxl applies its orientation, and no ICC conversion is made by this mo
 
 from ._decode import load_image
 from ._probe import SUPPORTED_FORMATS
-from ._warn import IccWarning, ImageWarning, PrecisionWarning
-from .image import WHITE, Image, ImageInfo, ImageSource
+from ._warn import GamutWarning, IccWarning, ImageWarning, PrecisionWarning
+from .image import COLOR_MODES, WHITE, ColorMode, Image, ImageInfo, ImageSource
 from .limits import DEFAULT_MAX_PIXELS, get_max_pixels, set_max_pixels
+from .metadata import DEFAULT_METADATA, METADATA_KINDS, Metadata, MetadataPolicy, MetadataWarning
 
 __all__ = [
+    "COLOR_MODES",
+    "ColorMode",
     "DEFAULT_MAX_PIXELS",
+    "DEFAULT_METADATA",
+    "GamutWarning",
     "Image",
     "ImageInfo",
     "ImageSource",
     "IccWarning",
     "ImageWarning",
+    "METADATA_KINDS",
+    "Metadata",
+    "MetadataPolicy",
+    "MetadataWarning",
     "PrecisionWarning",
     "SUPPORTED_FORMATS",
     "WHITE",

@@ -30,7 +30,7 @@ from ._pixels import split_alpha
 from ._probe import PNG_SIGNATURE, check_png_chunks, open_header, pillow_guard_error
 from ._warn import ImageWarning, reissue, thread_warnings, warn
 from ._wide import decode_wide
-from .image import Image, ImageInfo, ImageSource
+from .image import COLOR_MODES, ColorMode, Image, ImageInfo, ImageSource
 from .limits import (
     check_memory,
     check_pixels,
@@ -39,6 +39,7 @@ from .limits import (
     max_memory_budget,
     validate_max_pixels,
 )
+from .metadata import capture_metadata
 
 __all__ = ["load_image"]
 
@@ -53,6 +54,7 @@ def load_image(
     max_memory: int | None = None,
     animated: Literal["first", "error"] = "first",
     name: str | None = None,
+    color: ColorMode = "srgb",
 ) -> Image:
     """Load ``source`` into the pixel contract (see :mod:`optimizer.imageio`).
 
@@ -63,6 +65,9 @@ def load_image(
             the machine's memory; ``0`` for none).
         animated: What to do with a file of several frames: use the ``"first"``, or refuse it (``"error"``).
         name: Label for errors about in-memory sources.
+        color: ``"srgb"`` converts an embedded ICC profile's colours to sRGB (a :class:`GamutWarning` says
+            when colours outside sRGB were clipped); ``"keep"`` leaves RGB pixels in their profile and names
+            it in ``image.profile`` (scoring still compares in sRGB, encoders embed the profile).
 
     Returns:
         The loaded :class:`Image`.
@@ -76,6 +81,9 @@ def load_image(
     max_memory_budget(max_memory)  # validates an explicit budget before any work
     if animated not in ("first", "error"):
         raise InvalidParameterError(f"animated must be 'first' or 'error', got {animated!r}")
+    if color not in COLOR_MODES:
+        raise InvalidParameterError(f"color must be one of {', '.join(COLOR_MODES)}, got {color!r}")
+    keep = color == "keep"
     if isinstance(source, Image):
         check_pixels(source.width, source.height, limit, source.source)
         return source
@@ -87,14 +95,14 @@ def load_image(
         label = known or "<PIL image>"
         check_pixels(source.width, source.height, limit, label)
         with thread_warnings() as caught:
-            image = _from_pil(source, label, animated, data=None)
+            image = _from_pil(source, label, animated, data=None, keep=keep)
         reissue(caught, label)
         return image if known else replace(image, source=None)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _from_bytes(bytes(source), name or "<bytes>", limit, animated, max_memory)
+        return _from_bytes(bytes(source), name or "<bytes>", limit, animated, max_memory, keep)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        return _from_bytes(_read_file(path, max_memory), str(path), limit, animated, max_memory)
+        return _from_bytes(_read_file(path, max_memory), str(path), limit, animated, max_memory, keep)
     raise InvalidImageError(
         f"cannot load an image from {type(source).__name__}; expected a path, bytes, PIL image or numpy array",
         name,
@@ -117,7 +125,7 @@ def _read_file(path: Path, max_memory: int | None) -> bytes:
         raise InvalidImageError(f"cannot read file: {describe_os_error(exc)}", label) from None
 
 
-def _from_bytes(data: bytes, label: str, limit: int, animated: str, max_memory: int | None) -> Image:
+def _from_bytes(data: bytes, label: str, limit: int, animated: str, max_memory: int | None, keep: bool) -> Image:
     if len(data) == 0:
         raise InvalidImageError("file is empty (0 bytes)", label)
     if data.startswith(JXL_SIGNATURES):
@@ -134,12 +142,12 @@ def _from_bytes(data: bytes, label: str, limit: int, animated: str, max_memory: 
             label,
             max_memory=max_memory,
         )
-        image = _from_pil(pil, label, animated, data=data)
+        image = _from_pil(pil, label, animated, data=data, keep=keep)
     reissue(caught, label)
     return replace(image, info=replace(image.info, file_bytes=len(data)))
 
 
-def _from_pil(pil: PILImage.Image, label: str, animated: str, data: bytes | None) -> Image:
+def _from_pil(pil: PILImage.Image, label: str, animated: str, data: bytes | None, keep: bool = False) -> Image:
     """Decode the first frame of an opened PIL image (header already checked) into the contract."""
     try:
         n_frames = int(getattr(pil, "n_frames", 1) or 1)
@@ -165,7 +173,8 @@ def _from_pil(pil: PILImage.Image, label: str, animated: str, data: bytes | None
             else:
                 pil.load()
             colour, alpha = split_alpha(pixels, label)
-        rgb, icc_converted, bit_depth = to_srgb(colour, icc, label)
+        rgb, icc_converted, bit_depth, profile = to_srgb(colour, icc, label, keep=keep)
+        metadata = capture_metadata(pil, icc)
     except InvalidImageError:
         raise
     except PILImage.DecompressionBombError as exc:
@@ -188,7 +197,7 @@ def _from_pil(pil: PILImage.Image, label: str, animated: str, data: bytes | None
         icc_converted=icc_converted,
         had_alpha=alpha is not None,
     )
-    return Image(rgb=rgb, alpha=alpha, source=label, info=info)
+    return Image(rgb=rgb, alpha=alpha, source=label, info=info, metadata=metadata, profile=profile)
 
 
 def _warn_if_truncation_allowed() -> None:

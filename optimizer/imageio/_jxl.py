@@ -1,10 +1,11 @@
 """JPEG XL input: the size is read from the codestream header (bare or in a container) before anything is
 decoded, then imagecodecs (the ``jxl`` extra) decodes it. libjxl applies the orientation; no ICC conversion
-is made here.
+is made here. EXIF and XMP are read from the container's ``Exif`` and ``xml `` boxes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 
 from ..errors import InvalidImageError
@@ -12,8 +13,9 @@ from . import _optional
 from ._arrays import from_array
 from .image import Image
 from .limits import check_memory, check_pixels, decode_memory
+from .metadata import Metadata, exif_tiff
 
-__all__ = ["JXL_SIGNATURES", "from_jxl", "jxl_size"]
+__all__ = ["JXL_SIGNATURES", "from_jxl", "jxl_boxes", "jxl_metadata", "jxl_size"]
 
 #: How a JPEG XL file starts: a bare codestream, or the ISO BMFF container.
 JXL_SIGNATURES = (b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")
@@ -21,10 +23,17 @@ JXL_SIGNATURES = (b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")
 _JXL_RATIOS = {1: (1, 1), 2: (12, 10), 3: (4, 3), 4: (3, 2), 5: (16, 9), 6: (5, 4), 7: (2, 1)}
 
 
-def _codestream(data: bytes) -> bytes | None:
-    """The start of the codestream: the file itself, or the first ``jxlc``/``jxlp`` box of a container."""
+def jxl_boxes(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """The ``(type, payload)`` of each box of a JPEG XL container, in order, up to the first that does not fit.
+
+    Args:
+        data: The whole file (a bare codestream has no boxes).
+
+    Yields:
+        Box type (4 bytes) and payload.
+    """
     if data.startswith(b"\xff\x0a"):
-        return data
+        return
     pos = 0
     while pos + 8 <= len(data):
         size = int.from_bytes(data[pos : pos + 4], "big")
@@ -32,18 +41,46 @@ def _codestream(data: bytes) -> bytes | None:
         head = 8
         if size == 1:
             if pos + 16 > len(data):
-                return None
+                return
             size, head = int.from_bytes(data[pos + 8 : pos + 16], "big"), 16
         elif size == 0:
             size = len(data) - pos
         if size < head:
-            return None
-        if kind == b"jxlc":
-            return data[pos + head : pos + size]
-        if kind == b"jxlp":
-            return data[pos + head + 4 : pos + size]  # skips the part's index
+            return
+        yield kind, data[pos + head : pos + size]
         pos += size
+
+
+def _codestream(data: bytes) -> bytes | None:
+    """The start of the codestream: the file itself, or the first ``jxlc``/``jxlp`` box of a container."""
+    if data.startswith(b"\xff\x0a"):
+        return data
+    for kind, payload in jxl_boxes(data):
+        if kind == b"jxlc":
+            return payload
+        if kind == b"jxlp":
+            return payload[4:]  # skips the part's index
     return None
+
+
+def jxl_metadata(data: bytes) -> Metadata:
+    """EXIF and XMP from a container's ``Exif`` and ``xml `` boxes (JPEG XL keeps ICC in the codestream,
+    which imagecodecs does not expose).
+
+    Args:
+        data: The whole file.
+
+    Returns:
+        The :class:`Metadata` (empty for a bare codestream).
+    """
+    exif = xmp = None
+    for kind, payload in jxl_boxes(data):
+        if kind == b"Exif" and exif is None and len(payload) >= 4:
+            offset = int.from_bytes(payload[:4], "big")  # where the TIFF header starts after this field
+            exif = exif_tiff(payload[4 + offset :])
+        elif kind == b"xml " and xmp is None:
+            xmp = bytes(payload)
+    return Metadata(exif=exif, xmp=xmp)
 
 
 def jxl_size(data: bytes) -> tuple[int, int] | None:
@@ -118,4 +155,5 @@ def from_jxl(data: bytes, label: str, limit: int, animated: str, max_memory: int
             )
         arr = arr[0]
     image = from_array(arr, label, limit)
-    return replace(image, info=replace(image.info, format="JXL", n_frames=n_frames, file_bytes=len(data)))
+    info = replace(image.info, format="JXL", n_frames=n_frames, file_bytes=len(data))
+    return replace(image, info=info, metadata=jxl_metadata(data))

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from PIL import Image as PILImage
 
-__all__ = ["IccWarning", "ImageWarning", "PrecisionWarning", "reissue", "thread_warnings", "warn"]
+__all__ = ["GamutWarning", "IccWarning", "ImageWarning", "PrecisionWarning", "reissue", "thread_warnings", "warn"]
 
 _PACKAGE = __name__.rpartition(".")[0]
 
@@ -29,6 +29,10 @@ class ImageWarning(UserWarning):
 
 class IccWarning(ImageWarning):
     """An embedded ICC profile could not be used; the pixels were taken as sRGB."""
+
+
+class GamutWarning(ImageWarning):
+    """Converting a wide-gamut source (Display P3, Adobe RGB) to sRGB clipped colours outside sRGB."""
 
 
 class PrecisionWarning(ImageWarning):

@@ -4,26 +4,36 @@
 float32 ``H x W`` ``alpha`` in ``[0, 1]``. Scores are computed on the image composited over a stated
 background (opaque white by default: :meth:`Image.for_scoring`); encoders see 8 bits per channel
 (:meth:`Image.to_uint8`).
+
+Beside the pixels: ``metadata`` (the source file's EXIF, ICC and XMP, :mod:`optimizer.imageio.metadata`)
+and ``profile``, the ICC profile ``rgb`` is in when it is not sRGB (loaded with ``color="keep"``). Such an
+image is converted to sRGB for scoring (:meth:`Image.for_scoring`), so a kept profile never changes what
+the metrics compare, and encoders embed the profile with the pixels.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
 from PIL import Image as PILImage
 
 from ..errors import InvalidImageError, InvalidParameterError
+from .metadata import Metadata
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["WHITE", "Image", "ImageInfo", "ImageSource"]
+__all__ = ["COLOR_MODES", "WHITE", "ColorMode", "Image", "ImageInfo", "ImageSource"]
 
 #: The default background for scoring and for encoders without alpha.
 WHITE = (1.0, 1.0, 1.0)
+
+ColorMode = Literal["srgb", "keep"]
+#: What loading does with an embedded RGB profile: convert the colours to sRGB, or keep them in it.
+COLOR_MODES: tuple[ColorMode, ...] = ("srgb", "keep")
 
 
 @dataclass(frozen=True)
@@ -45,12 +55,18 @@ _KEEP: Any = object()
 
 @dataclass(frozen=True, eq=False)
 class Image:
-    """An image in the package's pixel contract (float32 sRGB in [0, 1], optional float32 alpha)."""
+    """An image in the package's pixel contract (float32 in [0, 1], optional float32 alpha).
+
+    ``rgb`` is sRGB unless ``profile`` names the ICC profile it is in; ``metadata`` is what the source file
+    carried besides pixels.
+    """
 
     rgb: np.ndarray
     alpha: np.ndarray | None = None
     source: str | None = None
     info: ImageInfo = field(default_factory=ImageInfo)
+    metadata: Metadata = field(default_factory=Metadata)
+    profile: bytes | None = None
 
     def __post_init__(self) -> None:
         rgb, alpha = self.rgb, self.alpha
@@ -70,6 +86,10 @@ class Image:
                 )
             if alpha.shape != rgb.shape[:2]:
                 raise InvalidImageError(f"alpha shape {alpha.shape} does not match image {rgb.shape[:2]}", self.source)
+        if not isinstance(self.metadata, Metadata):
+            raise InvalidImageError(f"metadata must be a Metadata, got {type(self.metadata).__name__}", self.source)
+        if self.profile is not None and (not isinstance(self.profile, bytes) or not self.profile):
+            raise InvalidImageError("profile must be the bytes of an ICC profile, or None for sRGB", self.source)
 
     @property
     def width(self) -> int:
@@ -96,20 +116,35 @@ class Image:
         """Whether the image carries an alpha channel (one that is not opaque everywhere)."""
         return self.alpha is not None
 
+    def to_srgb(self) -> Image:
+        """This image with its pixels in sRGB (itself when they are): a kept profile converted by LittleCMS
+        exactly as loading with ``color="srgb"`` converts it.
+
+        Returns:
+            An image whose ``profile`` is None (``metadata`` kept, ``info.icc_converted`` set).
+        """
+        if self.profile is None:
+            return self
+        from ._colour import profile_to_srgb
+
+        rgb = profile_to_srgb(self.rgb, self.profile, self.info.bit_depth, self.source or "<image>")
+        return replace(self, rgb=rgb, profile=None, info=replace(self.info, icc_converted=True))
+
     def for_scoring(self, background: tuple[float, float, float] = WHITE) -> np.ndarray:
-        """RGB as a viewer sees it: straight alpha composited over an opaque background.
+        """RGB as a viewer sees it: in sRGB, straight alpha composited over an opaque background.
 
         Args:
             background: RGB in [0, 1] (white by default).
 
         Returns:
-            Float32 ``H x W x 3`` in [0, 1]; ``rgb`` itself when there is no alpha.
+            Float32 ``H x W x 3`` in [0, 1]; ``rgb`` itself when it is sRGB and there is no alpha.
         """
+        rgb = self.to_srgb().rgb
         if self.alpha is None:
-            return self.rgb
+            return rgb
         bg = _check_background(background)
         a = self.alpha[..., None]
-        composited: np.ndarray = (self.rgb * a + bg * (np.float32(1.0) - a)).astype(np.float32, copy=False)
+        composited: np.ndarray = (rgb * a + bg * (np.float32(1.0) - a)).astype(np.float32, copy=False)
         return composited
 
     def to_tensor(self, device: Any = None, background: tuple[float, float, float] = WHITE) -> torch.Tensor:
@@ -129,7 +164,7 @@ class Image:
         return t.to(device) if device is not None else t
 
     def to_uint8(self, *, keep_alpha: bool = True, background: tuple[float, float, float] = WHITE) -> np.ndarray:
-        """8-bit pixels, rounded to nearest (what encoders see).
+        """8-bit pixels, rounded to nearest (what encoders see), in the image's own colour space (``profile``).
 
         Args:
             keep_alpha: Keep straight alpha as a fourth channel (else composite over ``background``).
@@ -140,8 +175,12 @@ class Image:
         """
         if keep_alpha and self.alpha is not None:
             arr = np.concatenate([self.rgb, self.alpha[..., None]], axis=2)
+        elif self.alpha is None:
+            arr = self.rgb
         else:
-            arr = self.for_scoring(background)
+            bg = _check_background(background)
+            a = self.alpha[..., None]
+            arr = self.rgb * a + bg * (np.float32(1.0) - a)
         return np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
 
     def to_pil(self, *, keep_alpha: bool = True, background: tuple[float, float, float] = WHITE) -> PILImage.Image:
@@ -158,7 +197,7 @@ class Image:
         return PILImage.fromarray(arr, "RGBA" if arr.shape[2] == 4 else "RGB")
 
     def with_pixels(self, rgb: np.ndarray, alpha: np.ndarray | None = _KEEP) -> Image:
-        """A copy with new pixels (same source and info), used by transforms.
+        """A copy with new pixels (same source, info, metadata and profile), used by transforms.
 
         Without ``alpha`` the current alpha is kept (a size change then needs ``alpha=`` resized too, or
         ``alpha=None`` to drop it), so a transform cannot lose transparency by forgetting it.

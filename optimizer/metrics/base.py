@@ -41,6 +41,8 @@ class MetricSpec:
     so that a normalised score reads like SSIMULACRA 2 divided by 100 (see ``calibration.py``).
     ``has_map``: the metric offers a spatial map (:meth:`Metric.compute_map`); ``similarity_map``: that map
     measures similarity, 1 where the images agree (SSIM), rather than damage, 0 where they agree.
+    ``damage_scale``: the damage (:meth:`damage`) a heat map draws brightest, the same for every image so
+    that maps compare (measured by ``benchmarks/measure_damage_scales.py``; see :mod:`optimizer.heatmaps`).
     """
 
     name: str
@@ -55,6 +57,7 @@ class MetricSpec:
     has_map: bool = False
     unit: str = ""
     similarity_map: bool = False
+    damage_scale: float = 1.0
 
     @property
     def direction(self) -> str:

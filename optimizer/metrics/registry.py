@@ -95,6 +95,9 @@ def create_metric(name: str, *, allow_download: bool | None = None, **options: A
 # DISTS need pretrained weights that were not available for the fit: their ranges come from typical
 # published JPEG values (LPIPS-alex about 0.08 and DISTS about 0.1 at high quality) and should be refitted
 # with the same script where the weights are.
+# Damage scales (heat maps): the 99th percentile of each map at JPEG q30 on Kodak, measured by
+# benchmarks/measure_damage_scales.py (benchmarks/RESULTS.md); LPIPS's, without its weights here, is 1.5x the
+# end of its norm range, to be measured with the same script where the weights are.
 register_metric(
     MetricSpec(
         name="psnr",
@@ -120,6 +123,7 @@ register_metric(
         factory=_lazy(".ssim", "SSIM"),
         has_map=True,
         similarity_map=True,
+        damage_scale=0.43,
     )
 )
 register_metric(
@@ -148,6 +152,7 @@ register_metric(
         "80 high, 70 medium, 50 low quality.",
         factory=_lazy(".ssimulacra2", "SSIMULACRA2"),
         has_map=True,
+        damage_scale=12.0,
     )
 )
 register_metric(
@@ -161,6 +166,7 @@ register_metric(
         description="LPIPS v0.1 (Zhang et al. 2018), AlexNet by default; a learned distance, lower is better.",
         factory=_lazy(".learned", "LPIPS"),
         has_map=True,
+        damage_scale=0.6,
     )
 )
 register_metric(

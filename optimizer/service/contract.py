@@ -64,6 +64,11 @@ def _list_pattern(names: Sequence[str], most: int | None = None) -> str:
     return f"^( *|{item}(,{item}){repeat})$"
 
 
+#: What ``metadata`` accepts: ``all``, ``none``, ``web`` or a comma list of ``exif``, ``icc``, ``xmp``
+#: (:class:`~optimizer.imageio.MetadataPolicy`; case-insensitive there, lower case in the schema).
+METADATA_PATTERN = "^(all|none|web|(exif|icc|xmp)(,(exif|icc|xmp)){0,2})$"
+
+
 @dataclass(frozen=True)
 class RequestRules:
     """The accepted values of the work endpoints' parameters, for one config.
@@ -269,6 +274,7 @@ class RequestRules:
             "formats": {"type": "string", "pattern": self.formats_pattern},
             "target": {"type": "string", "pattern": self.target_pattern},
             "max_probes": {"type": "integer", "minimum": 1},
+            "metadata": {"type": "string", "pattern": METADATA_PATTERN},
         }
         bodies = {
             "/evaluate/single": self._single_body(),

@@ -16,7 +16,7 @@ from typing import Any
 from ..batch import IMAGE_EXTENSIONS, BatchReport, PairIssue, PairResult
 from ..errors import ImageSizeMismatchError, InvalidImageError, OptimizerError, UnknownNameError
 from ..evaluator import EvaluationResult, Evaluator, get_profile
-from ..imageio import Image, load_image
+from ..imageio import ColorMode, Image, load_image
 from ..jsonio import json_safe
 from ..metrics.registry import get_spec
 from .archives import InputIssue, read_zip_pairs
@@ -194,9 +194,9 @@ class Models:
 # Evaluation
 
 
-def _load(upload: Upload, max_pixels: int) -> Image:
+def _load(upload: Upload, max_pixels: int, color: ColorMode = "srgb") -> Image:
     try:
-        return load_image(upload.data, max_pixels=max_pixels, name=upload.label)
+        return load_image(upload.data, max_pixels=max_pixels, name=upload.label, color=color)
     except InvalidImageError as exc:
         if upload.filename is None and len(upload.data) < 4096 and upload.data.isascii():
             hint = f"field {upload.field!r} holds {len(upload.data)} bytes of text, not an image file (curl: -F {upload.field}=@PATH)"
@@ -351,6 +351,8 @@ def compress_upload(
     formats: Sequence[str] | None,
     max_probes: int,
     max_pixels: int,
+    metadata: str = "web",
+    color: ColorMode = "srgb",
 ) -> tuple[dict[str, Any], bytes]:
     """The adaptive search's smallest encoding of one upload that meets ``target``.
 
@@ -361,6 +363,8 @@ def compress_upload(
         formats: formats to try (``None``: the search's defaults).
         max_probes: encodes per format at most.
         max_pixels: the pixel limit.
+        metadata: which of the upload's metadata the file keeps (``web``, ``all``, ``none``, ``exif,icc``...).
+        color: ``srgb`` converts a wide-gamut upload to sRGB; ``keep`` encodes it in its own profile.
 
     Returns:
         ``(report, file bytes)``.
@@ -368,7 +372,7 @@ def compress_upload(
     from ..codecs import get_codec
     from ..tuning.adaptive import compress
 
-    image = _load(upload, max_pixels)
+    image = _load(upload, max_pixels, color)
     report = compress(
         image,
         target=target,
@@ -376,6 +380,7 @@ def compress_upload(
         evaluator=evaluator,
         max_probes=max_probes,
         keep_original_if_smaller=False,
+        metadata=metadata,
     )
     if report.failures:
         raise ServiceError(422, "compress_failed", report.failures[0].reason)

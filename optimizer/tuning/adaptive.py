@@ -19,6 +19,13 @@ Guarantee
 Outputs
     Named, and existing ones handled, by :mod:`optimizer.tuning.outputs` (the rule ``apply`` follows too).
 
+Metadata and colour
+    Every candidate carries the metadata ``metadata`` selects (default ``web``; :mod:`optimizer.imageio.
+    metadata`), so the bytes compared and written are the bytes shipped. ``color="keep"`` encodes a
+    wide-gamut source in its own profile (embedded); scores compare both sides in sRGB. An original kept
+    because it is smaller is copied byte for byte, its metadata included. ``preserve_times`` gives each
+    output its source's modification time.
+
 Transparency
     An image with transparency is searched only in the requested formats that keep alpha (a format
     without alpha would flatten it onto white); when none of them keeps alpha, all are searched.
@@ -35,7 +42,7 @@ from ..codecs import get_codec
 from ..codecs.base import Codec
 from ..errors import InvalidParameterError, OptimizerError
 from ..evaluator import Evaluator
-from ..imageio import Image, ImageSource, load_image
+from ..imageio import COLOR_MODES, DEFAULT_METADATA, ColorMode, Image, ImageSource, MetadataPolicy, load_image
 from ..transforms import Transform
 from .compress_report import CompressFailure, CompressReport, CompressResult, FormatOutcome
 from .compress_writer import ImageWriter
@@ -78,6 +85,9 @@ def compress(
     prune: bool = True,
     existing: ExistingPolicy = "error",
     progress: Callable[[int, int, str], None] | None = None,
+    metadata: MetadataPolicy | str = DEFAULT_METADATA,
+    color: ColorMode = "srgb",
+    preserve_times: bool = False,
 ) -> CompressReport:
     """For each image, the smallest encoding over ``formats`` that meets ``target``; see the module doc.
 
@@ -104,6 +114,12 @@ def compress(
         existing: What to do with outputs that exist: ``error``, ``overwrite`` or ``skip``
             (:mod:`optimizer.tuning.outputs`).
         progress: Called as ``progress(done, total, label)`` after each image.
+        metadata: What outputs keep of their source's metadata: ``all``, ``none``, ``web`` (the default) or
+            a comma list of ``exif``, ``icc``, ``xmp`` (:class:`~optimizer.imageio.MetadataPolicy`).
+        color: ``srgb`` converts an embedded profile's colours to sRGB; ``keep`` encodes them as they are
+            and embeds the profile (scores still compare in sRGB). It applies to the inputs compress loads
+            (paths, bytes, arrays); an :class:`Image` keeps the mode it was loaded with.
+        preserve_times: Give each output file its source's access and modification times.
 
     Returns:
         The :class:`CompressReport`. Inputs that cannot be processed are listed in ``failures`` (and those
@@ -119,6 +135,9 @@ def compress(
         raise InvalidParameterError(f"existing must be error, overwrite or skip, got {existing!r}")
     if transform is not None and not isinstance(transform, Transform):
         raise InvalidParameterError(f"transform must be a Transform, got {type(transform).__name__}")
+    if color not in COLOR_MODES:
+        raise InvalidParameterError(f"color must be one of {', '.join(COLOR_MODES)}, got {color!r}")
+    policy = MetadataPolicy.parse(metadata)
     evaluator = _evaluator_for(goal, evaluator, profile)
     run = CompressRun(
         target=goal,
@@ -131,6 +150,9 @@ def compress(
         fallback=fallback,
         prune=prune,
         existing=existing,
+        metadata=policy,
+        color=color,
+        preserve_times=preserve_times,
     )
     jobs, issues = plan_outputs(inputs, out_dir=run.out_dir)
     failures = [CompressFailure(issue.path, issue.reason) for issue in issues]
@@ -282,7 +304,7 @@ def _reference_and_input(image: Image, transform: Transform | None) -> tuple[Ima
 
 def _compress_one(job: OutputJob, run: CompressRun) -> CompressResult:
     started = time.perf_counter()
-    image = load_image(job.source, name=job.label)
+    image = load_image(job.source, name=job.label, color=run.color)
     reference, encoder_input = _reference_and_input(image, run.transform)
     scorer = run.evaluator.for_reference(reference)
     comparable = job.original is not None and (run.transform is None or not run.transform.resizes)

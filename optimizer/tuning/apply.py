@@ -10,6 +10,10 @@ parameters) on a folder or a list of files:
 * inputs are never overwritten; existing outputs are an ``exists`` issue unless ``existing`` is
   ``overwrite`` or ``skip``; an input that cannot be read or encoded is listed in the report with the
   reason while the others go on;
+* outputs keep the source's metadata that ``metadata`` selects (default ``web``: EXIF Artist and Copyright,
+  ICC only where the colours need it; :mod:`optimizer.imageio.metadata`), colours are converted to sRGB or,
+  with ``color="keep"``, stay in the source's profile, which is embedded; ``preserve_times`` gives each
+  output its source's modification time;
 * with ``verify=True`` every output is decoded and scored against its original, exactly as the study
   scored its corpus: at a target width the reference is the original resized with the study's fixed
   reference filter. The report lists the images that miss the tier's target and the aggregate (the
@@ -31,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._files import write_atomic
 from ..errors import InvalidParameterError, OptimizerError
-from ..imageio import Image, load_image
+from ..imageio import COLOR_MODES, DEFAULT_METADATA, ColorMode, Image, MetadataPolicy, load_image
 from ..jsonio import json_number
 from ..transforms import Transform
 from .outputs import EXISTING_POLICIES, ExistingPolicy, OutputJob, output_path, plan_outputs, refusal, write_output
@@ -235,6 +239,9 @@ def apply_preset(
     existing: ExistingPolicy = "error",
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    metadata: MetadataPolicy | str = DEFAULT_METADATA,
+    color: ColorMode = "srgb",
+    preserve_times: bool = False,
 ) -> ApplyReport:
     """Encode ``inputs`` with a preset tier into ``out_dir``; see the module docs.
 
@@ -249,10 +256,19 @@ def apply_preset(
         existing: What to do with outputs that exist: ``error``, ``overwrite`` or ``skip``.
         overwrite: Same as ``existing="overwrite"`` (kept for earlier callers).
         progress: Called as ``progress(done, total)`` after each image.
+        metadata: What outputs keep of their source's metadata: ``all``, ``none``, ``web`` (the default) or
+            a comma list of ``exif``, ``icc``, ``xmp`` (:class:`~optimizer.imageio.MetadataPolicy`).
+        color: ``srgb`` converts an embedded profile's colours to sRGB; ``keep`` encodes them as they are
+            and embeds the profile (scores still compare in sRGB).
+        preserve_times: Give each output its source's access and modification times.
 
     Returns:
         The :class:`ApplyReport`.
     """
+    policy = MetadataPolicy.parse(metadata)
+    if color not in COLOR_MODES:
+        raise InvalidParameterError(f"color must be one of {', '.join(COLOR_MODES)}, got {color!r}")
+    options = _Options(policy, color, preserve_times)
     if overwrite:
         existing = "overwrite"
     if existing not in EXISTING_POLICIES:
@@ -280,7 +296,7 @@ def apply_preset(
     inputs_resolved = {job.original.resolve() for job in jobs if job.original is not None}
 
     def run(job: OutputJob) -> tuple[list[ApplyItem], list[ApplyIssue]]:
-        return _apply_one(job, out_root, chosen, evaluator if verify else None, existing, inputs_resolved)
+        return _apply_one(job, out_root, chosen, evaluator if verify else None, existing, inputs_resolved, options)
 
     results: list[tuple[list[ApplyItem], list[ApplyIssue]]] = []
     total = len(jobs)
@@ -337,6 +353,15 @@ def _same_weights(a: dict[str, float], b: dict[str, Any]) -> bool:
     return all(abs(float(a[k]) - float(b[k])) < 1e-9 for k in a)
 
 
+@dataclass(frozen=True)
+class _Options:
+    """How outputs are written: metadata kept, colour space, source times."""
+
+    metadata: MetadataPolicy
+    color: ColorMode
+    preserve_times: bool
+
+
 def _apply_one(
     job: OutputJob,
     out_root: Path,
@@ -344,12 +369,13 @@ def _apply_one(
     evaluator: Evaluator | None,
     existing: ExistingPolicy,
     inputs: set[Path],
+    options: _Options,
 ) -> tuple[list[ApplyItem], list[ApplyIssue]]:
     items: list[ApplyItem] = []
     issues: list[ApplyIssue] = []
     source = Path(job.source)
     try:
-        image = load_image(source)
+        image = load_image(source, color=options.color)
         bytes_in = source.stat().st_size
     except (OptimizerError, OSError) as exc:
         return [], [ApplyIssue(str(source), _reason(exc, source), "unreadable")]
@@ -371,7 +397,7 @@ def _apply_one(
             issues.append(ApplyIssue(str(source), refused[1], refused[0]))
             continue
         try:
-            items.append(_encode_one(source, image, bytes_in, output, width, tier, evaluator))
+            items.append(_encode_one(source, image, bytes_in, output, width, tier, evaluator, options))
         except (OptimizerError, OSError) as exc:
             issues.append(ApplyIssue(str(source), _reason(exc, source), "failed"))
     return items, issues
@@ -385,10 +411,12 @@ def _encode_one(
     width: int | None,
     tier: PresetTier,
     evaluator: Evaluator | None,
+    options: _Options,
 ) -> ApplyItem:
     started = time.perf_counter()
-    encoded = tier.settings.at_width(width).encode(image)  # as each study trial encoded its corpus items
-    write_output(output, encoded.data)
+    # as each study trial encoded its corpus items, plus the metadata the policy keeps
+    encoded = tier.settings.at_width(width).encode(image, metadata=options.metadata)
+    write_output(output, encoded.data, times_from=source if options.preserve_times else None)
     quality = met = scores = None
     if evaluator is not None:
         reference = image if width is None else _reference_transform(tier, width).apply(image)

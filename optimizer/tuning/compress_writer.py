@@ -64,7 +64,7 @@ class ImageWriter:
             return not must_meet or target.is_met(target.value_of(result))
 
         if path is None:
-            result = self.scorer.score(load_image(data, name=self.job.label))
+            result = self.scorer.score(load_image(data, name=self.job.label, color="keep"))
             return result, acceptable(result)
         original = self.job.original
         if original is not None and path.resolve() == original.resolve():
@@ -73,15 +73,16 @@ class ImageWriter:
                     f"refusing to overwrite the input {original} with its compressed version; "
                     "choose another output folder"
                 )
-            result = self.scorer.score(load_image(path))
+            result = self.scorer.score(load_image(path, color="keep"))
             return result, acceptable(result)
         scored: list[EvaluationResult] = []
 
         def check(written: Path) -> bool:  # the complete temporary file, read back from disk
-            scored.append(self.scorer.score(load_image(written.read_bytes(), name=str(path))))
+            scored.append(self.scorer.score(load_image(written.read_bytes(), name=str(path), color="keep")))
             return acceptable(scored[-1])
 
-        kept = write_output(path, data, check)
+        times_from = original if self.run.preserve_times else None
+        kept = write_output(path, data, check, times_from=times_from)
         return scored[-1], kept
 
     def write_and_verify(self, candidate: Candidate, search: FormatSearch) -> CompressResult | None:

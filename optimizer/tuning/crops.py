@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..batch import damage_scale
 from ..errors import InvalidParameterError, PresetError
 from ..evaluator import Evaluator
+from ..heatmaps import DIFFERENCE, fixed_scale, legend_label
 from ..imageio import Image
 from ..metrics.registry import get_spec
 from .analysis import (
@@ -43,8 +43,8 @@ class CropComparison:
 
     Arrays are ``h x w x 3`` float32 RGB in [0, 1] (composited as scored) and an ``h x w`` damage map
     (0 = no damage; for SSIM it is ``1 - SSIM``). ``box`` is ``(x, y, width, height)`` in the image;
-    ``damage_scale`` is the value drawn brightest (the whole image's 99th percentile), equal for all crops
-    of one image so that crops compare.
+    ``damage_scale`` is the value drawn brightest: the map's fixed scale (:func:`optimizer.heatmaps.
+    fixed_scale`), the same for every image and tier so that crops compare.
     """
 
     tier: str
@@ -64,6 +64,11 @@ class CropComparison:
     def map_title(self) -> str:
         """``1 - SSIM``, ``|difference|`` or ``<metric> map``: what the damage panel shows."""
         return map_title(self.map_name)
+
+    @property
+    def legend(self) -> str:
+        """What the damage panel's colour bar measures (:func:`optimizer.heatmaps.legend_label`)."""
+        return legend_label(self.map_name)
 
 
 def _damage_map(kind: str, reference: Image, decoded: Image, evaluator: Evaluator | None) -> np.ndarray:
@@ -163,7 +168,7 @@ def hardest_crops(
             continue
         decoded = _encode_item(item, chosen.settings).decoded
         damage = _damage_map(damage_map, item.reference, decoded, map_evaluator)
-        scale = damage_scale(damage)
+        scale = fixed_scale(damage_map)
         x, y, w, h = _worst_window(damage, crop)
         window = (slice(y, y + h), slice(x, x + w))
         out.append(
@@ -200,7 +205,8 @@ def map_title(kind: str) -> str:
 
 @dataclass(frozen=True, eq=False)
 class PairMaps:
-    """One pair's images, scores and damage maps (0 = no damage), each with the value drawn brightest."""
+    """One pair's images, scores and damage maps (0 = no damage), each with its fixed scale (the value drawn
+    brightest, :func:`optimizer.heatmaps.fixed_scale`)."""
 
     reference: Image
     distorted: Image
@@ -224,13 +230,13 @@ def pair_maps(
     """
     from ..imageio import load_image
 
-    ref = reference if isinstance(reference, Image) else load_image(reference)
-    dist = distorted if isinstance(distorted, Image) else load_image(distorted)
+    ref = reference if isinstance(reference, Image) else load_image(reference, color="keep")
+    dist = distorted if isinstance(distorted, Image) else load_image(distorted, color="keep")
     evaluator = evaluator or Evaluator(metrics=list(metrics))
     scorer = evaluator.for_reference(ref)
     result = scorer.score(dist)
     damage: dict[str, np.ndarray] = {
-        "difference": np.abs(ref.for_scoring() - dist.for_scoring()).mean(axis=2).astype(np.float32)
+        DIFFERENCE: np.abs(ref.for_scoring() - dist.for_scoring()).mean(axis=2).astype(np.float32)
     }
     for name, arr in scorer.maps(dist).items():
         damage[name] = get_spec(name).damage(arr)
@@ -238,4 +244,4 @@ def pair_maps(
         Path(ref.source).name if ref.source else "reference",
         Path(dist.source).name if dist.source else "distorted",
     )
-    return PairMaps(ref, dist, dict(result.scores), damage, {k: damage_scale(v) for k, v in damage.items()}, names)
+    return PairMaps(ref, dist, dict(result.scores), damage, {k: fixed_scale(k) for k in damage}, names)

@@ -30,7 +30,20 @@ How close each one gets (measured on Kodak, see ``tests/test_export_tools.py``):
 The resize and sharpening step: ImageMagick (``-filter``/``-resize``/``-unsharp``), sharp
 (``resize``/``sharpen``) and Pillow do it themselves. cjpeg, cwebp, avifenc and cjxl cannot resize with a
 chosen filter or unsharp-mask (cwebp's ``-resize`` uses its own fixed rescaler), so their exports start
-with an ImageMagick command that writes the prepared image.
+with an ImageMagick command that writes the prepared image next to the output (``<output>.prepared.ppm``
+or ``.png``); the shell line removes it afterwards, whether the encoder succeeded or not, and still fails
+when a step fails (:attr:`Export.intermediates` lists it for programs that run ``commands``).
+
+ImageMagick's program: ``magick`` for ImageMagick 7; ImageMagick 6 has ``convert``. By default the program
+is looked up on this machine (:func:`find_imagemagick`): ``magick`` when it is on ``PATH``, else the first
+``convert`` on ``PATH`` whose ``-version`` says ImageMagick (another program may be called ``convert``),
+named by its full path when an earlier ``convert`` is not ImageMagick. Without either, ``magick`` is
+written with a note. ``program=`` (``--program``) overrides the lookup.
+
+Paths: a relative path that starts with ``-`` would be read as an option (``cjpeg -outfile -x.jpg`` takes
+``-x.jpg`` as a value, but ``magick -x.png ...`` and ``cwebp -x.png`` take it as an option), and one whose
+first part holds ``:`` as an ImageMagick format prefix (``png:out``); such paths are written ``./-x.png``.
+``--`` would not do: ImageMagick and libjpeg's cjpeg do not read it as the end of options.
 
 Inputs: optimizer converts embedded ICC profiles to sRGB and applies EXIF orientation before encoding.
 The ImageMagick and sharp exports auto-orient; colour management of non-sRGB inputs is left to the tool.
@@ -38,10 +51,11 @@ The ImageMagick and sharp exports auto-orient; colour management of non-sRGB inp
 
 from __future__ import annotations
 
-import json
-import math
+import functools
+import os
 import shlex
-from collections.abc import Mapping
+import shutil
+import subprocess
 from dataclasses import dataclass, replace
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
@@ -49,6 +63,7 @@ from typing import TYPE_CHECKING, Any
 from ..codecs import get_codec
 from ..errors import InvalidParameterError, UnknownNameError
 from ..transforms import Transform
+from .export_sharp import sharp_parts, sharp_script
 from .settings import EncodingSettings, transform_at_width
 
 if TYPE_CHECKING:
@@ -60,6 +75,7 @@ __all__ = [
     "avifenc_quantizer",
     "export_settings",
     "export_tier",
+    "find_imagemagick",
     "pillow_kwargs",
     "sharp_options",
     "tools_for_codec",
@@ -87,14 +103,6 @@ _IM_FILTERS = {
     "hamming": ["-filter", "Hamming", "-define", "filter:lobes=1"],  # Pillow's Hamming has support 1
     "nearest": ["-filter", "Point"],
 }
-_SHARP_KERNELS = {
-    "lanczos": ("lanczos3", None),
-    "bicubic": ("cubic", None),
-    "bilinear": ("linear", None),
-    "box": ("linear", "sharp has no box kernel; 'linear' is the nearest equivalent"),
-    "hamming": ("lanczos2", "sharp has no Hamming kernel; 'lanczos2' (also support 2 lobes) is used"),
-    "nearest": ("nearest", None),
-}
 _PIL_FILTERS = {
     "lanczos": "LANCZOS",
     "bicubic": "BICUBIC",
@@ -111,9 +119,10 @@ class Export:
     """One tier in one tool's terms.
 
     ``commands`` are argument vectors run one after the other (a preparation step, when the tool cannot
-    resize or sharpen, then the encoder); ``text`` is what to paste: a shell line, or Python/JavaScript
-    code for ``pillow`` and ``sharp``. ``options`` holds JSON-able options (Pillow kwargs, sharp object).
-    ``notes`` say where the tool differs from optimizer's own encoder.
+    resize or sharpen, then the encoder); ``intermediates`` are the files they leave to remove afterwards
+    (the prepared input). ``text`` is what to paste: a shell line (which removes the intermediates itself),
+    or Python/JavaScript code for ``pillow`` and ``sharp``. ``options`` holds JSON-able options (Pillow
+    kwargs, sharp object). ``notes`` say where the tool differs from optimizer's own encoder.
     """
 
     tool: str
@@ -124,6 +133,7 @@ class Export:
     notes: tuple[str, ...] = ()
     width: int | None = None
     output: str = ""
+    intermediates: tuple[str, ...] = ()
 
     @property
     def comment_prefix(self) -> str:
@@ -144,6 +154,7 @@ class Export:
             "output": self.output,
             "text": self.text,
             "commands": [list(c) for c in self.commands],
+            "intermediates": list(self.intermediates),
             "options": self.options,
             "notes": list(self.notes),
         }
@@ -165,12 +176,13 @@ def export_tier(
     *,
     input: str = "input.png",
     output: str | None = None,
-    program: str = "magick",
+    program: str | None = None,
 ) -> list[Export]:
     """Exports of ``tier`` for ``tool``: one per responsive width (one in all when the tier keeps the size).
 
     ``output`` defaults to ``output<ext>`` (``output-640w<ext>`` per width); with several widths a given
-    ``output`` gets the same ``-<width>w`` suffix before its extension.
+    ``output`` gets the same ``-<width>w`` suffix before its extension. ``program``: the ImageMagick program
+    (default: :func:`find_imagemagick`).
     """
     widths: list[int | None] = list(tier.widths) or [None]
     exports = []
@@ -187,9 +199,22 @@ def export_settings(
     width: int | None = None,
     input: str = "input.png",
     output: str | None = None,
-    program: str = "magick",
+    program: str | None = None,
 ) -> Export:
-    """The export of ``settings`` (resized to ``width`` first when given) for ``tool``."""
+    """The export of ``settings`` (resized to ``width`` first when given) for ``tool``.
+
+    Args:
+        settings: The encoding settings.
+        tool: One of :data:`EXPORT_TOOLS`.
+        width: Resize to this width first (aspect kept).
+        input: The input file named in the export.
+        output: The output file (default ``output<ext>``).
+        program: The ImageMagick program for ImageMagick commands (default: :func:`find_imagemagick`,
+            else ``magick`` with a note).
+
+    Returns:
+        The :class:`Export`.
+    """
     key = str(tool).strip().lower()
     if key not in EXPORT_TOOLS:
         raise UnknownNameError("export tool", str(tool), list(EXPORT_TOOLS))
@@ -200,9 +225,48 @@ def export_settings(
         )
     transform = transform_at_width(settings.transform, width)
     out = output or _output_name(settings, None, width)
+    found = program or find_imagemagick()
     builder = _BUILDERS[key]
-    export: Export = builder(settings, transform, input, out, program)
+    export: Export = builder(settings, transform, input, out, found or "magick")
+    if found is None and any(command[0] == "magick" for command in export.commands):
+        missing = (
+            "ImageMagick was not found on this machine: 'magick' is ImageMagick 7's program, ImageMagick 6 "
+            "calls it 'convert' (--program convert)"
+        )
+        export = replace(export, notes=(*export.notes, missing))
     return replace(export, width=width, output=out)
+
+
+def find_imagemagick(path: str | None = None) -> str | None:
+    """ImageMagick's program on this machine: ``magick`` (7) when on ``PATH``, else the first ``convert`` on
+    ``PATH`` whose ``-version`` says ImageMagick (6), by name when it is the first ``convert`` found, by
+    full path otherwise; None when there is neither.
+
+    Args:
+        path: The search path (default: ``PATH``).
+
+    Returns:
+        The program to write in command lines, or None.
+    """
+    return _find_imagemagick(os.environ.get("PATH", os.defpath) if path is None else path)
+
+
+@functools.lru_cache(maxsize=8)
+def _find_imagemagick(path: str) -> str | None:
+    if shutil.which("magick", path=path):
+        return "magick"
+    first = shutil.which("convert", path=path)
+    for folder in path.split(os.pathsep):
+        candidate = shutil.which("convert", path=folder) if folder else None
+        if candidate is None:
+            continue
+        try:
+            proc = subprocess.run([candidate, "-version"], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if proc.stdout.startswith("Version: ImageMagick"):
+            return "convert" if candidate == first else candidate
+    return None
 
 
 def pillow_kwargs(settings: EncodingSettings) -> dict[str, Any]:
@@ -218,7 +282,7 @@ def avifenc_quantizer(quality: int) -> int:
 
 def sharp_options(settings: EncodingSettings, *, width: int | None = None) -> dict[str, Any]:
     """The sharp options object (``resize``, ``sharpen``, format and its options) for ``settings``."""
-    return _sharp_parts(settings, transform_at_width(settings.transform, width))[0]
+    return sharp_parts(settings, transform_at_width(settings.transform, width))[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -240,8 +304,22 @@ def _prepared_name(output: str, suffix: str) -> str:
     return str(path.with_name(f"{path.stem}.prepared{suffix}"))
 
 
-def _shell(commands: tuple[tuple[str, ...], ...]) -> str:
-    return " && ".join(shlex.join(c) for c in commands)
+def _safe(path: str) -> str:
+    """``path`` as a command line may hold it: ``./`` before a relative path that starts with ``-`` (an
+    option otherwise) or whose first part holds ``:`` (an ImageMagick format prefix such as ``png:``)."""
+    if path.startswith("-") or (not PurePath(path).is_absolute() and ":" in PurePath(path).parts[0]):
+        return "./" + path
+    return path
+
+
+def _shell(commands: tuple[tuple[str, ...], ...], intermediates: tuple[str, ...] = ()) -> str:
+    """One shell line: the commands joined by ``&&``; intermediates removed afterwards, and the line still
+    failing when a command failed."""
+    line = " && ".join(shlex.join(c) for c in commands)
+    if not intermediates:
+        return line
+    remove = shlex.join(["rm", "-f", "--", *intermediates])
+    return f"{line} && {remove} || {{ {remove}; false; }}"
 
 
 def _fmt(value: float) -> str:
@@ -308,12 +386,23 @@ def _prepare_step(
 ) -> tuple[tuple[str, ...] | None, str]:
     """An ImageMagick command writing the encoder's input (converted, resized, sharpened), when one is needed."""
     if transform.is_identity and PurePath(input).suffix.lower() in _READS[tool]:
-        return None, input
-    prepared = _prepared_name(output, suffix)
-    args = [program, input, "-auto-orient", *_im_transform_args(transform)]
+        return None, _safe(input)
+    prepared = _safe(_prepared_name(output, suffix))
+    args = [program, _safe(input), "-auto-orient", *_im_transform_args(transform)]
     if flatten:
         args += ["-background", "white", "-alpha", "remove", "-alpha", "off"]
     return tuple([*args, prepared]), prepared
+
+
+def _tool_export(
+    tool: str, codec: str, prepare: tuple[str, ...] | None, encode: tuple[str, ...], notes: list[str]
+) -> Export:
+    """An export of a command-line encoder, after its preparation step when there is one."""
+    commands = tuple(c for c in (prepare, encode) if c is not None)
+    intermediates = (prepare[-1],) if prepare is not None else ()
+    return Export(
+        tool, codec, _shell(commands, intermediates), commands=commands, notes=tuple(notes), intermediates=intermediates
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -393,9 +482,8 @@ def _cjpeg(settings: EncodingSettings, transform: Transform, input: str, output:
         argv.append("-progressive")
     if p["optimize"]:
         argv.append("-optimize")
-    argv += ["-outfile", output, source]
-    commands = tuple(c for c in (prepare, tuple(argv)) if c is not None)
-    return Export("cjpeg", "jpeg", _shell(commands), commands=commands, notes=tuple(notes))
+    argv += ["-outfile", _safe(output), source]
+    return _tool_export("cjpeg", "jpeg", prepare, tuple(argv), notes)
 
 
 def _cwebp(settings: EncodingSettings, transform: Transform, input: str, output: str, program: str) -> Export:
@@ -410,9 +498,8 @@ def _cwebp(settings: EncodingSettings, transform: Transform, input: str, output:
     argv = ["cwebp", "-q", str(p["quality"]), "-m", str(p["method"])]
     if p["lossless"]:
         argv += ["-lossless", "-exact"]
-    argv += ["-metadata", "none", source, "-o", output]
-    commands = tuple(c for c in (prepare, tuple(argv)) if c is not None)
-    return Export("cwebp", "webp", _shell(commands), commands=commands, notes=tuple(notes))
+    argv += ["-metadata", "none", source, "-o", _safe(output)]
+    return _tool_export("cwebp", "webp", prepare, tuple(argv), notes)
 
 
 def _avifenc(settings: EncodingSettings, transform: Transform, input: str, output: str, program: str) -> Export:
@@ -432,9 +519,8 @@ def _avifenc(settings: EncodingSettings, transform: Transform, input: str, outpu
         argv += ["--min", "0", "--max", "0"]  # lossless AV1 coding, as libavif does for quality 100
     else:
         argv += ["--min", "0", "--max", "63", "-a", "end-usage=q", "-a", f"cq-level={quantizer}"]
-    argv += ["-r", "full", "--cicp", "1/13/6", "--autotiling", source, output]
-    commands = tuple(c for c in (prepare, tuple(argv)) if c is not None)
-    return Export("avifenc", "avif", _shell(commands), commands=commands, notes=tuple(notes))
+    argv += ["-r", "full", "--cicp", "1/13/6", "--autotiling", source, _safe(output)]
+    return _tool_export("avifenc", "avif", prepare, tuple(argv), notes)
 
 
 def _cjxl(settings: EncodingSettings, transform: Transform, input: str, output: str, program: str) -> Export:
@@ -443,16 +529,15 @@ def _cjxl(settings: EncodingSettings, transform: Transform, input: str, output: 
     prepare, source = _prepare_step(transform, input, output, "cjxl", ".png", program)
     if prepare is not None:
         notes.append(_PREPARED.format(tool="cjxl"))
-    argv = ("cjxl", source, output, "-d", _fmt(p["distance"]), "-e", str(p["effort"]))
-    commands = tuple(c for c in (prepare, argv) if c is not None)
-    return Export("cjxl", "jxl", _shell(commands), commands=commands, notes=tuple(notes))
+    argv = ("cjxl", source, _safe(output), "-d", _fmt(p["distance"]), "-e", str(p["effort"]))
+    return _tool_export("cjxl", "jxl", prepare, argv, notes)
 
 
 def _imagemagick(settings: EncodingSettings, transform: Transform, input: str, output: str, program: str) -> Export:
     codec = settings.codec
     p = settings.params
     notes = _transform_notes(transform, "imagemagick")
-    args: list[str] = [program, input, "-auto-orient", *_im_transform_args(transform)]
+    args: list[str] = [program, _safe(input), "-auto-orient", *_im_transform_args(transform)]
     if codec == "jpeg":
         args += ["-background", "white", "-alpha", "remove", "-alpha", "off"]
         args += ["-quality", str(p["quality"]), "-sampling-factor", p["subsampling"]]
@@ -482,7 +567,7 @@ def _imagemagick(settings: EncodingSettings, transform: Transform, input: str, o
             )
     elif codec == "png":
         args += ["-define", f"png:compression-level={p['compress_level']}"]
-    args += ["-strip", output]
+    args += ["-strip", _safe(output)]
     commands = (tuple(args),)
     return Export("imagemagick", codec, _shell(commands), commands=commands, notes=tuple(notes))
 
@@ -497,105 +582,9 @@ def _im_jxl_quality(distance: float) -> tuple[int, float]:
     return best, distance_from_quality(best)
 
 
-def _sharp_parts(settings: EncodingSettings, transform: Transform) -> tuple[dict[str, Any], list[str]]:
-    codec = settings.codec
-    p = settings.params
-    notes: list[str] = []
-    options: dict[str, Any] = {"rotate": True}
-    if transform.resizes:
-        kernel, note = _SHARP_KERNELS[transform.filter]
-        if note:
-            notes.append(note)
-        resize: dict[str, Any] = {"kernel": kernel, "fastShrinkOnLoad": False}
-        if transform.scale is not None:
-            resize["scale"] = transform.scale
-            notes.append("sharp resizes to sizes, not factors: compute width = round(source width * scale)")
-        if transform.width is not None:
-            resize["width"] = transform.width
-        if transform.height is not None:
-            resize["height"] = transform.height
-            if transform.width is not None:
-                resize["fit"] = "fill"
-        options["resize"] = resize
-        if transform.linear_light:
-            notes.append("the tier resamples in linear light; sharp resizes in sRGB here")
-    if transform.sharpen_amount:
-        options["sharpen"] = {
-            "sigma": transform.sharpen_radius,
-            "m1": transform.sharpen_amount,
-            "m2": transform.sharpen_amount,
-            "x1": round(transform.sharpen_threshold * 100, 4),
-            "y2": 100,
-            "y3": 100,
-        }
-        notes.append(
-            "sharp (libvips) sharpens the L* channel with slopes m1/m2 and a threshold x1 in L* units: an "
-            "approximation of optimizer's RGB unsharp mask"
-        )
-    options["format"] = codec
-    if codec == "jpeg":
-        chroma = p["subsampling"]
-        if chroma == "4:2:2":
-            notes.append("sharp's JPEG writer offers 4:2:0 or 4:4:4, not 4:2:2; 4:4:4 is used (larger files)")
-            chroma = "4:4:4"
-        options["flatten"] = {"background": "#ffffff"}
-        options["jpeg"] = {
-            "quality": p["quality"],
-            "chromaSubsampling": chroma,
-            "progressive": p["progressive"],
-            "optimiseCoding": p["optimize"],
-            "mozjpeg": False,
-        }
-    elif codec == "webp":
-        options["webp"] = {
-            "quality": p["quality"],
-            "effort": p["method"],
-            "lossless": p["lossless"],
-            "smartSubsample": False,
-        }
-        if p["lossless"]:
-            options["webp"]["exact"] = True
-    elif codec == "avif":
-        chroma = p["subsampling"]
-        if chroma == "4:2:2":
-            notes.append("sharp's AVIF writer offers 4:2:0 or 4:4:4, not 4:2:2; 4:4:4 is used (larger files)")
-            chroma = "4:4:4"
-        effort = min(max(9 - int(p["speed"]), 0), 9)
-        options["avif"] = {"quality": p["quality"], "effort": effort, "chromaSubsampling": chroma}
-        notes.append(
-            f"sharp's AVIF effort is 9 - libavif speed (speed {p['speed']} -> effort {effort}); sharp encodes "
-            "through libheif, whose quality scale differs from libavif's"
-        )
-    elif codec == "jxl":
-        options["jxl"] = {"distance": p["distance"], "effort": p["effort"], "lossless": p["distance"] == 0.0}
-        notes.append("sharp writes JPEG XL only with a libvips built with libjxl (not the prebuilt binaries)")
-    elif codec == "png":
-        options["png"] = {"compressionLevel": p["compress_level"]}
-    return options, notes
-
-
 def _sharp(settings: EncodingSettings, transform: Transform, input: str, output: str, program: str) -> Export:
-    options, notes = _sharp_parts(settings, transform)
-    lines = ['const sharp = require("sharp");', "", f"await sharp({json.dumps(input)})", "  .rotate()"]
-    if "resize" in options:
-        lines.append(f"  .resize({_js(options['resize'])})")
-    if "sharpen" in options:
-        lines.append(f"  .sharpen({_js(options['sharpen'])})")
-    if "flatten" in options:
-        lines.append(f"  .flatten({_js(options['flatten'])})")
-    codec = options["format"]
-    lines.append(f"  .{codec}({_js(options[codec])})")
-    lines.append(f"  .toFile({json.dumps(output)});")
-    return Export("sharp", codec, "\n".join(lines), options=options, notes=tuple(notes))
-
-
-def _js(value: Mapping[str, Any]) -> str:
-    """A JavaScript object literal (JSON with unquoted identifier keys)."""
-    parts = []
-    for key, item in value.items():
-        text = json.dumps(item) if not isinstance(item, float) or math.isfinite(item) else "null"
-        parts.append(f"{key}: {text}")
-    return "{ " + ", ".join(parts) + " }"
+    options, notes = sharp_parts(settings, transform)
+    return Export("sharp", options["format"], sharp_script(options, input, output), options=options, notes=tuple(notes))
 
 
 _BUILDERS = {

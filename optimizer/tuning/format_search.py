@@ -15,7 +15,7 @@ from typing import Any
 
 from ..codecs.base import Codec
 from ..evaluator import Evaluator, ReferenceScorer
-from ..imageio import Image
+from ..imageio import ColorMode, Image, MetadataPolicy
 from ..transforms import Transform
 from .compress_report import FormatOutcome
 from .outputs import ExistingPolicy
@@ -80,6 +80,9 @@ class CompressRun:
     fallback: str
     prune: bool
     existing: ExistingPolicy = "error"
+    metadata: MetadataPolicy | None = None
+    color: ColorMode = "srgb"
+    preserve_times: bool = False
     inputs: set[Path] = field(default_factory=set)
     warm: dict[str, WarmStart] = field(default_factory=dict)
     last_winner: str | None = None
@@ -115,7 +118,7 @@ class FormatSearch:
             return cached
         fmt = self.format
         params = fmt.params_at(position)
-        data = fmt.codec.encode(self.image, params)
+        data = fmt.codec.encode(self.image, params, metadata=self.run_state.metadata)
         result = self.scorer.score(fmt.codec.decode(data), metrics=self.run_state.probe_metrics)
         target = self.run_state.target
         value = target.value_of(result)

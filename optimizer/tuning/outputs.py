@@ -17,7 +17,9 @@ Existing outputs
 Writing
     Through a temporary file in the output folder, renamed into place only once complete, and, where the
     caller checks it (``compress`` re-scores the file read back from disk), only once it passed. A crash or
-    a failed check never leaves a partial or failing file under the final name.
+    a failed check never leaves a partial or failing file under the final name. New files get ``0666`` less
+    the umask; with ``preserve_times`` (``--preserve-times``) an output gets its source's access and
+    modification times.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .._files import write_atomic, write_atomic_checked
+from .._files import source_times, write_atomic, write_atomic_checked
 from ..batch import iter_image_files
 from ..errors import InvalidParameterError
 from ..imageio import Image
@@ -158,10 +160,18 @@ def refusal(path: Path, inputs: set[Path], existing: ExistingPolicy) -> tuple[st
     return None
 
 
-def write_output(path: Path, data: bytes, check: Callable[[Path], bool] | None = None) -> bool:
+def write_output(
+    path: Path,
+    data: bytes,
+    check: Callable[[Path], bool] | None = None,
+    *,
+    times_from: Path | None = None,
+) -> bool:
     """Write ``data`` to ``path`` atomically; with ``check`` (given the complete temporary file), only when
-    it returns true. Returns whether ``path`` now holds ``data``."""
+    it returns true; with ``times_from``, the file gets that file's access and modification times
+    (``--preserve-times``). Returns whether ``path`` now holds ``data``."""
+    times = source_times(times_from) if times_from is not None else None
     if check is None:
-        write_atomic(path, data)
+        write_atomic(path, data, times_ns=times)
         return True
-    return write_atomic_checked(path, data, check)
+    return write_atomic_checked(path, data, check, times_ns=times)

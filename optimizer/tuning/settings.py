@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..codecs import get_codec
-from ..imageio import Image
+from ..imageio import Image, MetadataPolicy
 from ..transforms import Transform
 
 __all__ = ["EncodedImage", "EncodingSettings", "baseline_settings", "transform_at_width"]
@@ -58,13 +58,30 @@ class EncodingSettings:
         """The pixels handed to the encoder (transform applied)."""
         return self.transform.apply(image)
 
-    def encode(self, image: Image, *, transformed: bool = False, threads: int | None = None) -> EncodedImage:
-        """Transform (unless ``transformed``), encode and decode ``image``, timing both codec steps;
-        ``threads`` caps the encoder's threads (:meth:`Codec.encode`)."""
+    def encode(
+        self,
+        image: Image,
+        *,
+        transformed: bool = False,
+        threads: int | None = None,
+        metadata: MetadataPolicy | str | None = None,
+    ) -> EncodedImage:
+        """Transform (unless ``transformed``), encode and decode ``image``, timing both codec steps.
+
+        Args:
+            image: The source image (its ``metadata`` and ``profile`` travel through the transform).
+            transformed: ``image`` is already transformed.
+            threads: Caps the encoder's threads (:meth:`Codec.encode`).
+            metadata: What to embed from the source (:class:`~optimizer.imageio.MetadataPolicy`); None
+                embeds nothing, as study trials measure.
+
+        Returns:
+            The bytes, the decoded image and the timings.
+        """
         codec = get_codec(self.codec)
         source = image if transformed else self.prepare(image)
         started = time.perf_counter()
-        data = codec.encode(source, self.params, threads=threads)
+        data = codec.encode(source, self.params, threads=threads, metadata=metadata)
         encoded = time.perf_counter()
         decoded = codec.decode(data)
         finished = time.perf_counter()

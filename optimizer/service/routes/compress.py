@@ -9,7 +9,9 @@ from typing import Any, Literal, Optional
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from ...errors import InvalidParameterError
 from ...evaluator import Evaluator
+from ...imageio import ColorMode
 from ..config import ServiceConfig
 from ..errors import ServiceError
 from ..jobs import compress_upload
@@ -55,6 +57,14 @@ async def compress(
     max_probes: Optional[int] = Query(
         None, ge=1, description="Encodes per format at most (capped by the server's compress_max_probes)."
     ),
+    metadata: Optional[str] = Query(
+        None,
+        description="Metadata the file keeps: web (default: EXIF artist and copyright, a non-sRGB ICC profile), "
+        "all, none, or a comma list of exif, icc, xmp.",
+    ),
+    color: Literal["srgb", "keep"] = Query(
+        "srgb", description="srgb converts a wide-gamut image to sRGB; keep encodes it in its own profile."
+    ),
     output: Literal["json", "image"] = Query(
         "json", description="json: the report with the file base64 encoded; image: the file itself."
     ),
@@ -65,7 +75,7 @@ async def compress(
     config = state.config
     async with state.work(request, max_parts=8, file_fields="image".__eq__) as work:
         form = work.form
-        only(form, {"image"}, {"target", "formats", "profile", "max_probes"})
+        only(form, {"image"}, {"target", "formats", "profile", "max_probes", "metadata", "color"})
         image = upload(form, "image")
         rules = state.rules
         goal = rules.target(param(form, "target", target))
@@ -76,11 +86,22 @@ async def compress(
         parsed = Target.parse(goal)
         chosen = rules.format_list(param(form, "formats", formats))
         probes = _probes(param(form, "max_probes", None if max_probes is None else str(max_probes)), config)
+        policy = _metadata(param(form, "metadata", metadata))
+        mode = _color(param(form, "color", color))
         models, _ = state.require_ready()
         evaluator = models.compress_evaluator(rules.profile(param(form, "profile", profile)), parsed.metric)
         await work.admit_images(evaluator.profile, [(image,)], compress=True)
         payload, data = await work.run(
-            _compress_job, evaluator, image, str(parsed), chosen, probes, config.max_pixels, output == "json"
+            _compress_job,
+            evaluator,
+            image,
+            str(parsed),
+            chosen,
+            probes,
+            config.max_pixels,
+            output == "json",
+            policy,
+            mode,
         )
     if output == "image":
         headers = {
@@ -111,6 +132,24 @@ def _probes(text: str | None, config: ServiceConfig) -> int:
     return min(value, config.compress_max_probes)
 
 
+def _metadata(text: str | None) -> str:
+    """The metadata policy text, validated (``web`` when not given)."""
+    from ...imageio import MetadataPolicy
+
+    try:
+        return str(MetadataPolicy.parse(text))
+    except InvalidParameterError as exc:
+        raise ServiceError(422, "invalid_parameter", str(exc), field="metadata") from None
+
+
+def _color(text: str | None) -> ColorMode:
+    if text in (None, "srgb"):
+        return "srgb"
+    if text == "keep":
+        return "keep"
+    raise ServiceError(422, "invalid_parameter", f"color must be srgb or keep, got {text!r}", field="color")
+
+
 def _compress_job(
     evaluator: Evaluator,
     image: Upload,
@@ -119,9 +158,18 @@ def _compress_job(
     probes: int,
     max_pixels: int,
     encode: bool,
+    metadata: str = "web",
+    color: ColorMode = "srgb",
 ) -> tuple[dict[str, Any], bytes]:
     payload, data = compress_upload(
-        evaluator, image, target=target, formats=formats, max_probes=probes, max_pixels=max_pixels
+        evaluator,
+        image,
+        target=target,
+        formats=formats,
+        max_probes=probes,
+        max_pixels=max_pixels,
+        metadata=metadata,
+        color=color,
     )
     if encode:
         payload["data_base64"] = base64.b64encode(data).decode("ascii")
