@@ -317,7 +317,7 @@ def savings(trials: int, seed: int, workdir: Path, formats: str) -> tuple[str, d
         train,
         space=space,
         target=target,
-        n_trials=trials,
+        trials=trials,
         seed=seed,
         storage=f"sqlite:///{workdir / 'savings.db'}",
         study_name="savings",

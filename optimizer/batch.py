@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._compat import renamed
 from ._files import write_atomic
 from .errors import InvalidParameterError, OptimizerError
 from .evaluator import EvaluationResult, Evaluator
@@ -310,7 +311,8 @@ def evaluate_folders(
     metrics: Sequence[str] | None = None,
     weights: Mapping[str, float] | None = None,
     resize_to_reference: bool = False,
-    workers: int = 1,
+    jobs: int = 1,
+    workers: int | None = None,
     maps_dir: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
 ) -> BatchReport:
@@ -324,7 +326,8 @@ def evaluate_folders(
         metrics: Metrics to compute (default: the profile's).
         weights: Custom composite weights.
         resize_to_reference: Resize a processed image of another size to its reference's before scoring.
-        workers: Pairs scored in parallel processes (each loads its own models once).
+        jobs: Pairs scored in parallel processes (each loads its own models once).
+        workers: Deprecated spelling of ``jobs``.
         maps_dir: Write a heat map per metric and pair here (named and scaled as :mod:`optimizer.heatmaps`
             says).
         progress: Called as ``progress(done, total)`` after each pair.
@@ -334,8 +337,9 @@ def evaluate_folders(
     """
     if evaluator is not None and (profile or metrics or weights or resize_to_reference):
         raise InvalidParameterError("give either an evaluator or profile/metrics/weights/resize_to_reference, not both")
+    workers = renamed(jobs, workers, old="workers", new="jobs", default=1)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise InvalidParameterError(f"workers must be an integer >= 1, got {workers!r}")
+        raise InvalidParameterError(f"jobs must be an integer >= 1, got {workers!r}")
     if evaluator is None:
         evaluator = Evaluator(profile, metrics=metrics, weights=weights, resize_to_reference=resize_to_reference)
     pairs, issues = pair_folders(reference_dir, distorted_dir)

@@ -9,6 +9,7 @@ actual values.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class OptimizerError(Exception):
@@ -104,3 +105,18 @@ class StudyError(OptimizerError, RuntimeError):
 
 class PresetError(OptimizerError, ValueError):
     """A preset file is malformed, from an unsupported version, or lacks the requested tier."""
+
+
+class QualityCheckError(OptimizerError):
+    """A quality check ran correctly and failed (exit code 1): a target not met, a budget exceeded."""
+
+
+class NoPresetError(QualityCheckError):
+    """A study finished without a trial that meets its target, so there is no preset to export.
+
+    ``result`` holds the study's :class:`~optimizer.tuning.results.TuningResult` for inspection.
+    """
+
+    def __init__(self, message: str, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result

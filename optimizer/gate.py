@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from ._compat import renamed
 from ._files import read_toml, write_atomic
 from .errors import ConfigError, InvalidParameterError, UnknownNameError
 from .evaluator import Evaluator
@@ -489,7 +490,8 @@ def run_gate(
     evaluator: Evaluator | None = None,
     profile: str | None = None,
     allow_missing: bool | None = None,
-    workers: int = 1,
+    jobs: int = 1,
+    workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> GateReport:
     """Evaluate two folders and check every budget.
@@ -501,7 +503,8 @@ def run_gate(
         evaluator: An evaluator that computes every metric the budgets name (default: built from them).
         profile: Composite profile (default: the budget file's).
         allow_missing: Let unpaired or unreadable files pass (default: the budget file's setting).
-        workers: Pairs scored in parallel processes.
+        jobs: Pairs scored in parallel processes.
+        workers: Deprecated spelling of ``jobs``.
         progress: Called as ``progress(done, total)`` after each pair.
 
     Returns:
@@ -534,7 +537,8 @@ def run_gate(
                 f"it computes {', '.join(evaluator.metric_names)}"
             )
     started = time.perf_counter()
-    batch = evaluate_folders(reference_dir, distorted_dir, evaluator=evaluator, workers=workers, progress=progress)
+    jobs = renamed(jobs, workers, old="workers", new="jobs", default=1)
+    batch = evaluate_folders(reference_dir, distorted_dir, evaluator=evaluator, jobs=jobs, progress=progress)
     results = [check_budget(b, batch.pairs) for b in config.budgets]
     return GateReport(
         results=results,

@@ -99,6 +99,6 @@ def small_study(small_study_dir: Path, tmp_path_factory: pytest.TempPathFactory)
         profile="fast",
         storage=f"sqlite:///{db}",
         study_name="small",
-        n_trials=8,
+        trials=8,
         seed=3,
     )

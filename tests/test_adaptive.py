@@ -372,7 +372,7 @@ def test_cli(crops: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[st
         (folder / ("sub" if i else "") / crop.name).write_bytes(crop.read_bytes())
     out = tmp_path / "out"
     code = main(
-        ["compress", str(folder), "--target", TARGET, "--formats", "jpeg", "-o", str(out), "--quality-range", "20-100"]
+        ["compress", str(folder), "--target", TARGET, "--formats", "jpeg", "-d", str(out), "--quality", "20-100"]
     )
     printed = capsys.readouterr().out
     assert code == 0, printed
@@ -387,10 +387,9 @@ def test_cli(crops: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[st
             "ssim:0.99999",
             "--formats",
             "jpeg",
-            "-o",
+            "-d",
             str(out / "x"),
-            "--format",
-            "json",
+            "--json",
         ]
     )
     data = json.loads(capsys.readouterr().out)
@@ -398,9 +397,9 @@ def test_cli(crops: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert data["results"][0]["met"] is False and data["totals"]["unmet"] == 1
     assert data["results"][0]["total_probes"] >= 1
 
-    code = main(["compress", str(tmp_path / "nope.png"), "--target", TARGET, "--formats", "jpeg", "-o", str(out)])
+    code = main(["compress", str(tmp_path / "nope.png"), "--target", TARGET, "--formats", "jpeg", "-d", str(out)])
     assert code == 3
-    code = main(["compress", str(crops[0]), "--target", "ssim", "-o", str(out)])
+    code = main(["compress", str(crops[0]), "--target", "ssim", "-d", str(out)])
     assert code == 2
     code = main(
         [
@@ -410,7 +409,7 @@ def test_cli(crops: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[st
             TARGET,
             "--formats",
             "jpeg",
-            "-o",
+            "-d",
             str(out),
             "--param",
             "jpeg.quality=80",
@@ -420,7 +419,7 @@ def test_cli(crops: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_cli_parsing() -> None:
-    from optimizer.cli.compress_cmd import parse_format_params, parse_quality_range
+    from optimizer.cli._parsing import parse_format_params, parse_quality_range
 
     assert parse_quality_range("40-95") == (40.0, 95.0)
     assert parse_quality_range("jpeg=40-95, jxl=0.5-3") == {"jpeg": (40.0, 95.0), "jxl": (0.5, 3.0)}
@@ -431,8 +430,15 @@ def test_cli_parsing() -> None:
         "avif": {"speed": 8},
         "jpeg": {"progressive": True},
     }
-    with pytest.raises(InvalidParameterError, match="FORMAT.NAME=VALUE"):
-        parse_format_params(["speed=8"])
+    # without FORMAT. a setting applies to every searched format that has it (and must exist in one)
+    assert parse_format_params(["quality=80", "jpg.optimize=on"], ["avif", "webp", "jpeg"]) == {
+        "avif": {"quality": 80},
+        "webp": {"quality": 80},
+        "jpeg": {"quality": 80, "optimize": True},
+    }
+    assert parse_format_params(["speed=8"], ["avif", "jpeg"]) == {"avif": {"speed": 8}}
+    with pytest.raises(InvalidParameterError, match="FORMAT.speed=VALUE"):
+        parse_format_params(["speed=8"], ["jpeg"])
 
 
 def test_resize_transform_scores_against_a_resized_reference(

@@ -39,7 +39,7 @@ def setup(kodak_paths: list[Path], tmp_path_factory: pytest.TempPathFactory) -> 
         profile="fast",
         storage=f"sqlite:///{folder}/s.db",
         study_name="apply-test",
-        n_trials=6,
+        trials=6,
         seed=1,
     )
     preset = result.presets
@@ -182,16 +182,19 @@ def test_responsive_widths(tmp_path: Path, setup: dict[str, Any]) -> None:
     assert sorted(Path(i.output).name for i in only.items) == ["kodim01-192w.jpg", "kodim02-192w.jpg"]
 
 
-def test_workers_give_the_same_report(tmp_path: Path, setup: dict[str, Any]) -> None:
+def test_jobs_give_the_same_report(tmp_path: Path, setup: dict[str, Any]) -> None:
     root = _inputs(tmp_path, setup["corpus"])
     one = apply_preset(setup["preset"], root, tmp_path / "a", verify=True)
-    two = apply_preset(setup["preset"], root, tmp_path / "b", verify=True, workers=2)
+    two = apply_preset(setup["preset"], root, tmp_path / "b", verify=True, jobs=2)
     assert [(Path(i.output).name, i.bytes_out, i.quality) for i in one.items] == [
         (Path(i.output).name, i.bytes_out, i.quality) for i in two.items
     ]
     assert [i.kind for i in one.issues] == [i.kind for i in two.issues]
-    with pytest.raises(InvalidParameterError, match="workers"):
-        apply_preset(setup["preset"], root, tmp_path / "c", workers=0)
+    with pytest.raises(InvalidParameterError, match="jobs must be an integer >= 1, got 0"):
+        apply_preset(setup["preset"], root, tmp_path / "c", jobs=0)
+    with pytest.warns(DeprecationWarning, match="workers= is deprecated"):
+        old = apply_preset(setup["preset"], root, tmp_path / "d", workers=2)
+    assert [i.bytes_out for i in old.items] == [i.bytes_out for i in two.items]
 
 
 def test_report_exports(tmp_path: Path, setup: dict[str, Any]) -> None:
@@ -217,15 +220,15 @@ def test_evaluator_must_compute_the_target_metric(tmp_path: Path, setup: dict[st
 def test_cli_apply_exit_codes(tmp_path: Path, setup: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     path = str(setup["path"])
     corpus = str(setup["corpus"])
-    assert main(["apply", path, corpus, str(tmp_path / "ok"), "--verify"]) == 0
+    assert main(["apply", path, corpus, "-d", str(tmp_path / "ok"), "--verify"]) == 0
     out = capsys.readouterr().out
     assert "kodim01.jpg" in out and "2 met, 0 missed" in out
     impossible = _impossible(setup["preset"]).save(tmp_path / "impossible.json")
-    assert main(["apply", str(impossible), corpus, str(tmp_path / "miss"), "--verify"]) == EXIT_CHECK_FAILED
+    assert main(["apply", str(impossible), corpus, "-d", str(tmp_path / "miss"), "--verify"]) == EXIT_CHECK_FAILED
     assert "missed the target ssim:0.9999" in capsys.readouterr().out
     root = _inputs(tmp_path, setup["corpus"])
-    assert main(["apply", path, str(root), str(tmp_path / "broken"), "--format", "json"]) == EXIT_INPUT
+    assert main(["apply", path, str(root), "-d", str(tmp_path / "broken"), "--json"]) == EXIT_INPUT
     data = json.loads(capsys.readouterr().out)
     assert data["totals"]["outputs"] == 2 and data["issues"][0]["kind"] == "unreadable"
-    assert main(["apply", path, corpus, str(tmp_path / "ok"), "--tier", "nope"]) == 2
+    assert main(["apply", path, corpus, "-d", str(tmp_path / "ok"), "--tier", "nope"]) == 2
     assert "unknown preset tier 'nope'" in capsys.readouterr().err

@@ -79,10 +79,10 @@ def test_report_lists_failures_and_summarises(folders: tuple[Path, Path], tmp_pa
 
 
 @pytest.mark.slow
-def test_parallel_workers_match_sequential(folders: tuple[Path, Path]) -> None:
+def test_parallel_jobs_match_sequential(folders: tuple[Path, Path]) -> None:
     ref, dist = folders
     one = evaluate_folders(ref, dist, evaluator=Evaluator("fast"))
-    two = evaluate_folders(ref, dist, evaluator=Evaluator("fast"), workers=2)
+    two = evaluate_folders(ref, dist, evaluator=Evaluator("fast"), jobs=2)
     assert [p.key for p in two.pairs] == [p.key for p in one.pairs]
     for a, b in zip(one.pairs, two.pairs):
         assert a.result.scores == pytest.approx(b.result.scores)

@@ -55,7 +55,7 @@ def test_evaluate_one_pair_imports_only_what_its_metrics_need(image: Path, tmp_p
 
 
 def test_codecs_json(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["codecs", "--format", "json"]) == EXIT_OK
+    assert main(["codecs", "--json"]) == EXIT_OK
     data = json.loads(capsys.readouterr().out)
     names = {c["name"] for c in data}
     assert {"jpeg", "webp", "avif", "png"} <= names
@@ -118,10 +118,7 @@ def test_evaluate_two_files(image: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert "composite" in out and "level:" in out
     report = tmp_path / "report.json"
     maps = tmp_path / "maps"
-    assert (
-        main(["evaluate", str(image), str(dist), "--format", "json", "--report", str(report), "--maps", str(maps)])
-        == EXIT_OK
-    )
+    assert main(["evaluate", str(image), str(dist), "--json", "--report", str(report), "--maps", str(maps)]) == EXIT_OK
     data = json.loads(capsys.readouterr().out)
     assert data["pairs"][0]["scores"].keys() >= {"ssimulacra2", "ms_ssim", "ssim", "psnr"}
     assert json.loads(report.read_text())["summary"]["count"] == 1
@@ -141,10 +138,7 @@ def test_evaluate_folders_and_mismatch(image: Path, tmp_path: Path, capsys: pyte
     out = capsys.readouterr().out
     assert "1 pairs" in out and "expected equal sizes" in out
     assert csv.read_text().count("\n") == 2
-    assert (
-        main(["evaluate", str(ref), str(dist), "--metrics", "ssim", "--resize-to-reference", "--format", "json"])
-        == EXIT_OK
-    )
+    assert main(["evaluate", str(ref), str(dist), "--metrics", "ssim", "--resize-to-reference", "--json"]) == EXIT_OK
     assert json.loads(capsys.readouterr().out)["summary"]["count"] == 2
     assert main(["evaluate", str(ref), str(image)]) == EXIT_USAGE
     assert main(["evaluate", str(image), str(tmp_path / "missing.png")]) == EXIT_INPUT

@@ -274,7 +274,7 @@ def test_cli_exit_codes(folders: tuple[Path, Path], tmp_path: Path, capsys: pyte
     out = capsys.readouterr().out
     assert "FAIL" in out and "sub/c" in out and "gate failed" in out
     assert ET.parse(junit).getroot().get("failures") == "1"
-    assert _cli(["gate", "--budget", str(bad), *map(str, folders), "--format", "json"]) == 1
+    assert _cli(["gate", "--budget", str(bad), *map(str, folders), "--json"]) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["passed"] is False and data["budgets"][0]["failing"][0]["key"] in QUALITIES
     malformed = tmp_path / "malformed.toml"

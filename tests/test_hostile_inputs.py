@@ -259,7 +259,7 @@ def test_compress_goes_on_past_an_image_over_the_budget(tmp_path: Path, monkeypa
     y, x = np.mgrid[0:48, 0:64]
     PILImage.fromarray(np.stack([x * 4, y * 5, (x + y) * 2], axis=2).astype(np.uint8)).save(inputs / "small.png")
     out = tmp_path / "out"
-    code = main(["compress", str(inputs), "--target", "ssimulacra2:70", "--formats", "jpeg", "-o", str(out)])
+    code = main(["compress", str(inputs), "--target", "ssimulacra2:70", "--formats", "jpeg", "-d", str(out)])
     captured = capsys.readouterr()
     assert code == 3 and "Traceback" not in captured.err + captured.out
     assert "big.png" in captured.out and "scoring a 3000x2000 image with ssimulacra2 needs about" in captured.out

@@ -116,7 +116,7 @@ def test_apply_metadata_colour_and_times(camera: Path, preset_file: Path, tmp_pa
 
     cli_out = tmp_path / "cli"
     with pytest.warns(GamutWarning):
-        code = main(["apply", str(preset_file), str(camera.parent), str(cli_out), "--metadata", "none"])
+        code = main(["apply", str(preset_file), str(camera.parent), "-d", str(cli_out), "--metadata", "none"])
     assert code == EXIT_OK
     cli_written = cli_out / "camera.webp"
     assert read_tags(cli_written) == {"SourceFile": str(cli_written)}  # nothing at all
@@ -153,8 +153,8 @@ def test_compress_cli_options(camera: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     with pytest.warns(GamutWarning):
         code = main(
-            ["compress", str(camera), "-t", "ssim:0.9", "--formats", "jpeg", "-o", str(out)]
-            + ["--metadata", "exif,xmp", "--preserve-times", "--no-keep-original", "--format", "json"]
+            ["compress", str(camera), "-t", "ssim:0.9", "--formats", "jpeg", "-d", str(out)]
+            + ["--metadata", "exif,xmp", "--preserve-times", "--no-keep-original", "--json"]
         )
     assert code == EXIT_OK
     tags = read_tags(out / "camera.jpg")
@@ -176,7 +176,10 @@ def test_outputs_and_reports_follow_the_umask(
         warnings.simplefilter("ignore", GamutWarning)
         assert main(["encode", str(camera), "-f", "jpeg", "-o", str(encoded)]) == EXIT_OK
         apply_report = tmp_path / "apply.json"
-        assert main(["apply", str(preset_file), str(camera), str(tmp_path / "a"), "--report", str(apply_report)]) == 0
+        assert (
+            main(["apply", str(preset_file), str(camera), "-d", str(tmp_path / "a"), "--report", str(apply_report)])
+            == 0
+        )
         compress_report = tmp_path / "compress.json"
         code = main(
             ["compress", str(camera), "-t", "ssim:0.9", "--formats", "jpeg", "-o", str(tmp_path / "c")]

@@ -45,7 +45,7 @@ def tuned(kodak_paths: list[Path], tmp_path_factory: pytest.TempPathFactory) -> 
         profile="fast",
         storage=storage,
         study_name="presets-test",
-        n_trials=8,
+        trials=8,
         seed=1,
         tiers=EXTRA,
     )
@@ -349,7 +349,7 @@ def test_cli_show(tmp_path: Path, preset: Preset, capsys: pytest.CaptureFixture[
     assert main(["presets", "show", str(path)]) == 0
     out = capsys.readouterr().out
     assert "target *" in out and "high" in out and "ssim:0.95" in out
-    assert main(["presets", "show", str(path), "--format", "json"]) == 0
+    assert main(["presets", "show", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["default_tier"] == DEFAULT_TIER
 
 
@@ -359,7 +359,7 @@ def test_cli_export(tmp_path: Path, preset: Preset, capsys: pytest.CaptureFixtur
     assert main(["presets", "export", str(path), "--tier", "high", "--to", "cjpeg", "--input", "a.ppm"]) == 0
     out = capsys.readouterr().out
     assert f"cjpeg -quality {quality} " in out and out.rstrip().endswith("a.ppm")
-    assert main(["presets", "export", str(path), "--to", "sharp", "--format", "json"]) == 0
+    assert main(["presets", "export", str(path), "--to", "sharp", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["tier"] == DEFAULT_TIER and data["exports"][0]["options"]["format"] == "jpeg"
     assert main(["presets", "export", str(path), "--to", "cwebp"]) == 2  # a JPEG tier

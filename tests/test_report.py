@@ -113,8 +113,9 @@ def test_study_without_tiers_still_reports(corpus_dir: Path, tmp_path: Path) -> 
         profile="fast",
         storage=url,
         study_name="strict",
-        n_trials=3,
+        trials=3,
         seed=1,
+        require_preset=False,
     )
     assert strict.presets is None and "target" in (strict.preset_error or "")
     report = build_report(load_study("strict", url), images=[corpus_dir / NAMES[0]])

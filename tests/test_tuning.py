@@ -58,10 +58,17 @@ def _study_kwargs(tmp_path: Path, **overrides):
         profile="fast",
         storage=f"sqlite:///{tmp_path / 'study.db'}",
         study_name="t",
-        n_trials=8,
+        trials=8,
         seed=7,
     )
     kwargs.update(overrides)
+    return kwargs
+
+
+def _config_kwargs(tmp_path: Path, **overrides):
+    """:func:`_study_kwargs` for a :class:`TuneConfig`, which records the budget as ``n_trials``."""
+    kwargs = _study_kwargs(tmp_path, **overrides)
+    kwargs["n_trials"] = kwargs.pop("trials")
     return kwargs
 
 
@@ -209,7 +216,7 @@ def test_a_round_that_starts_no_trial_ends_the_run(
     """The timeout can run out inside Optuna before a round starts a trial: that is not a failure."""
     from optimizer.tuning.study import prepare_study, run_trials
 
-    prepared = prepare_study(crops, TuneConfig(**_study_kwargs(tmp_path)))
+    prepared = prepare_study(crops, TuneConfig(**_config_kwargs(tmp_path)))
     monkeypatch.setattr(optuna.Study, "optimize", lambda self, *args, **kwargs: None)
     assert run_trials(prepared.study, prepared.objective, n_trials=4, timeout=60) == 0
 
@@ -231,7 +238,7 @@ def test_pruning_only_when_certain(how: str, crops: list[Path]) -> None:
 
 
 def test_tune_constrained_records_and_prunes(tmp_path: Path, crops: list[Path]) -> None:
-    result = tune(crops, **_study_kwargs(tmp_path, n_trials=10))
+    result = tune(crops, **_study_kwargs(tmp_path, trials=10))
     trials = finished_trials(result.study)
     assert len(trials) == 10
     states = {t.state.name for t in trials}
@@ -254,8 +261,8 @@ def test_tune_constrained_records_and_prunes(tmp_path: Path, crops: list[Path]) 
 
 
 def test_seeded_study_is_reproducible(tmp_path: Path, crops: list[Path]) -> None:
-    a = tune(crops, **_study_kwargs(tmp_path / "a", n_trials=6))
-    b = tune(crops, **_study_kwargs(tmp_path / "b", n_trials=6))
+    a = tune(crops, **_study_kwargs(tmp_path / "a", trials=6))
+    b = tune(crops, **_study_kwargs(tmp_path / "b", trials=6))
     assert [t.params for t in a.study.trials] == [t.params for t in b.study.trials]
     assert [t.user_attrs["total_bytes"] for t in a.study.trials] == [
         t.user_attrs["total_bytes"] for t in b.study.trials
@@ -263,24 +270,24 @@ def test_seeded_study_is_reproducible(tmp_path: Path, crops: list[Path]) -> None
 
 
 def test_resume_counts_budget_and_refuses_other_definition(tmp_path: Path, crops: list[Path]) -> None:
-    first = tune(crops, **_study_kwargs(tmp_path, n_trials=4))
+    first = tune(crops, **_study_kwargs(tmp_path, trials=4))
     assert len(finished_trials(first.study)) == 4
-    second = tune(crops, **_study_kwargs(tmp_path, n_trials=7))
+    second = tune(crops, **_study_kwargs(tmp_path, trials=7))
     assert len(finished_trials(second.study)) == 7
     assert [t.number for t in second.study.trials][:4] == [0, 1, 2, 3]
     with pytest.raises(StudyError, match="target"):
-        tune(crops, **_study_kwargs(tmp_path, n_trials=8, target="ssim:0.95"))
+        tune(crops, **_study_kwargs(tmp_path, trials=8, target="ssim:0.95"))
     with pytest.raises(StudyError, match="corpus"):
-        tune(crops[:2], **_study_kwargs(tmp_path, n_trials=8))
+        tune(crops[:2], **_study_kwargs(tmp_path, trials=8))
     study, definition = open_stored_study("t", f"sqlite:///{tmp_path / 'study.db'}")
     assert definition.target == "ssim:0.93" and len(study.trials) == 7
 
 
 def test_tradeoff_and_pareto_modes(tmp_path: Path, crops: list[Path]) -> None:
     space = {"formats": ["jpeg", "webp"], "jpeg": {"subsampling": "4:2:0"}}
-    trade = tune(crops, **_study_kwargs(tmp_path / "t", space=space, mode="tradeoff", n_trials=5))
+    trade = tune(crops, **_study_kwargs(tmp_path / "t", space=space, mode="tradeoff", trials=5))
     assert trade.study.direction.name == "MAXIMIZE" and trade.best_trial is not None
-    pareto = tune(crops, **_study_kwargs(tmp_path / "p", space=space, mode="pareto", n_trials=6, sampler="nsga2"))
+    pareto = tune(crops, **_study_kwargs(tmp_path / "p", space=space, mode="pareto", trials=6, sampler="nsga2"))
     assert [d.name for d in pareto.study.directions] == ["MINIMIZE", "MAXIMIZE"]
     front = pareto.pareto_front
     assert front and all(a.user_attrs["total_bytes"] < b.user_attrs["total_bytes"] for a, b in zip(front, front[1:]))
@@ -314,7 +321,7 @@ def test_failing_encodes_mark_trial_failed(tmp_path: Path, crops: list[Path], mo
 
     monkeypatch.setattr(type(codec), "_encode", flaky)
     space = {"formats": ["jpeg"], "jpeg": {"quality": [30, 95], "subsampling": ["4:4:4", "4:2:2", "4:2:0"]}}
-    result = tune(crops, **_study_kwargs(tmp_path, space=space, n_trials=5, target="ssim:0.5"))
+    result = tune(crops, **_study_kwargs(tmp_path, space=space, trials=5, target="ssim:0.5"))
     failed = [t for t in result.study.trials if t.state.name == "FAIL"]
     assert len(failed) == 1 and "simulated" in failed[0].user_attrs["error"]
     assert failed[0].params == {"jpeg.subsampling": "4:4:4"}
@@ -334,7 +341,7 @@ def test_interrupted_study_loses_no_finished_trial(tmp_path: Path, crops: list[P
             if len(finished_trials(study)) >= 3:
                 os.kill(os.getpid(), signal.SIGKILL)
         tune({[str(p) for p in crops]!r}, space={SPACE!r}, target="ssim:0.93", profile="fast",
-             storage="sqlite:///{db}", study_name="k", n_trials=20, seed=1, callbacks=[stop])
+             storage="sqlite:///{db}", study_name="k", trials=20, seed=1, callbacks=[stop])
         """
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
@@ -349,7 +356,7 @@ def test_interrupted_study_loses_no_finished_trial(tmp_path: Path, crops: list[P
         profile="fast",
         storage=f"sqlite:///{db}",
         study_name="k",
-        n_trials=6,
+        trials=6,
         seed=1,
     )
     after = {t.number: t.user_attrs["total_bytes"] for t in finished_trials(resumed.study)}
@@ -483,7 +490,7 @@ def test_solved_trials_are_minimal_on_the_whole_corpus(tmp_path: Path, crops: li
     from optimizer.tuning.study import prepare_study, run_trials
 
     images = crops * 1
-    config = TuneConfig(**_study_kwargs(tmp_path, n_trials=4, target="ssim:0.95", aggregate="worst"))
+    config = TuneConfig(**_config_kwargs(tmp_path, trials=4, target="ssim:0.95", aggregate="worst"))
     prepared = prepare_study(images, config)
     run_trials(prepared.study, prepared.objective, n_trials=4, search=prepared.search)
     goal = Target.parse("ssim:0.95")

@@ -18,6 +18,7 @@ from ..errors import (
     OptimizerError,
     OutputError,
     PresetError,
+    QualityCheckError,
     ResourceLimitError,
     WeightsNotFoundError,
 )
@@ -72,12 +73,15 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_INPUT
     if isinstance(exc, (CodecUnavailableError, WeightsNotFoundError)):
         return EXIT_DEPENDENCY
+    if isinstance(exc, QualityCheckError):
+        return EXIT_CHECK_FAILED
     if isinstance(exc, OptimizerError):  # InvalidParameterError, ConfigError, UnknownNameError, StudyError...
         return EXIT_USAGE
     if isinstance(exc, FileNotFoundError):
         return EXIT_INPUT
-    if isinstance(exc, ImportError):
-        return EXIT_DEPENDENCY
+    if isinstance(exc, ImportError):  # a missing or broken third-party package; one of ours failing is a bug
+        internal = (exc.name or "").split(".")[0] == "optimizer"
+        return EXIT_INTERNAL if internal else EXIT_DEPENDENCY
     return EXIT_INTERNAL
 
 

@@ -9,25 +9,33 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ._app import app
+from ._grammar import JsonOption, LegacyFormatOption, output_style
 from ._output import console
-from ._parsing import ColorOption, MetadataOption, PreserveTimesOption, parse_color, parse_params
+from ._parsing import (
+    ColorOption,
+    MetadataOption,
+    PreserveTimesOption,
+    ResizeFilter,
+    parse_color,
+    parse_format_params,
+)
 
 
 @app.command("codecs")
-def codecs_command(
-    output_format: Annotated[
-        str, typer.Option("--format", help="Output as a table or as JSON.", case_sensitive=False)
-    ] = "table",
-) -> None:
-    """List the codecs, their parameters and the library versions behind them."""
+def codecs_command(as_json: JsonOption = False, legacy_format: LegacyFormatOption = None) -> None:
+    """List the codecs, their parameters and the library versions behind them.
+
+    \b
+    Examples:
+      optimizer codecs
+      optimizer codecs --json | jq '.[] | select(.available) | .name'
+    """
     from ..codecs import codec_names, get_codec
 
     described = [get_codec(name, require_available=False).describe() for name in codec_names()]
-    if output_format.lower() == "json":
+    if output_style(as_json, legacy_format) == "json":
         typer.echo(json.dumps(described, indent=2))
         return
-    if output_format.lower() != "table":
-        raise typer.BadParameter(f"--format must be table or json, got {output_format!r}")
     from rich.table import Table
 
     table = Table(title="Codecs")
@@ -53,27 +61,41 @@ def _describe_param(p: dict[str, Any]) -> str:
 @app.command("encode")
 def encode_command(
     input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="Image to encode.")],
-    codec: Annotated[str, typer.Option("--format", "-f", help="Codec name (see `optimizer codecs`).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")],
+    codec: Annotated[
+        str, typer.Option("--format", "-f", metavar="FORMAT", help="Image format to write (see `optimizer codecs`).")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="File to write.")],
     param: Annotated[
-        Optional[list[str]], typer.Option("--param", "-p", help="Encoder parameter NAME=VALUE (repeatable).")
+        Optional[list[str]],
+        typer.Option(
+            "--param",
+            "-p",
+            metavar="[FORMAT.]NAME=VALUE",
+            help="Encoder setting [FORMAT.]NAME=VALUE (repeatable), e.g. quality=60.",
+        ),
     ] = None,
     width: Annotated[Optional[int], typer.Option(help="Resize to this width (aspect kept).")] = None,
     height: Annotated[Optional[int], typer.Option(help="Resize to this height (aspect kept).")] = None,
-    resize_filter: Annotated[str, typer.Option("--filter", help="Resize filter.")] = "lanczos",
+    resize_filter: Annotated[ResizeFilter, typer.Option("--filter", help="Resize filter.")] = "lanczos",
     sharpen: Annotated[float, typer.Option(help="Unsharp-mask amount after resizing (0 = none).")] = 0.0,
     metadata: MetadataOption = "web",
     color: ColorOption = "srgb",
     preserve_times: PreserveTimesOption = False,
 ) -> None:
-    """Encode one image and print its size in bytes and bits per pixel."""
+    """Encode one image and print its size in bytes and bits per pixel.
+
+    \b
+    Examples:
+      optimizer encode photo.png -f avif -p quality=60 -p speed=6 -o photo.avif
+      optimizer encode photo.jpg -f webp --width 1280 --sharpen 0.3 -o photo-1280.webp
+    """
     from .._files import source_times, write_atomic
     from ..codecs import get_codec
     from ..imageio import MetadataPolicy, load_image
     from ..transforms import Transform
 
     encoder = get_codec(codec)
-    params = encoder.validate_params(parse_params(param or []))
+    params = encoder.validate_params(parse_format_params(param or [], [encoder.name]).get(encoder.name, {}))
     policy = MetadataPolicy.parse(metadata)
     transform = Transform(width=width, height=height, filter=resize_filter, sharpen_amount=sharpen)
     image = transform.apply(load_image(input_path, color=parse_color(color)))

@@ -2,79 +2,67 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 
-from ..errors import InvalidParameterError
 from ._app import EXIT_CHECK_FAILED, EXIT_INPUT, app, fail
+from ._grammar import JsonOption, LegacyFormatOption, deprecated, expand_paths, output_style, split_out_dir
 from ._output import ProgressReporter, console
-from ._parsing import ColorOption, MetadataOption, PreserveTimesOption, parse_color, parse_scalar, split_list
+from ._parsing import (
+    ColorOption,
+    MetadataOption,
+    PreserveTimesOption,
+    parse_color,
+    parse_format_params,
+    parse_quality_range,
+    split_list,
+)
 
 if TYPE_CHECKING:
     from ..tuning.adaptive import CompressReport
 
-_RANGE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:-|\.\.)\s*(\d+(?:\.\d*)?|\.\d+)\s*$")
-
-
-def parse_quality_range(text: str | None) -> tuple[float, float] | dict[str, tuple[float, float]] | None:
-    """``"40-95"`` (every format) or ``"jpeg=40-95,jxl=0.5-3"`` (per format, in each axis's units)."""
-    if not text:
-        return None
-    if "=" not in text:
-        return _range(text, text)
-    out: dict[str, tuple[float, float]] = {}
-    for item in split_list(text):
-        name, sep, span = item.partition("=")
-        if not sep or not name.strip():
-            raise InvalidParameterError(f"per-format quality ranges are written FORMAT=LOW-HIGH, got {item!r}")
-        out[name.strip().lower()] = _range(span, text)
-    return out
-
-
-def _range(span: str, whole: str) -> tuple[float, float]:
-    match = _RANGE.match(span)
-    if match is None:
-        raise InvalidParameterError(
-            f"quality ranges are written LOW-HIGH (e.g. 40-95) or FORMAT=LOW-HIGH, got {whole!r}"
-        )
-    return float(match.group(1)), float(match.group(2))
-
-
-def parse_format_params(items: list[str] | None) -> dict[str, dict[str, Any]]:
-    """``["avif.speed=8", "jpeg.progressive=true"]`` -> ``{"avif": {"speed": 8}, "jpeg": {...}}``."""
-    out: dict[str, dict[str, Any]] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        fmt, dot, name = key.strip().partition(".")
-        if not sep or not dot or not fmt or not name:
-            raise InvalidParameterError(
-                f"fixed settings are written FORMAT.NAME=VALUE (e.g. avif.speed=8), got {item!r}"
-            )
-        out.setdefault(fmt.lower(), {})[name] = parse_scalar(value)
-    return out
-
 
 @app.command("compress")
 def compress_command(
-    inputs: Annotated[list[Path], typer.Argument(metavar="INPUTS", help="Image files or folders (recursive).")],
-    target: Annotated[
-        str, typer.Option("--target", "-t", help="Quality bar METRIC:VALUE, e.g. ssimulacra2:80 or composite:0.8.")
+    inputs: Annotated[
+        list[Path], typer.Argument(metavar="INPUTS...", help="Image files, folders (recursive) or quoted globs.")
     ],
-    out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Folder for the compressed files.")],
+    target: Annotated[
+        str,
+        typer.Option(
+            "--target",
+            "-t",
+            metavar="METRIC:VALUE",
+            help="Quality bar METRIC:VALUE, e.g. ssimulacra2:80 or composite:0.8.",
+        ),
+    ],
+    out_dir: Annotated[
+        Optional[Path], typer.Option("--out-dir", "-d", metavar="DIR", help="Folder for the compressed files.")
+    ] = None,
+    legacy_out: Annotated[Optional[Path], typer.Option("-o", hidden=True, help="Deprecated: use -d/--out-dir.")] = None,
     formats: Annotated[
-        Optional[str], typer.Option(help="Comma-separated formats to try (default: avif,webp,jpeg).")
+        Optional[str], typer.Option(metavar="A,B", help="Comma-separated formats to try (default: avif,webp,jpeg).")
     ] = None,
     profile: Annotated[Optional[str], typer.Option(help="Composite profile for composite targets.")] = None,
     param: Annotated[
         Optional[list[str]],
-        typer.Option("--param", help="Fixed setting FORMAT.NAME=VALUE (repeatable), e.g. avif.speed=8."),
+        typer.Option(
+            "--param",
+            "-p",
+            metavar="[FORMAT.]NAME=VALUE",
+            help="Fixed setting [FORMAT.]NAME=VALUE (repeatable), e.g. avif.speed=8 or speed=8.",
+        ),
     ] = None,
-    quality_range: Annotated[
+    quality: Annotated[
         Optional[str],
-        typer.Option("--quality-range", help="LOW-HIGH on every format's quality axis, or FORMAT=LOW-HIGH,..."),
+        typer.Option(
+            "--quality", metavar="LOW-HIGH", help="LOW-HIGH on every format's quality axis, or FORMAT=LOW-HIGH,..."
+        ),
+    ] = None,
+    legacy_quality: Annotated[
+        Optional[str], typer.Option("--quality-range", hidden=True, help="Deprecated: use --quality.")
     ] = None,
     max_probes: Annotated[Optional[int], typer.Option(min=1, help="Encodes per image and format at most.")] = None,
     keep_original: Annotated[
@@ -84,13 +72,15 @@ def compress_command(
         ),
     ] = True,
     fallback: Annotated[
-        str, typer.Option(help="When nothing meets the target: keep the 'best' candidate or the 'original'.")
+        Literal["best", "original"],
+        typer.Option(help="When nothing meets the target: keep the best candidate or the original."),
     ] = "best",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     skip_existing: Annotated[
         bool, typer.Option("--skip-existing", help="Leave inputs whose output exists alone (re-running a batch).")
     ] = False,
-    output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    as_json: JsonOption = False,
+    legacy_format: LegacyFormatOption = None,
     report: Annotated[Optional[Path], typer.Option(help="Also write the full JSON report here.")] = None,
     metadata: MetadataOption = "web",
     color: ColorOption = "srgb",
@@ -100,20 +90,34 @@ def compress_command(
 
     Exit code 1 when an image could not meet the target (its best candidate or original is kept), 3 when
     an input could not be read.
+
+    \b
+    Examples:
+      optimizer compress photos/ -t ssimulacra2:80 -d out/
+      optimizer compress 'shots/*.png' -t ssimulacra2:85 --formats avif,webp -p avif.speed=4 -d out/
+      optimizer compress photo.jpg -t composite:0.85 --quality jpeg=60-95 --json -d out/
     """
+    from ..codecs import get_codec
+    from ..tuning.adaptive import DEFAULT_FORMATS
     from ..tuning.outputs import existing_policy
 
-    if output_format not in ("table", "json"):
-        fail(f"--format must be table or json, got {output_format!r}")
+    output_format = output_style(as_json, legacy_format)
+    if legacy_quality is not None:
+        deprecated("--quality-range", "--quality")
+        if quality is not None:
+            fail("give --quality (or the deprecated --quality-range), not both")
+        quality = legacy_quality
+    sources, out_dir = split_out_dir(expand_paths(inputs), out_dir, legacy_out)
     names = split_list(formats) or None
+    searched = [get_codec(n, require_available=False).name for n in (names or DEFAULT_FORMATS)]
     compress_report = _run(
-        inputs,
+        sources,
         target=target,
         formats=names,
         out_dir=out_dir,
         profile=profile,
-        params=parse_format_params(param) or None,
-        quality_range=parse_quality_range(quality_range),
+        params=parse_format_params(param or [], searched) or None,
+        quality_range=parse_quality_range(quality),
         max_probes=max_probes,
         keep_original_if_smaller=keep_original,
         fallback=fallback,

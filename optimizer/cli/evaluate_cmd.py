@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from ._app import app, fail
+from ._grammar import JobsOption, JsonOption, LegacyFormatOption, LegacyWorkersOption, jobs_from, output_style
 from ._output import ProgressReporter, console
 from ._parsing import split_list
 
@@ -34,20 +35,22 @@ def build_evaluator(
 
 @app.command("evaluate")
 def evaluate_command(
-    reference: Annotated[Path, typer.Argument(metavar="REF", help="Reference image or folder.")],
-    distorted: Annotated[Path, typer.Argument(metavar="DIST", help="Processed image or folder.")],
+    reference: Annotated[Path, typer.Argument(metavar="REFERENCE", help="Original image or folder.")],
+    distorted: Annotated[Path, typer.Argument(metavar="DISTORTED", help="Processed image or folder.")],
     profile: Annotated[Optional[str], typer.Option(help="Composite profile (default, seed, perceptual, fast).")] = None,
     metrics: Annotated[
         Optional[str], typer.Option(help="Comma-separated metrics (equal weights unless --profile).")
     ] = None,
-    output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    as_json: JsonOption = False,
+    legacy_format: LegacyFormatOption = None,
     report: Annotated[Optional[Path], typer.Option(help="Write the full JSON report here.")] = None,
     csv: Annotated[Optional[Path], typer.Option(help="Write per-pair rows as CSV here.")] = None,
     maps: Annotated[
         Optional[Path],
         typer.Option(help="Write heat maps (PNG, fixed scale per metric) as DIR/<processed stem>.<metric>.png."),
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Processes for folder batches.")] = 1,
+    jobs: JobsOption = 1,
+    legacy_workers: LegacyWorkersOption = None,
     resize_to_reference: Annotated[
         bool, typer.Option("--resize-to-reference", help="Resize processed images to the reference size.")
     ] = False,
@@ -55,20 +58,28 @@ def evaluate_command(
         Optional[Path], typer.Option(help="TOML file with custom profiles, levels and evaluator defaults.")
     ] = None,
 ) -> None:
-    """Score processed images against their originals: two files or two folders."""
+    """Score processed images against their originals: two files or two folders (paired by relative path
+    and stem, so a/b.png pairs with a/b.webp).
+
+    \b
+    Examples:
+      optimizer evaluate photo.png photo.avif
+      optimizer evaluate originals/ processed/ --profile fast -j 2 --report report.json --csv report.csv
+      optimizer evaluate photo.png photo.jpg --metrics ssimulacra2,lpips --maps maps/ --json
+    """
     from ..batch import BatchReport, PairResult, evaluate_folders
     from ..heatmaps import write_maps
     from ..imageio import load_image
 
-    if output_format not in ("table", "json"):
-        fail(f"--format must be table or json, got {output_format!r}")
+    output_format = output_style(as_json, legacy_format)
+    workers = jobs_from(jobs, legacy_workers)
     evaluator = build_evaluator(profile, metrics, resize_to_reference, config)
     if reference.is_dir() != distorted.is_dir():
-        fail(f"REF and DIST must both be files or both be folders, got {reference} and {distorted}")
+        fail(f"REFERENCE and DISTORTED must both be files or both be folders, got {reference} and {distorted}")
     if reference.is_dir():
         with ProgressReporter("evaluating") as bar:
             batch = evaluate_folders(
-                reference, distorted, evaluator=evaluator, workers=workers, maps_dir=maps, progress=bar.update
+                reference, distorted, evaluator=evaluator, jobs=workers, maps_dir=maps, progress=bar.update
             )
     else:
         evaluator.load()
@@ -138,16 +149,23 @@ def _print_summary(batch: BatchReport) -> None:
 
 @app.command("evaluate-set")
 def evaluate_set_command(
-    reference_dir: Annotated[Path, typer.Argument(metavar="REF_DIR", help="Folder of reference images.")],
-    distorted_dir: Annotated[Path, typer.Argument(metavar="DIST_DIR", help="Folder of processed images.")],
+    reference_dir: Annotated[Path, typer.Argument(metavar="REFERENCE", help="Folder of reference images.")],
+    distorted_dir: Annotated[Path, typer.Argument(metavar="DISTORTED", help="Folder of processed images.")],
     batch_size: Annotated[int, typer.Option(min=1, help="Images per Inception batch.")] = 16,
-    output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    as_json: JsonOption = False,
+    legacy_format: LegacyFormatOption = None,
 ) -> None:
-    """Fréchet Inception Distance between two sets of images (a set-to-set distance, not per pair)."""
+    """Fréchet Inception Distance between two sets of images (a set-to-set distance, not per pair).
+
+    \b
+    Examples:
+      optimizer evaluate-set originals/ generated/
+      optimizer evaluate-set originals/ generated/ --batch-size 8 --json
+    """
     from ..metrics.fid import evaluate_set
 
     result = evaluate_set(reference_dir, distorted_dir, batch_size=batch_size)
-    if output_format == "json":
+    if output_style(as_json, legacy_format) == "json":
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
         console.print(
@@ -155,22 +173,30 @@ def evaluate_set_command(
         )
 
 
-weights_app = typer.Typer(help="Pretrained network weights: status and import.", no_args_is_help=False)
+weights_app = typer.Typer(no_args_is_help=False)
 app.add_typer(weights_app, name="weights")
 
 
 @weights_app.callback(invoke_without_command=True)
 def weights_status_command(
     ctx: typer.Context,
-    output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    as_json: JsonOption = False,
+    legacy_format: LegacyFormatOption = None,
 ) -> None:
-    """Show which pretrained weight files are present, where they are expected and which metrics need them."""
+    """Pretrained network weights: which files are present, where they are expected, which metrics need them.
+
+    \b
+    Examples:
+      optimizer weights
+      optimizer weights --json
+      optimizer weights import ~/Downloads/alexnet-owt-7be5be79.pth
+    """
     if ctx.invoked_subcommand is not None:
         return
     from ..metrics.weights import cache_dir, weights_status
 
     statuses = weights_status()
-    if output_format == "json":
+    if output_style(as_json, legacy_format) == "json":
         typer.echo(json.dumps([s.to_dict() for s in statuses], indent=2, default=str))
         return
     console.print(f"weights cache: {cache_dir()} (set TORCH_HOME to move it)", highlight=False, soft_wrap=True)
@@ -191,7 +217,12 @@ def weights_status_command(
 def weights_import_command(
     files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="Weight files you downloaded elsewhere.")],
 ) -> None:
-    """Verify weight files and copy them into the standard cache (honours TORCH_HOME)."""
+    """Verify weight files and copy them into the standard cache (honours TORCH_HOME).
+
+    \b
+    Examples:
+      optimizer weights import alexnet-owt-7be5be79.pth vgg16-397923af.pth
+    """
     from ..metrics.weights import import_weights
 
     for file in files:

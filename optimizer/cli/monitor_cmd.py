@@ -7,11 +7,12 @@ import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Literal, Optional
 
 import typer
 
 from ._app import EXIT_CHECK_FAILED, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, app, fail
+from ._grammar import JobsOption, JsonOption, LegacyFormatOption, LegacyWorkersOption, jobs_from, output_style
 from ._output import ProgressReporter, console, err_console, escape
 from ._parsing import split_list
 
@@ -56,7 +57,7 @@ def monitor_command(
         tuple[Path, Path],
         typer.Option(
             "--watch",
-            metavar="ORIG_DIR PROCESSED_DIR",
+            metavar="REFERENCE DISTORTED",
             help="Follow this folder pair: originals and their processed versions (same relative stem).",
         ),
     ],
@@ -73,14 +74,15 @@ def monitor_command(
     state: Annotated[
         Optional[Path],
         typer.Option(
-            help=f"JSON-lines record of processed pairs (default: PROCESSED_DIR/{STATE_NAME}); a restart "
+            help=f"JSON-lines record of processed pairs (default: DISTORTED/{STATE_NAME}); a restart "
             "skips them and restores the statistics."
         ),
     ] = None,
     window: Annotated[Optional[int], typer.Option(min=2, help="Rolling window size (overrides the config).")] = None,
     once: Annotated[bool, typer.Option("--once", help="Process what is there now and exit.")] = False,
     fail_on: Annotated[
-        str, typer.Option("--fail-on", help="Exit 1 if this run raised an alert this severe: never, warning, critical.")
+        Literal["never", "warning", "critical"],
+        typer.Option("--fail-on", help="Exit 1 if this run raised an alert this severe."),
     ] = "never",
 ) -> None:
     """Score new processed images as they appear and print threshold and drift alerts.
@@ -91,12 +93,16 @@ def monitor_command(
     file are skipped with a warning; a state path that is a folder, or a file that is not a state file, is
     an error (exit 3). An alert that cannot be written to --alerts (a full disk) is kept and retried; what is
     still undelivered at the end is printed on stderr as JSON lines, and the exit code is 3.
+
+    \b
+    Examples:
+      optimizer monitor --watch originals/ processed/ --alerts alerts.jsonl
+      optimizer monitor --watch originals/ processed/ --once --fail-on critical
+      optimizer monitor --watch originals/ processed/ --config monitor.toml --profile fast
     """
     from ..evaluator import Evaluator
     from ..monitor import FolderWatcher, JsonLinesSink, QualityMonitor, load_monitor_config
 
-    if fail_on not in _FAIL_ON:
-        fail(f"--fail-on must be one of {', '.join(_FAIL_ON)}, got {fail_on!r}")
     orig_dir, processed_dir = watch
     for folder in (orig_dir, processed_dir):
         if not folder.is_dir():
@@ -210,32 +216,43 @@ def _print_stats(stats: MonitorStats, processed: int, pending: list[str]) -> Non
 
 @app.command("gate")
 def gate_command(
-    orig_dir: Annotated[Path, typer.Argument(metavar="ORIG_DIR", help="Folder of original images.")],
-    processed_dir: Annotated[Path, typer.Argument(metavar="PROCESSED_DIR", help="Folder of processed images.")],
+    orig_dir: Annotated[Path, typer.Argument(metavar="REFERENCE", help="Folder of original images.")],
+    processed_dir: Annotated[Path, typer.Argument(metavar="DISTORTED", help="Folder of processed images.")],
     budget: Annotated[Path, typer.Option("--budget", help="TOML file of [[budget]] tables.")],
     profile: Annotated[Optional[str], typer.Option(help="Composite profile (overrides the budget file).")] = None,
     junit: Annotated[
         Optional[Path], typer.Option(help="Write a JUnit XML report here (one test case per budget).")
     ] = None,
-    output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    as_json: JsonOption = False,
+    legacy_format: LegacyFormatOption = None,
     allow_missing: Annotated[
         bool, typer.Option("--allow-missing", help="Unpaired or unreadable files do not fail the gate (still listed).")
     ] = False,
     report: Annotated[Optional[Path], typer.Option(help="Write the full JSON report here.")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Processes for scoring.")] = 1,
+    jobs: JobsOption = 1,
+    legacy_workers: LegacyWorkersOption = None,
 ) -> None:
     """Check quality and size budgets on a processed folder: exit 0 when all hold, 1 when any fails.
 
     Unpaired or unreadable files fail the gate unless --allow-missing (or allow_missing = true in the file).
+
+    \b
+    Examples:
+      optimizer gate originals/ processed/ --budget budgets.toml
+      optimizer gate originals/ processed/ --budget budgets.toml -j 4 --junit gate.xml --report gate.json
+      optimizer gate originals/ processed/ --budget budgets.toml --json --allow-missing
     """
     from ..gate import gate_evaluator, load_budgets, run_gate
 
-    if output_format not in ("table", "json"):
-        fail(f"--format must be table or json, got {output_format!r}")
+    output_format = output_style(as_json, legacy_format)
     settings = load_budgets(budget)
     evaluator = gate_evaluator(settings.budgets, profile or settings.profile)
     evaluator.load()
-    options = {"evaluator": evaluator, "allow_missing": True if allow_missing else None, "workers": workers}
+    options = {
+        "evaluator": evaluator,
+        "allow_missing": True if allow_missing else None,
+        "jobs": jobs_from(jobs, legacy_workers),
+    }
     if output_format == "table":
         with ProgressReporter("evaluating") as bar:
             result = run_gate(

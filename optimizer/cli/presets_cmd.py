@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 
 from ._app import EXIT_CHECK_FAILED, EXIT_INPUT, app, fail
+from ._grammar import (
+    JobsOption,
+    JsonOption,
+    LegacyFormatOption,
+    LegacyWorkersOption,
+    expand_paths,
+    jobs_from,
+    output_style,
+    split_out_dir,
+)
 from ._output import ProgressReporter, console
 from ._parsing import ColorOption, MetadataOption, PreserveTimesOption, parse_color
 
@@ -16,20 +26,31 @@ if TYPE_CHECKING:
     from ..tuning.apply import ApplyReport
     from ..tuning.presets import Preset
 
-presets_app = typer.Typer(help="Show, export and build encoder presets.", no_args_is_help=True)
+presets_app = typer.Typer(
+    help="Show, export and build encoder presets.\n\n\b\nExamples:\n  optimizer presets show studies/demo-presets.json\n"
+    "  optimizer presets export studies/demo-presets.json --to cwebp --input photo.png -o photo.webp\n"
+    "  optimizer presets build --study demo -o presets.json",
+    no_args_is_help=True,
+)
 app.add_typer(presets_app, name="presets")
 
 
 @presets_app.command("show")
 def presets_show_command(
     presets: Annotated[Path, typer.Argument(metavar="PRESETS", help="Preset file (JSON).")],
-    output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    as_json: JsonOption = False,
+    legacy_format: LegacyFormatOption = None,
 ) -> None:
-    """List a preset's tiers: target, codec and settings, expected bits per pixel and quality."""
+    """List a preset's tiers: target, codec and settings, expected bits per pixel and quality.
+
+    \b
+    Examples:
+      optimizer presets show presets.json
+      optimizer presets show presets.json --json
+    """
     from ..tuning.presets import Preset
 
-    if output_format not in ("table", "json"):
-        fail(f"--format must be table or json, got {output_format!r}")
+    output_format = output_style(as_json, legacy_format)
     preset = Preset.load(presets)
     if output_format == "json":
         typer.echo(preset.to_json())
@@ -76,11 +97,16 @@ def _num(value: float | None, digits: int) -> str:
 @presets_app.command("export")
 def presets_export_command(
     presets: Annotated[Path, typer.Argument(metavar="PRESETS", help="Preset file (JSON).")],
-    to: Annotated[str, typer.Option("--to", help="pillow, cjpeg, cwebp, avifenc, cjxl, imagemagick or sharp.")],
+    to: Annotated[
+        Literal["pillow", "cjpeg", "cwebp", "avifenc", "cjxl", "imagemagick", "sharp"],
+        typer.Option("--to", help="The tool to print the tier for."),
+    ],
     tier: Annotated[Optional[str], typer.Option(help="Tier name (default: the preset's default tier).")] = None,
-    input_name: Annotated[str, typer.Option("--input", help="Input file name used in the output.")] = "input.png",
+    input_name: Annotated[
+        str, typer.Option("--input", help="Input file name written in the printed command.")
+    ] = "input.png",
     output_name: Annotated[
-        Optional[str], typer.Option("--output", help="Output file name (default output.EXT).")
+        Optional[str], typer.Option("--output", "-o", help="Output file name written in the printed command.")
     ] = None,
     program: Annotated[
         Optional[str],
@@ -88,15 +114,22 @@ def presets_export_command(
             help="ImageMagick program: magick (7) or convert (6); default: the one installed here (magick first)."
         ),
     ] = None,
-    output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    as_json: JsonOption = False,
+    legacy_format: LegacyFormatOption = None,
     notes: Annotated[bool, typer.Option("--notes/--no-notes", help="Print where the tool differs.")] = True,
 ) -> None:
-    """Print a tier as Pillow arguments, a command line or a sharp options object."""
+    """Print a tier as Pillow arguments, a command line or a sharp options object.
+
+    \b
+    Examples:
+      optimizer presets export presets.json --to cwebp --input photo.png -o photo.webp
+      optimizer presets export presets.json --to sharp --tier high
+      optimizer presets export presets.json --to imagemagick --program convert --json
+    """
     from ..tuning.export import export_tier
     from ..tuning.presets import Preset
 
-    if output_format not in ("text", "json"):
-        fail(f"--format must be text or json, got {output_format!r}")
+    output_format = output_style(as_json, legacy_format)
     preset = Preset.load(presets)
     chosen = preset.tier(tier)
     exports = export_tier(chosen, to, input=input_name, output=output_name, program=program)
@@ -124,7 +157,13 @@ def presets_build_command(
         Optional[list[int]], typer.Option("--point", help="Trial number to export as a tier (repeatable).")
     ] = None,
 ) -> None:
-    """Build a preset file from an existing study (the same study always gives the same tiers)."""
+    """Build a preset file from an existing study (the same study always gives the same tiers).
+
+    \b
+    Examples:
+      optimizer presets build --study demo -o presets.json
+      optimizer presets build --study web --storage postgresql://USER:PASS@db/optimizer --tier high=ssimulacra2:90 -o web.json
+    """
     from ..tuning.storage import redact_storage
     from ..tuning.study import open_stored_study
     from ..tuning.tiers import build_preset
@@ -146,16 +185,23 @@ def presets_build_command(
 @app.command("apply")
 def apply_command(
     presets: Annotated[Path, typer.Argument(metavar="PRESETS", help="Preset file (JSON).")],
-    in_dir: Annotated[Path, typer.Argument(metavar="IN_DIR", help="Folder (or file) of images to encode.")],
-    out_dir: Annotated[Path, typer.Argument(metavar="OUT_DIR", help="Folder to write into (subfolders mirrored).")],
+    inputs: Annotated[
+        list[Path], typer.Argument(metavar="INPUTS...", help="Images, folders (recursive) or quoted globs to encode.")
+    ],
+    out_dir: Annotated[
+        Optional[Path],
+        typer.Option("--out-dir", "-d", metavar="DIR", help="Folder to write into (subfolders mirrored)."),
+    ] = None,
     tier: Annotated[Optional[str], typer.Option(help="Tier name (default: the preset's default tier).")] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Score every output and report the misses.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     skip_existing: Annotated[
         bool, typer.Option("--skip-existing", help="Leave existing outputs alone (re-running a batch).")
     ] = False,
-    workers: Annotated[int, typer.Option(min=1, help="Images encoded at a time.")] = 1,
-    output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    jobs: JobsOption = 1,
+    legacy_workers: LegacyWorkersOption = None,
+    as_json: JsonOption = False,
+    legacy_format: LegacyFormatOption = None,
     report: Annotated[Optional[Path], typer.Option(help="Also write the JSON report here.")] = None,
     metadata: MetadataOption = "web",
     color: ColorOption = "srgb",
@@ -165,19 +211,25 @@ def apply_command(
 
     Exit 3 when an input could not be read, encoded or written (existing outputs without --overwrite or
     --skip-existing).
+
+    \b
+    Examples:
+      optimizer apply presets.json photos/ -d out/ --verify
+      optimizer apply presets.json 'new/*.jpg' -d out/ --tier high -j 2 --skip-existing
+      optimizer apply presets.json photos/ -d out/ --metadata all --preserve-times --json
     """
     from ..tuning.apply import apply_preset
     from ..tuning.outputs import existing_policy
     from ..tuning.presets import Preset
 
-    if output_format not in ("table", "json"):
-        fail(f"--format must be table or json, got {output_format!r}")
+    output_format = output_style(as_json, legacy_format)
+    sources, out_folder = split_out_dir(expand_paths(inputs), out_dir, legacy_last=True)
     existing = existing_policy(overwrite=overwrite, skip_existing=skip_existing)
     preset = Preset.load(presets)
     options: dict[str, Any] = {
         "tier": tier,
         "verify": verify,
-        "workers": workers,
+        "jobs": jobs_from(jobs, legacy_workers),
         "existing": existing,
         "metadata": metadata,
         "color": parse_color(color),
@@ -185,9 +237,9 @@ def apply_command(
     }
     if output_format == "table":
         with ProgressReporter("encoding") as bar:
-            result = apply_preset(preset, in_dir, out_dir, progress=bar.update, **options)
+            result = apply_preset(preset, sources, out_folder, progress=bar.update, **options)
     else:
-        result = apply_preset(preset, in_dir, out_dir, **options)
+        result = apply_preset(preset, sources, out_folder, **options)
     if report is not None:
         result.to_json(report)
     if output_format == "json":

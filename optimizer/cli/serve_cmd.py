@@ -6,7 +6,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 
@@ -85,9 +85,18 @@ def serve_command(
     config_file: Annotated[
         Optional[Path], typer.Option("--config", help="TOML file of service settings (flags override it).")
     ] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level: critical, error, warning, info, debug.")] = "info",
+    log_level: Annotated[
+        Literal["critical", "error", "warning", "info", "debug"], typer.Option(help="uvicorn log level.")
+    ] = "info",
 ) -> None:
-    """Serve the evaluator, the adaptive compressor and presets over HTTP (see docs/service.md)."""
+    """Serve the evaluator, the adaptive compressor and presets over HTTP (see docs/service.md).
+
+    \b
+    Examples:
+      optimizer serve --presets studies/demo-presets.json
+      optimizer serve --host 0.0.0.0 --port 8080 --workers 4 --config service.toml
+      optimizer serve --max-upload-mb 50 --timeout 300 --log-level warning
+    """
     try:
         import uvicorn  # noqa: F401
     except ImportError:

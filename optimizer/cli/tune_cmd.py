@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 
 from ._app import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, app, fail
+from ._grammar import expand_paths
 from ._output import ProgressReporter, console, note
-from ._parsing import split_list
+from ._parsing import parse_quality_range, split_list
 
 if TYPE_CHECKING:
     import optuna
@@ -63,10 +64,19 @@ def tune_command(
         Optional[list[Path]], typer.Argument(metavar="IMAGES...", help="Images or folders to tune on.")
     ] = None,
     demo: Annotated[bool, typer.Option("--demo", help="Tune on demo photographs shipped with scikit-image.")] = False,
-    formats: Annotated[Optional[str], typer.Option(help="Comma-separated formats, e.g. avif,webp,jpeg.")] = None,
-    target: Annotated[str, typer.Option(help="Quality target METRIC:VALUE or composite:VALUE.")] = "ssimulacra2:80",
-    mode: Annotated[str, typer.Option(help="constrained, tradeoff or pareto.")] = "constrained",
-    aggregate: Annotated[str, typer.Option(help="How per-image quality aggregates: mean, p10 or worst.")] = "p10",
+    formats: Annotated[
+        Optional[str], typer.Option(metavar="A,B", help="Comma-separated formats, e.g. avif,webp,jpeg.")
+    ] = None,
+    target: Annotated[
+        str, typer.Option(metavar="METRIC:VALUE", help="Quality target, e.g. ssimulacra2:80 or composite:0.8.")
+    ] = "ssimulacra2:80",
+    mode: Annotated[
+        Literal["constrained", "tradeoff", "pareto"], typer.Option(help="What the study optimises.")
+    ] = "constrained",
+    aggregate: Annotated[
+        Literal["mean", "p10", "worst"],
+        typer.Option(help="How per-image quality aggregates over the images (p10: the worst-10% edge)."),
+    ] = "p10",
     profile: Annotated[str, typer.Option(help="Evaluator profile for the composite and recorded metrics.")] = "default",
     trials: Annotated[int, typer.Option(min=1, help="Total finished trials the study should hold.")] = 40,
     timeout: Annotated[Optional[float], typer.Option(help="Stop after this many seconds.")] = None,
@@ -74,7 +84,9 @@ def tune_command(
     study: Annotated[
         Optional[str], typer.Option(help="Study name; an existing study with this name is resumed.")
     ] = None,
-    jobs: Annotated[int, typer.Option(min=1, help="Trials run in parallel (threads) on this machine.")] = 1,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=1, help="Trials run in parallel (threads) on this machine.")
+    ] = 1,
     workers: Annotated[
         int,
         typer.Option(
@@ -87,7 +99,10 @@ def tune_command(
     export: Annotated[Optional[Path], typer.Option(help="Write the presets JSON here.")] = None,
     space: Annotated[Optional[Path], typer.Option(help="Search space file (.toml, .yaml, .json).")] = None,
     quality: Annotated[
-        Optional[str], typer.Option(help="Quality range LOW-HIGH for every format with a quality axis.")
+        Optional[str],
+        typer.Option(
+            metavar="LOW-HIGH", help="Quality range LOW-HIGH on every format's axis, or FORMAT=LOW-HIGH,... per format."
+        ),
     ] = None,
     subsampling: Annotated[Optional[str], typer.Option(help="Chroma subsamplings to try, e.g. 4:2:0,4:4:4.")] = None,
     speed: Annotated[Optional[str], typer.Option(help="AVIF speeds to try, e.g. 6 or 4,6,8.")] = None,
@@ -95,14 +110,17 @@ def tune_command(
     widths: Annotated[Optional[str], typer.Option(help="Target widths (responsive sizes), e.g. 640,1280.")] = None,
     filters: Annotated[Optional[str], typer.Option(help="Resize filters to try (with --widths).")] = None,
     sharpen: Annotated[Optional[str], typer.Option(help="Sharpening amount range LOW-HIGH after resizing.")] = None,
-    sampler: Annotated[str, typer.Option(help="tpe, nsga2 (pareto) or random.")] = "tpe",
+    sampler: Annotated[
+        Literal["tpe", "nsga2", "random"],
+        typer.Option(help="Optuna sampler for the trade-off mode (the others search settings themselves)."),
+    ] = "tpe",
     tradeoff_lambda: Annotated[
         float, typer.Option("--lambda", help="Trade-off mode: quality lost per bit per pixel.")
     ] = 0.05,
     time_objective: Annotated[
         bool, typer.Option("--time-objective", help="Pareto mode: encode time as a third objective.")
     ] = False,
-    tiers: Annotated[Optional[str], typer.Option(help="Extra preset tiers NAME=METRIC:VALUE,...")] = None,
+    tiers: Annotated[Optional[str], typer.Option(metavar="NAME=METRIC:VALUE,...", help="Extra preset tiers.")] = None,
     max_images: Annotated[Optional[int], typer.Option(min=1, help="Use at most this many images.")] = None,
     warm_start: Annotated[
         Optional[str],
@@ -126,6 +144,13 @@ def tune_command(
 
     Exit 1 when no preset meets the target (or --export is given and nothing was written), and with
     --require-savings when the preset does not save that much against JPEG at equal quality.
+
+    \b
+    Examples:
+      optimizer tune --demo
+      optimizer tune photos/ --formats avif,webp,jpeg --target ssimulacra2:80 --export presets.json
+      optimizer tune 'photos/*.jpg' --quality avif=30-80,jpeg=50-95 --speed 4,6 --require-savings 30
+      optimizer tune photos/ --widths 640,1280 --filters lanczos,bicubic --sharpen 0-0.6 --study web
     """
     from ..tuning.corpus import demo_images, expand_sources
     from ..tuning.space import SearchSpace
@@ -138,7 +163,7 @@ def tune_command(
     if demo:
         sources = demo_images()
     else:
-        sources = expand_sources(images or [])
+        sources = expand_sources(expand_paths(images or []))
         if not sources:
             fail("no image files found in the given paths")
     if max_images:
@@ -146,7 +171,7 @@ def tune_command(
     base = SearchSpace.from_file(space) if space else SearchSpace()
     search = base.with_overrides(
         formats=split_list(formats) or None,
-        quality=parse_range(quality, "quality"),
+        quality=parse_quality_range(quality),
         subsampling=split_list(subsampling) or None,
         speed=_int_list(speed),
         effort=_int_list(effort),
@@ -162,14 +187,14 @@ def tune_command(
     config = TuneConfig(
         space=search,
         target=Target.parse(target),
-        mode=mode,  # type: ignore[arg-type]  # validated by TuneConfig
-        aggregate=aggregate,  # type: ignore[arg-type]
+        mode=mode,
+        aggregate=aggregate,
         profile=profile,
         tradeoff_lambda=tradeoff_lambda,
         time_objective=time_objective,
         tiers={name: Target.parse(value) for name, value in (parse_tiers(tiers) or {}).items()},
         n_trials=trials,
-        sampler=sampler,  # type: ignore[arg-type]
+        sampler=sampler,
         seed=seed,
         storage=storage,
         study_name=study_name,

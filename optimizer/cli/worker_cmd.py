@@ -13,11 +13,12 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 
 from ._app import EXIT_OK, app, fail
+from ._grammar import expand_paths
 from ._output import console
 
 if TYPE_CHECKING:
@@ -58,7 +59,10 @@ def worker_command(
     wait: Annotated[
         float, typer.Option(min=0, help="Wait up to this many seconds for the storage and the study to exist.")
     ] = 0.0,
-    sampler: Annotated[str, typer.Option(help="tpe, nsga2 (pareto) or random.")] = "tpe",
+    sampler: Annotated[
+        Literal["tpe", "nsga2", "random"],
+        typer.Option(help="Optuna sampler for the trade-off mode (the others search settings themselves)."),
+    ] = "tpe",
     seed: Annotated[Optional[int], typer.Option(help="Sampler seed (give each worker its own).")] = None,
     threads: Annotated[
         Optional[int], typer.Option(min=1, help="CPU threads for this worker's metrics and encoders.")
@@ -75,7 +79,14 @@ def worker_command(
     tiers: Annotated[Optional[str], typer.Option(help="Preset tiers for --export, NAME=METRIC:VALUE,...")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the final summary.")] = False,
 ) -> int:
-    """Join a study in a shared storage and run trials until its trial budget or a deadline is reached."""
+    """Join a study in a shared storage and run trials until its trial budget or a deadline is reached.
+
+    \b
+    Examples:
+      optimizer worker photos/ --study shop --storage postgresql://user:pass@db/optuna
+      OPTIMIZER_STORAGE=journal:/shared/shop.log optimizer worker 'photos/*.jpg' --study shop --deadline 2026-12-07T06:00
+      optimizer worker photos/ --study shop --timeout 3600 --threads 4 --export shop-presets.json
+    """
     from ..tuning.corpus import expand_sources
     from ..tuning.storage import redact_storage
     from ..tuning.workers import join_study, limit_threads, run_worker
@@ -83,7 +94,7 @@ def worker_command(
     if timeout is not None and deadline is not None:
         fail("give --timeout or --deadline, not both")
     stop_at = parse_deadline(deadline)
-    sources = expand_sources(images)
+    sources = expand_sources(expand_paths(images))
     if not sources:
         fail("no image files found in the given paths")
     if threads is not None:

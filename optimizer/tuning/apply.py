@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._compat import renamed
 from .._files import write_atomic
 from ..errors import InvalidParameterError, OptimizerError
 from ..imageio import COLOR_MODES, DEFAULT_METADATA, ColorMode, Image, MetadataPolicy, load_image
@@ -235,7 +236,8 @@ def apply_preset(
     tier: str | None = None,
     verify: bool = False,
     evaluator: Evaluator | None = None,
-    workers: int = 1,
+    jobs: int = 1,
+    workers: int | None = None,
     existing: ExistingPolicy = "error",
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
@@ -252,7 +254,8 @@ def apply_preset(
         tier: The tier to use (default: the preset's default tier).
         verify: Score every output against its original and report the misses.
         evaluator: The evaluator for ``verify`` (default: the study's, plus the tier's metric).
-        workers: Images encoded (and scored) at a time, in threads.
+        jobs: Images encoded (and scored) at a time, in threads.
+        workers: Deprecated spelling of ``jobs``.
         existing: What to do with outputs that exist: ``error``, ``overwrite`` or ``skip``.
         overwrite: Same as ``existing="overwrite"`` (kept for earlier callers).
         progress: Called as ``progress(done, total)`` after each image.
@@ -276,8 +279,9 @@ def apply_preset(
     if not isinstance(preset, Preset):
         preset = Preset.load(preset)
     chosen = preset.tier(tier)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise InvalidParameterError(f"workers must be an integer >= 1, got {workers!r}")
+    threads = renamed(jobs, workers, old="workers", new="jobs", default=1)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise InvalidParameterError(f"jobs must be an integer >= 1, got {threads!r}")
     target = chosen.target_obj
     if verify:
         evaluator = evaluator if evaluator is not None else evaluator_for_preset(preset, chosen)
@@ -290,24 +294,24 @@ def apply_preset(
     out_root = Path(out_dir)
     if out_root.exists() and not out_root.is_dir():
         raise InvalidParameterError(f"the output folder {out_root} exists and is not a folder")
-    jobs, planned = plan_outputs(inputs, out_dir=out_root, allow_objects=False)
+    planned_jobs, planned = plan_outputs(inputs, out_dir=out_root, allow_objects=False)
     issues = [ApplyIssue(i.path, i.reason, "unreadable" if i.kind == "missing" else i.kind) for i in planned]
     out_root.mkdir(parents=True, exist_ok=True)
-    inputs_resolved = {job.original.resolve() for job in jobs if job.original is not None}
+    inputs_resolved = {job.original.resolve() for job in planned_jobs if job.original is not None}
 
     def run(job: OutputJob) -> tuple[list[ApplyItem], list[ApplyIssue]]:
         return _apply_one(job, out_root, chosen, evaluator if verify else None, existing, inputs_resolved, options)
 
     results: list[tuple[list[ApplyItem], list[ApplyIssue]]] = []
-    total = len(jobs)
-    if workers == 1 or total <= 1:
-        for i, job in enumerate(jobs, 1):
+    total = len(planned_jobs)
+    if threads == 1 or total <= 1:
+        for i, job in enumerate(planned_jobs, 1):
             results.append(run(job))
             if progress:
                 progress(i, total)
     else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for i, result in enumerate(pool.map(run, jobs), 1):
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for i, result in enumerate(pool.map(run, planned_jobs), 1):
                 results.append(result)
                 if progress:
                     progress(i, total)

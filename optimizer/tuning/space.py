@@ -390,7 +390,7 @@ class SearchSpace:
         self,
         *,
         formats: Sequence[str] | None = None,
-        quality: tuple[float, float] | None = None,
+        quality: tuple[float, float] | Mapping[str, tuple[float, float]] | None = None,
         subsampling: Sequence[str] | None = None,
         speed: Sequence[int] | None = None,
         effort: Sequence[int] | None = None,
@@ -398,7 +398,11 @@ class SearchSpace:
         filters: Sequence[str] | None = None,
         sharpen: tuple[float, float] | None = None,
     ) -> SearchSpace:
-        """A copy with CLI-style overrides applied to every format that has the parameter."""
+        """A copy with CLI-style overrides applied to every format that has the parameter.
+
+        ``quality`` is one ``(low, high)`` range for every format whose axis is called ``quality``, or a
+        mapping per format in each axis's own units (``{"jxl": (0.5, 3.0)}`` restricts JPEG XL's distance).
+        """
         data = self.to_dict()
         if formats:
             data["formats"] = list(formats)
@@ -407,7 +411,11 @@ class SearchSpace:
             codec = get_codec(fmt)
             names = {p.name for p in codec.params}
             table = params.setdefault(fmt, {})
-            if quality is not None and codec.quality_param == "quality":
+            if isinstance(quality, Mapping):
+                span = next((v for k, v in quality.items() if get_codec(k, require_available=False) is codec), None)
+                if span is not None and codec.quality_param is not None:
+                    table[codec.quality_param] = [span[0], span[1]]
+            elif quality is not None and codec.quality_param == "quality":
                 table["quality"] = [quality[0], quality[1]]
             if subsampling and "subsampling" in names:
                 table["subsampling"] = {"choices": list(subsampling)}

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._compat import renamed
 from ..codecs import get_codec
-from ..errors import EncodeError, InvalidParameterError, StudyError
+from ..errors import EncodeError, InvalidParameterError, NoPresetError, StudyError
 from ..evaluator import Evaluator
 from ..imageio import Image, ImageSource
 from ..jsonio import number_from_json
@@ -465,6 +466,8 @@ def tune(
     images: Iterable[ImageSource | Image] | str | Path,
     *,
     space: SearchSpace | Mapping[str, Any] | str | Path | None = None,
+    formats: Sequence[str] | str | None = None,
+    quality: tuple[float, float] | Mapping[str, tuple[float, float]] | None = None,
     target: Target | str = "ssimulacra2:80",
     mode: Mode = "constrained",
     aggregate: Aggregate = "p10",
@@ -472,9 +475,9 @@ def tune(
     evaluator: Evaluator | None = None,
     storage: str | None = None,
     study_name: str | None = None,
-    n_trials: int = DEFAULT_TRIALS,
+    trials: int = DEFAULT_TRIALS,
     timeout: float | None = None,
-    n_jobs: int = 1,
+    jobs: int = 1,
     seed: int | None = None,
     sampler: Sampler = "tpe",
     tradeoff_lambda: float = 0.05,
@@ -483,12 +486,19 @@ def tune(
     tiers: Mapping[str, Target | str] | None = None,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
     corpus: Corpus | None = None,
+    require_preset: bool = True,
+    n_trials: int | None = None,
+    n_jobs: int | None = None,
 ) -> TuningResult:
     """Search encoder settings for ``images`` and return the study, its best trials and presets.
+
+    The keywords are the ``optimizer tune`` options with the same names and defaults.
 
     Args:
         images: Image files, folders, in-memory images, or one folder path.
         space: The search space (see :class:`SearchSpace`; default: every installed format).
+        formats: Search only these formats (``["avif", "webp"]`` or ``"avif,webp"``), as ``--formats``.
+        quality: A quality range ``(low, high)`` on every format's axis, or one per format, as ``--quality``.
         target: The quality bar, ``METRIC:VALUE``.
         mode: ``constrained``, ``tradeoff`` or ``pareto`` (see :class:`TuneConfig`).
         aggregate: ``mean``, ``p10`` (the worst-10 % edge) or ``worst`` over the corpus.
@@ -496,10 +506,10 @@ def tune(
         evaluator: An :class:`Evaluator` to score with instead of a profile's.
         storage: Optuna storage URL; None stores the study in ``studies/NAME.db`` (SQLite).
         study_name: The study's name; an existing study of that name and definition is resumed.
-        n_trials: The study's total budget of finished (complete or pruned) trials: resuming a study that
+        trials: The study's total budget of finished (complete or pruned) trials: resuming a study that
             holds 30 of 50 runs 20 more.
         timeout: Stop starting trials after this many seconds.
-        n_jobs: Trials run in threads of this process.
+        jobs: Trials run in threads of this process.
         seed: Seed for a reproducible search.
         sampler: ``tpe``, ``nsga2`` (pareto mode) or ``random``.
         tradeoff_lambda: Trade-off mode: normalised quality lost per bit per pixel.
@@ -508,13 +518,25 @@ def tune(
         tiers: Extra preset tiers (``{"high": "ssimulacra2:90"}``), constrained mode.
         callbacks: Optuna callbacks called after each trial.
         corpus: An already loaded :class:`Corpus` of ``images``.
+        require_preset: Raise :class:`NoPresetError` (exit code 1 on the command line) when no trial met
+            the target; False returns the result with ``presets`` None and ``preset_error`` saying why.
+        n_trials: Deprecated spelling of ``trials``.
+        n_jobs: Deprecated spelling of ``jobs``.
 
     Returns:
-        The :class:`TuningResult`: study, presets (None with ``preset_error`` when no trial met the
-        target) and the baseline.
+        The :class:`TuningResult`: study, presets and the baseline.
+
+    Raises:
+        NoPresetError: No trial met the target (with ``require_preset``); its ``result`` is the study's.
     """
+    trials = renamed(trials, n_trials, old="n_trials", new="trials", default=DEFAULT_TRIALS)
+    jobs = renamed(jobs, n_jobs, old="n_jobs", new="jobs", default=1)
+    searched = as_space(space)
+    if formats is not None or quality is not None:
+        names = [f.strip() for f in formats.split(",") if f.strip()] if isinstance(formats, str) else formats
+        searched = searched.with_overrides(formats=names or None, quality=quality)
     config = TuneConfig(
-        space=as_space(space),
+        space=searched,
         target=Target.parse(target),
         mode=mode,
         aggregate=aggregate,
@@ -523,12 +545,16 @@ def tune(
         time_objective=time_objective,
         prune=prune,
         tiers={str(k): Target.parse(v) for k, v in (tiers or {}).items()},
-        n_trials=n_trials,
+        n_trials=trials,
         sampler=sampler,
         seed=seed,
         storage=storage,
         study_name=study_name,
     )
-    return run_study(
-        images, config, evaluator=evaluator, corpus=corpus, timeout=timeout, n_jobs=n_jobs, callbacks=callbacks
+    result = run_study(
+        images, config, evaluator=evaluator, corpus=corpus, timeout=timeout, n_jobs=jobs, callbacks=callbacks
     )
+    if require_preset and (result.presets is None or not result.presets.tiers):
+        reason = result.preset_error or "no trial met the target"
+        raise NoPresetError(f"no preset: {reason}", result=result)
+    return result
