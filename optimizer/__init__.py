@@ -20,6 +20,7 @@ from .errors import (
     OptimizerError,
     PresetError,
     StudyError,
+    StudyStorageError,
     UnknownNameError,
     WeightsNotFoundError,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "OptimizerError",
     "PresetError",
     "StudyError",
+    "StudyStorageError",
     "UnknownNameError",
     "WeightsNotFoundError",
     "__version__",

@@ -19,6 +19,7 @@ from ..errors import (
     OutputError,
     PresetError,
     ResourceLimitError,
+    StudyStorageError,
     WeightsNotFoundError,
 )
 from ._output import err_console
@@ -66,9 +67,8 @@ def debug_enabled() -> bool:
 
 def exit_code_for(exc: BaseException) -> int:
     """The documented exit code for an exception."""
-    if isinstance(
-        exc, (InvalidImageError, ImageSizeMismatchError, PresetError, InputFileError, OutputError, ResourceLimitError)
-    ):
+    bad_input = (InvalidImageError, ImageSizeMismatchError, PresetError, InputFileError, OutputError)
+    if isinstance(exc, (*bad_input, ResourceLimitError, StudyStorageError)):
         return EXIT_INPUT
     if isinstance(exc, (CodecUnavailableError, WeightsNotFoundError)):
         return EXIT_DEPENDENCY

@@ -21,12 +21,14 @@ Optuna's internals move; the supported Optuna range is pinned in ``pyproject.tom
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal._file import BaseJournalFileLock
 from optuna.trial import FrozenTrial, TrialState
 
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, StorageUnreachableError, StudyStorageError
 
 __all__ = [
     "DEFAULT_GRACE_PERIOD",
@@ -46,14 +48,17 @@ __all__ = [
     "FlockJournalLock",
     "HeartbeatJournalStorage",
     "HeartbeatRDBStorage",
+    "is_database_server",
     "check_study_name",
     "connection_errors",
     "default_journal_storage",
     "default_storage",
     "fail_stale_trials",
     "journal_backend",
+    "reading_storage",
     "redact_storage",
     "resolve_storage",
+    "storage_location",
     "storage_url",
     "stored_trial_state",
     "studies_dir",
@@ -130,15 +135,25 @@ def resolve_storage(
     is failed after ``grace_period`` seconds without one) and retry such failed trials up to ``max_retry``
     times; the defaults come from ``OPTIMIZER_HEARTBEAT_INTERVAL``, ``OPTIMIZER_HEARTBEAT_GRACE`` and
     ``OPTIMIZER_MAX_RETRY``. SQLite is the single-process default and has none.
+
+    Raises :class:`InvalidParameterError` for a string that is not a storage URL or names an unknown
+    scheme, :class:`StudyStorageError` for a file that cannot be read as a study storage (corrupt, a
+    folder, another program's schema) and :class:`StorageUnreachableError` for a server that cannot be
+    reached; each names the file or the URL (password redacted).
     """
     if storage is None:
         storage = default_storage(study_name)
     if not isinstance(storage, str):
         return storage
     if storage.startswith("sqlite:"):
+        _database_url(storage)
+        location = storage_location(storage)
         _make_sqlite_folder(storage)
-        # A generous busy timeout: several threads (--jobs) write to one SQLite file.
-        return optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 60}})
+        with reading_storage(location):
+            if Path(location).is_dir():
+                raise StudyStorageError("is a folder, not a study database", location)
+            # A generous busy timeout: several threads (--jobs) write to one SQLite file.
+            return optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 60}})
     interval = heartbeat_interval or _env_int("OPTIMIZER_HEARTBEAT_INTERVAL", DEFAULT_HEARTBEAT_INTERVAL, 1)
     grace = grace_period or _env_int("OPTIMIZER_HEARTBEAT_GRACE", max(DEFAULT_GRACE_PERIOD, 3 * interval), 1)
     if grace <= interval:
@@ -153,15 +168,115 @@ def resolve_storage(
             path = Path(storage.removeprefix("journal:"))
             if not path.name:
                 raise InvalidParameterError(f"journal storage needs a file path (journal:PATH), got {storage!r}")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return HeartbeatJournalStorage(journal_backend(path), interval, grace, retry)
-        return HeartbeatRDBStorage(
-            storage,
-            heartbeat_interval=interval,
-            grace_period=grace,
-            engine_kwargs={"pool_pre_ping": True},
-            heartbeat_stale_trial_callback=retry,
-        )
+            with reading_storage(str(path)):
+                if path.is_dir():
+                    raise StudyStorageError("is a folder, not a journal file", str(path))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                return HeartbeatJournalStorage(journal_backend(path), interval, grace, retry)
+        _database_url(storage)
+        with reading_storage(redact_storage(storage), server=True):
+            return HeartbeatRDBStorage(
+                storage,
+                heartbeat_interval=interval,
+                grace_period=grace,
+                engine_kwargs={"pool_pre_ping": True},
+                heartbeat_stale_trial_callback=retry,
+            )
+
+
+_URL_FORMS = "use sqlite:///PATH, journal:PATH or a database URL such as postgresql://USER:PASSWORD@HOST/DB"
+
+
+def _database_url(storage: str) -> Any:
+    """The parsed SQLAlchemy URL of ``storage``; :class:`InvalidParameterError` (naming the URL, password
+    redacted) when it is not one or names a database SQLAlchemy does not know."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = redact_storage(storage)
+    try:
+        url = make_url(storage)
+    except ArgumentError:
+        raise InvalidParameterError(f"storage {shown!r} is not a storage URL; {_URL_FORMS}") from None
+    except ValueError as exc:  # a port that is not a number, an unparsable query
+        reason = redact_storage(_first_line(exc))
+        raise InvalidParameterError(f"storage {shown!r} is not a valid URL ({reason}); {_URL_FORMS}") from None
+    try:
+        url.get_dialect()
+    except NoSuchModuleError:
+        raise InvalidParameterError(f"storage {shown!r}: unknown scheme {url.drivername!r}; {_URL_FORMS}") from None
+    return url
+
+
+def storage_location(storage: str | optuna.storages.BaseStorage) -> str:
+    """What messages name for a storage: the file of ``sqlite:///PATH`` and ``journal:PATH``, else the URL
+    with its password redacted."""
+    if not isinstance(storage, str):
+        url = _url_of(storage)
+        if url is not None:
+            return storage_location(url)
+        backend = getattr(storage, "_backend", storage)  # Optuna's caching wrapper keeps the storage here
+        path = getattr(getattr(backend, "_backend", None), "_file_path", None)  # a journal file's backend
+        return str(path) if path is not None else type(storage).__name__
+    for prefix in ("sqlite:///", "journal:"):
+        if storage.startswith(prefix):
+            return storage.removeprefix(prefix).split("?", 1)[0] if prefix == "sqlite:///" else storage[len(prefix) :]
+    return redact_storage(storage)
+
+
+def is_database_server(storage: str | optuna.storages.BaseStorage | None) -> bool:
+    """Whether ``storage`` is a database server (a URL other than ``sqlite:`` and ``journal:``)."""
+    url = storage if isinstance(storage, str) else _url_of(storage) if storage is not None else None
+    return url is not None and not url.startswith(("sqlite:", "journal:"))
+
+
+def _url_of(storage: optuna.storages.BaseStorage) -> str | None:
+    backend = getattr(storage, "_backend", storage)  # Optuna's caching wrapper keeps the storage here
+    url = getattr(backend, "url", None)
+    return str(url) if url is not None else None
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message, first line only; for SQLAlchemy errors the database's own message."""
+    original = getattr(exc, "orig", None)
+    text = str(original if original is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def reading_storage(location: str, *, server: bool = False) -> Iterator[None]:
+    """Turn what a damaged storage raises while it is opened or read into :class:`StudyStorageError` naming
+    ``location`` (from :func:`storage_location`).
+
+    Optuna and SQLAlchemy report a damaged file as database errors, JSON errors or the value, type and index
+    errors of decoding what they read; a study record of the wrong shape is already a
+    :class:`StudyStorageError` and gets the location. With ``server`` (a database server), an operational
+    error means the server cannot be reached: :class:`StorageUnreachableError`. A missing study
+    (``KeyError``) is left to the caller.
+    """
+    import sqlalchemy.exc
+
+    try:
+        yield
+    except StudyStorageError as exc:
+        raise exc.at(location) from None
+    except sqlalchemy.exc.OperationalError as exc:
+        if server:
+            raise StorageUnreachableError(f"cannot reach the database: {_first_line(exc)}", location) from None
+        raise StudyStorageError(f"cannot be read as a study database: {_first_line(exc)}", location) from None
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise StudyStorageError(f"cannot be read as a study database: {_first_line(exc)}", location) from None
+    except json.JSONDecodeError as exc:
+        raise StudyStorageError(f"holds a record that is not JSON ({exc})", location) from None
+    except (ValueError, TypeError, IndexError, OverflowError) as exc:
+        raise StudyStorageError(f"holds a record Optuna cannot decode ({_first_line(exc)})", location) from None
+    except OSError as exc:
+        raise StudyStorageError(f"cannot be read: {exc.strerror or _first_line(exc)}", location) from None
+    except RuntimeError as exc:  # Optuna: a table schema it does not know (another Optuna version)
+        if "schema" not in str(exc):
+            raise
+        reason = f"its table schema is not one Optuna {optuna.__version__} reads (written by another Optuna version?)"
+        raise StudyStorageError(reason, location) from None
 
 
 def _make_sqlite_folder(url: str) -> None:
@@ -174,16 +289,19 @@ def _make_sqlite_folder(url: str) -> None:
 def storage_url(study: optuna.Study) -> str | None:
     """The study's storage URL where Optuna exposes one (RDB storages), else ``None``."""
     storage = getattr(study, "_storage", None)
-    backend = getattr(storage, "_backend", storage)
-    url = getattr(backend, "url", None)
-    return str(url) if url else None
+    return _url_of(storage) if storage is not None else None
 
 
 def connection_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean the storage cannot be reached (yet): worth a retry."""
     import sqlalchemy.exc
 
-    return (optuna.exceptions.StorageInternalError, ConnectionError, sqlalchemy.exc.OperationalError)
+    return (
+        StorageUnreachableError,
+        optuna.exceptions.StorageInternalError,
+        ConnectionError,
+        sqlalchemy.exc.OperationalError,
+    )
 
 
 # -- trials behind Optuna's back ----------------------------------------------------------------------------
