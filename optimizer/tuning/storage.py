@@ -25,10 +25,11 @@ import contextlib
 import json
 import os
 import re
+import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,17 +45,23 @@ __all__ = [
     "DEFAULT_GRACE_PERIOD",
     "DEFAULT_HEARTBEAT_INTERVAL",
     "DEFAULT_MAX_RETRY",
+    "DEFAULT_ORPHAN_GRACE",
     "HEARTBEAT_ATTR",
+    "ORPHANED_ATTR",
+    "OWNER_ATTR",
     "FlockJournalLock",
     "HeartbeatJournalStorage",
     "HeartbeatRDBStorage",
+    "LocalRDBStorage",
     "is_database_server",
     "check_study_name",
     "connection_errors",
     "default_journal_storage",
     "default_storage",
+    "fail_orphaned_trials",
     "fail_stale_trials",
     "journal_backend",
+    "process_owner",
     "reading_storage",
     "redact_storage",
     "resolve_storage",
@@ -67,9 +74,15 @@ __all__ = [
 
 #: trial system attribute where the journal storage records a running trial's last heartbeat (epoch seconds)
 HEARTBEAT_ATTR = "optimizer:heartbeat"
+#: trial system attribute naming the process that runs a trial in SQLite: ``{"host", "pid", "start"}``
+OWNER_ATTR = "optimizer:owner"
+#: trial system attribute saying why a running trial was failed as orphaned (its process was gone)
+ORPHANED_ATTR = "optimizer:orphaned"
 DEFAULT_HEARTBEAT_INTERVAL = 10
 DEFAULT_GRACE_PERIOD = 60
 DEFAULT_MAX_RETRY = 3
+#: seconds after which a running SQLite trial of another machine (or of no known process) counts as orphaned
+DEFAULT_ORPHAN_GRACE = 24 * 3600
 
 
 # -- names and URLs ---------------------------------------------------------------------------------------
@@ -134,7 +147,8 @@ def resolve_storage(
     Database servers and ``journal:PATH`` get heartbeats (``heartbeat_interval`` seconds, a running trial
     is failed after ``grace_period`` seconds without one) and retry such failed trials up to ``max_retry``
     times; the defaults come from ``OPTIMIZER_HEARTBEAT_INTERVAL``, ``OPTIMIZER_HEARTBEAT_GRACE`` and
-    ``OPTIMIZER_MAX_RETRY``. SQLite is the single-process default and has none.
+    ``OPTIMIZER_MAX_RETRY``. SQLite is the single-process default and has none; it records which process
+    runs each trial instead (:func:`fail_orphaned_trials`).
 
     Raises :class:`InvalidParameterError` for a string that is not a storage URL or names an unknown
     scheme, :class:`StudyStorageError` for a file that cannot be read as a study storage (corrupt, a
@@ -153,7 +167,7 @@ def resolve_storage(
             if Path(location).is_dir():
                 raise StudyStorageError("is a folder, not a study database", location)
             # A generous busy timeout: several threads (--jobs) write to one SQLite file.
-            return optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 60}})
+            return LocalRDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 60}})
     interval = heartbeat_interval or _env_int("OPTIMIZER_HEARTBEAT_INTERVAL", DEFAULT_HEARTBEAT_INTERVAL, 1)
     grace = grace_period or _env_int("OPTIMIZER_HEARTBEAT_GRACE", max(DEFAULT_GRACE_PERIOD, 3 * interval), 1)
     if grace <= interval:
@@ -413,6 +427,144 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
         )
         with self.engine.connect() as connection:
             return {int(row[0]) for row in connection.execute(query)}
+
+
+# -- trials of a single process (SQLite) ------------------------------------------------------------------
+
+
+def process_owner() -> dict[str, Any]:
+    """This process as :data:`OWNER_ATTR` records it: host name, pid and start time."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "start": _process_status(pid)[1]}
+
+
+def _process_status(pid: int) -> tuple[str | None, str | None]:
+    """The state letter and start time (clock ticks since boot) of process ``pid`` from ``/proc``; ``None``
+    where ``/proc`` does not say (no such process, or not Linux)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None, None
+    fields = text[text.rfind(")") + 2 :].split()  # after "pid (command) ": state is field 3, start time 22
+    return (fields[0] if fields else None), (fields[19] if len(fields) > 19 else None)
+
+
+def _owner_alive(owner: dict[str, Any]) -> bool:
+    """Whether the process an :data:`OWNER_ATTR` of this machine names still runs: the pid exists, is not a
+    zombie, and (where ``/proc`` tells) started when the recorded one did, so a reused pid is not taken for
+    the trial's process."""
+    pid = owner.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, run by another user
+    except (OSError, OverflowError):
+        return False
+    state, start = _process_status(pid)
+    if state == "Z":
+        return False
+    recorded = owner.get("start")
+    return recorded is None or start is None or str(recorded) == start
+
+
+class LocalRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage for SQLite, which records the process that runs each trial (:data:`OWNER_ATTR`).
+
+    SQLite studies are run by one process (with threads) and have no heartbeats: a process killed mid-trial
+    would leave its trial running for ever. The owner record lets the next run of the study tell such a
+    trial from one that another live process is running (:func:`fail_orphaned_trials`).
+    """
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        # Optuna's caching wrapper calls this (not create_new_trial) and caches the trial it returns.
+        frozen: FrozenTrial = super()._create_new_trial(study_id, template_trial)
+        if frozen.state == TrialState.RUNNING:
+            owner = process_owner()
+            self.set_trial_system_attr(trial_id(frozen), OWNER_ATTR, owner)
+            frozen.system_attrs = {**frozen.system_attrs, OWNER_ATTR: owner}
+        return frozen
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        changed: bool = super().set_trial_state_values(trial_id, state, values)
+        if changed and state == TrialState.RUNNING:  # a queued trial taken by this process
+            self.set_trial_system_attr(trial_id, OWNER_ATTR, process_owner())
+        return changed
+
+
+def fail_orphaned_trials(study: optuna.Study, *, grace: float | None = None, max_retry: int | None = None) -> list[int]:
+    """Fail the running trials of a study without heartbeats (SQLite) whose process is gone, and queue each
+    again with the same parameters (up to ``max_retry`` times, as workers retry a stale trial).
+
+    The rule, run when a study is resumed: a trial that a process of this machine runs is orphaned when
+    that process no longer exists (killed, crashed, or its pid reused by another program). A trial that a
+    process of another machine runs (a study file on a shared disk), or that names no process (a study
+    from an older version), cannot be checked: it is left alone with a warning, unless it started more
+    than ``grace`` seconds ago (default ``$OPTIMIZER_ORPHAN_GRACE`` or a day). Storages with heartbeats are
+    left to :func:`fail_stale_trials`.
+
+    Returns:
+        The numbers of the trials failed; each failed trial carries :data:`ORPHANED_ATTR` (the reason)
+        and its retry the system attribute ``failed_trial``.
+    """
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    storage = study._storage
+    if is_heartbeat_enabled(storage):
+        return []
+    grace = grace if grace is not None else _env_int("OPTIMIZER_ORPHAN_GRACE", DEFAULT_ORPHAN_GRACE, 0)
+    retries = max_retry if max_retry is not None else _env_int("OPTIMIZER_MAX_RETRY", DEFAULT_MAX_RETRY, 0)
+    host, now = socket.gethostname(), time.time()
+    failed: list[int] = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.system_attrs.get(OWNER_ATTR)
+        owner = owner if isinstance(owner, dict) else {}
+        age = now - trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+        if owner.get("host") == host:
+            if _owner_alive(owner):
+                continue
+            reason = f"its process {owner.get('pid')} on this machine is gone"
+        elif age > grace:
+            reason = f"it started {age / 3600:.1f} hours ago on {owner.get('host') or 'an unknown process'}"
+        else:
+            where = f"process {owner.get('pid')} on {owner['host']}" if owner.get("host") else "an unknown process"
+            warnings.warn(
+                f"trial {trial.number} of study {study.study_name!r} is running in {where}, which cannot be checked "
+                f"from here; it is left alone, and failed and retried once it is {grace / 3600:g} hours old "
+                "(OPTIMIZER_ORPHAN_GRACE)",
+                stacklevel=2,
+            )
+            continue
+        try:
+            storage.set_trial_system_attr(trial_id(trial), ORPHANED_ATTR, reason)
+            if not storage.set_trial_state_values(trial_id(trial), state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # it finished meanwhile
+        _retry(study, storage.get_trial(trial_id(trial)), retries)
+        failed.append(trial.number)
+    return failed
+
+
+def _retry(study: optuna.Study, failed: FrozenTrial, max_retry: int) -> None:
+    """Queue ``failed``'s parameters again, as Optuna's retry callback does (``failed_trial`` and
+    ``retry_history`` recorded, at most ``max_retry`` retries of one trial), without carrying the dead
+    process's owner record and the failure reason over to the retry."""
+    history = [*failed.system_attrs.get("retry_history", []), failed.number]
+    if len(history) > max_retry:
+        return
+    carried = {k: v for k, v in failed.system_attrs.items() if k not in (OWNER_ATTR, ORPHANED_ATTR)}
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=failed.params,
+            distributions=failed.distributions,
+            system_attrs={**carried, "failed_trial": failed.number, "retry_history": history},
+        )
+    )
 
 
 # -- journal files ------------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from .settings import baseline_settings
 from .space import SearchSpace
 from .storage import (
     default_storage,
+    fail_orphaned_trials,
     is_database_server,
     reading_storage,
     redact_storage,
@@ -345,6 +346,8 @@ def prepare_study(
         storage=storage_url,
         sampler=make_sampler(config.sampler, config.mode, seed=config.seed, constant_liar=constant_liar),
     )
+    # A process killed mid-trial left its trial running (SQLite has no heartbeats): fail and retry it.
+    fail_orphaned_trials(study)
     # Workers that join the study read the pruning bar from here (it depends on the tiers, which the
     # stored definition leaves out so that a resume may change them).
     study.set_user_attr(PRUNE_ATTR, str(prune_target) if prune_target is not None else None)
@@ -406,7 +409,8 @@ def run_trials(
             break
         batch = remaining if search is None else min(remaining, n_jobs)
         if search is not None and definition is not None:
-            batch = enqueue_next(study, search, definition, batch)
+            waiting = _queued(study)  # retries of trials whose process died run first
+            batch = min(batch, waiting) if waiting else enqueue_next(study, search, definition, batch)
             if batch == 0:
                 break  # every combination has been tried
         before = done
@@ -434,10 +438,11 @@ def run_trials(
     return ran
 
 
-def _queued(study: optuna.Study) -> bool:
+def _queued(study: optuna.Study) -> int:
+    """How many trials wait in the study's queue."""
     from optuna.trial import TrialState
 
-    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 def warm_start_hints(study_name: str, storage: str | None, space: SearchSpace) -> dict[str, Any]:
