@@ -412,7 +412,8 @@ def test_orphaned_trials_follow_one_rule(tmp_path: Path, monkeypatch: pytest.Mon
     the grace period; the others are left alone, with a warning when they cannot be checked."""
     import socket
 
-    from optimizer.tuning.storage import ORPHANED_ATTR, fail_orphaned_trials, process_owner
+    from optimizer.tuning.owners import process_owner
+    from optimizer.tuning.storage import ORPHANED_ATTR, fail_orphaned_trials
 
     here = socket.gethostname()
     dead = subprocess.Popen(["true"])

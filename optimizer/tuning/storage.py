@@ -8,7 +8,13 @@ backend, which is safe for several processes on one machine.
 Storages meant for several worker processes (a database server, a journal file) record a heartbeat for
 every running trial; a trial whose worker stopped beating for the grace period is marked failed and
 retried with the same parameters (up to ``max_retry`` times). ``OPTIMIZER_HEARTBEAT_INTERVAL``,
-``OPTIMIZER_HEARTBEAT_GRACE`` and ``OPTIMIZER_MAX_RETRY`` change the defaults (10 s, 60 s, 3).
+``OPTIMIZER_HEARTBEAT_GRACE`` and ``OPTIMIZER_MAX_RETRY`` change the defaults (10 s, 60 s, 3). SQLite, for
+one process, records which process runs each trial instead; resuming a study fails and retries the trials
+whose process is gone (:func:`fail_orphaned_trials`).
+
+A storage that cannot be read is a :class:`~optimizer.errors.StudyStorageError` naming the file or the URL
+(:func:`reading_storage`), and a string that is not a storage URL an
+:class:`~optimizer.errors.InvalidParameterError`.
 
 This is the only module that touches Optuna's private modules and attributes. Optuna offers no public
 way to (1) record heartbeats in a journal file (:class:`HeartbeatJournalStorage` implements its private
@@ -40,6 +46,7 @@ from optuna.storages.journal._file import BaseJournalFileLock
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import InvalidParameterError, StorageUnreachableError, StudyStorageError
+from .owners import owner_alive, process_owner
 
 __all__ = [
     "DEFAULT_GRACE_PERIOD",
@@ -61,7 +68,6 @@ __all__ = [
     "fail_orphaned_trials",
     "fail_stale_trials",
     "journal_backend",
-    "process_owner",
     "reading_storage",
     "redact_storage",
     "resolve_storage",
@@ -432,45 +438,6 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
 # -- trials of a single process (SQLite) ------------------------------------------------------------------
 
 
-def process_owner() -> dict[str, Any]:
-    """This process as :data:`OWNER_ATTR` records it: host name, pid and start time."""
-    pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "start": _process_status(pid)[1]}
-
-
-def _process_status(pid: int) -> tuple[str | None, str | None]:
-    """The state letter and start time (clock ticks since boot) of process ``pid`` from ``/proc``; ``None``
-    where ``/proc`` does not say (no such process, or not Linux)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, ValueError):
-        return None, None
-    fields = text[text.rfind(")") + 2 :].split()  # after "pid (command) ": state is field 3, start time 22
-    return (fields[0] if fields else None), (fields[19] if len(fields) > 19 else None)
-
-
-def _owner_alive(owner: dict[str, Any]) -> bool:
-    """Whether the process an :data:`OWNER_ATTR` of this machine names still runs: the pid exists, is not a
-    zombie, and (where ``/proc`` tells) started when the recorded one did, so a reused pid is not taken for
-    the trial's process."""
-    pid = owner.get("pid")
-    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, run by another user
-    except (OSError, OverflowError):
-        return False
-    state, start = _process_status(pid)
-    if state == "Z":
-        return False
-    recorded = owner.get("start")
-    return recorded is None or start is None or str(recorded) == start
-
-
 class LocalRDBStorage(optuna.storages.RDBStorage):
     """Optuna's RDBStorage for SQLite, which records the process that runs each trial (:data:`OWNER_ATTR`).
 
@@ -524,7 +491,7 @@ def fail_orphaned_trials(study: optuna.Study, *, grace: float | None = None, max
         owner = owner if isinstance(owner, dict) else {}
         age = now - trial.datetime_start.timestamp() if trial.datetime_start else 0.0
         if owner.get("host") == host:
-            if _owner_alive(owner):
+            if owner_alive(owner):
                 continue
             reason = f"its process {owner.get('pid')} on this machine is gone"
         elif age > grace:
