@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -85,6 +89,28 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print one error line (plain text, never wrapped) and exit with ``code``."""
     err_console.print(f"[bold red]error:[/] {_escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def stop_on_interrupt(stop: threading.Event, what: str) -> Iterator[None]:
+    """The first Ctrl-C sets ``stop`` (the work then stops after the ``what`` in progress, keeping what
+    finished); a second one stops at once (``KeyboardInterrupt``). Only in the main thread, where signal
+    handlers can be set; elsewhere Ctrl-C keeps its usual meaning."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        err_console.print(f"stopping after the {what} in progress (Ctrl-C again to stop at once)", highlight=False)
+
+    previous = signal.signal(signal.SIGINT, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from ._app import app, fail
-from ._output import ProgressReporter, console
+from ._app import EXIT_INTERRUPTED, app, fail, stop_on_interrupt
+from ._output import ProgressReporter, console, err_console
 from ._parsing import split_list
 
 if TYPE_CHECKING:
@@ -55,7 +55,13 @@ def evaluate_command(
         Optional[Path], typer.Option(help="TOML file with custom profiles, levels and evaluator defaults.")
     ] = None,
 ) -> None:
-    """Score processed images against their originals: two files or two folders."""
+    """Score processed images against their originals: two files or two folders.
+
+    Folders: Ctrl-C stops after the pairs in progress, writes what finished (the JSON report marked
+    interrupted) and exits 130.
+    """
+    import threading
+
     from ..batch import BatchReport, PairResult, evaluate_folders
     from ..heatmaps import write_maps
     from ..imageio import load_image
@@ -66,9 +72,16 @@ def evaluate_command(
     if reference.is_dir() != distorted.is_dir():
         fail(f"REF and DIST must both be files or both be folders, got {reference} and {distorted}")
     if reference.is_dir():
-        with ProgressReporter("evaluating") as bar:
+        stop = threading.Event()
+        with stop_on_interrupt(stop, "pairs"), ProgressReporter("evaluating") as bar:
             batch = evaluate_folders(
-                reference, distorted, evaluator=evaluator, workers=workers, maps_dir=maps, progress=bar.update
+                reference,
+                distorted,
+                evaluator=evaluator,
+                workers=workers,
+                maps_dir=maps,
+                progress=bar.update,
+                stop=stop,
             )
     else:
         evaluator.load()
@@ -91,6 +104,17 @@ def evaluate_command(
         _print_single(batch.pairs[0].result, batch.pairs[0].distorted_bytes)
     else:
         _print_summary(batch)
+    total = len(batch.pairs) + len(batch.failed) + len(batch.not_scored)
+    if batch.interrupted:
+        written = [f"{report} (marked interrupted)"] if report is not None else []
+        written += [str(csv)] if csv is not None else []
+        err_console.print(
+            f"interrupted: {len(batch.pairs)} of {total} pairs scored"
+            + (f"; written to {' and '.join(written)}" if written else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def _fmt(value: float) -> str:
