@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -89,6 +89,22 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print one error line (plain text, never wrapped) and exit with ``code``."""
     err_console.print(f"[bold red]error:[/] {_escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def fail_batch(problems: Sequence[tuple[str, str]], total: int, noun: str) -> NoReturn:
+    """The end of a batch in which some inputs could not be processed (the rule every batch command follows:
+    everything else was processed and reported first): one error line naming the first such file and the
+    reason, and how many there were, then exit 3.
+
+    Args:
+        problems: ``(path, reason)`` of every input that could not be processed (at least one).
+        total: How many inputs the batch had.
+        noun: What the inputs are called, plural (``pairs``, ``images``).
+    """
+    path, reason = problems[0]
+    where = reason if reason.startswith(path) else f"{path}: {reason}"
+    more = " (the first of them; all are listed above)" if len(problems) > 1 else ""
+    fail(f"{len(problems)} of {total} {noun} could not be processed: {where}{more}", EXIT_INPUT)
 
 
 @contextlib.contextmanager

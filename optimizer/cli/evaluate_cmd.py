@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from ._app import EXIT_INTERRUPTED, app, fail, stop_on_interrupt
+from ._app import EXIT_INTERRUPTED, app, fail, fail_batch, stop_on_interrupt
 from ._output import ProgressReporter, console, err_console
 from ._parsing import split_list
 
@@ -57,8 +57,9 @@ def evaluate_command(
 ) -> None:
     """Score processed images against their originals: two files or two folders.
 
-    Folders: Ctrl-C stops after the pairs in progress, writes what finished (the JSON report marked
-    interrupted) and exits 130.
+    Folders: exit 3 when a pair could not be scored (after scoring the others and writing the reports);
+    Ctrl-C stops after the pairs in progress, writes what finished (the JSON report marked interrupted) and
+    exits 130.
     """
     import threading
 
@@ -115,6 +116,8 @@ def evaluate_command(
             soft_wrap=True,
         )
         raise typer.Exit(EXIT_INTERRUPTED)
+    if batch.failed:
+        fail_batch([(i.path, i.reason) for i in batch.failed], total, "pairs")
 
 
 def _fmt(value: float) -> str:
