@@ -12,9 +12,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image as PILImage
+from conftest import TinyStudy
 from study_corpus import BrokenStorage, build_study_corpus
 
 from optimizer.cli import main
@@ -23,40 +22,10 @@ from optimizer.tuning.records import StudyDefinition
 from optimizer.tuning.storage import resolve_storage
 from optimizer.tuning.study import load_study, open_stored_study
 
-STUDY = "hostile"
-#: the tune options that resume the study of :func:`valid_db`
-TUNE = ["--formats", "jpeg", "--subsampling", "4:2:0,4:4:4", "--target", "ssim:0.9", "--profile", "fast"]
-
-
-def _image(path: Path, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:48, 0:64]
-    base = np.stack([x * 4.0, y * 5.0, (x + y) * 2.0], axis=2) + rng.normal(0, 10, (48, 64, 3))
-    PILImage.fromarray(np.clip(base, 0, 255).astype(np.uint8)).save(path)
-    return path
-
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("study-images")
-    for seed in (1, 2):
-        _image(folder / f"image{seed}.png", seed)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def valid_db(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real two-trial study made by ``optimizer tune``."""
-    db = tmp_path_factory.mktemp("valid-study") / "study.db"
-    code = main(["tune", str(images), *TUNE, "--trials", "2", "--seed", "1", "--study", STUDY,
-                 "--storage", f"sqlite:///{db}"])  # fmt: skip
-    assert code == 0
-    return db
-
-
-@pytest.fixture(scope="module")
-def broken(valid_db: Path, tmp_path_factory: pytest.TempPathFactory) -> list[BrokenStorage]:
-    return build_study_corpus(tmp_path_factory.mktemp("broken-studies"), valid_db, STUDY)
+def broken(tiny_study: TinyStudy, tmp_path_factory: pytest.TempPathFactory) -> list[BrokenStorage]:
+    return build_study_corpus(tmp_path_factory.mktemp("broken-studies"), tiny_study.db, tiny_study.name)
 
 
 def test_the_corpus_is_broad(broken: list[BrokenStorage]) -> None:
@@ -67,13 +36,13 @@ def test_the_corpus_is_broad(broken: list[BrokenStorage]) -> None:
     assert {b.code for b in broken} == {2, 3}
 
 
-def _commands(entry: BrokenStorage, images: Path, out: Path) -> dict[str, list[str]]:
+def _commands(entry: BrokenStorage, study: TinyStudy, out: Path) -> dict[str, list[str]]:
     storage = ["--study", entry.study, "--storage", entry.storage]
     return {
         "report": ["report", *storage, "-o", str(out / "report.html")],
         "presets build": ["presets", "build", *storage, "-o", str(out / "presets.json")],
-        "tune": ["tune", str(images), *TUNE, "--trials", "3", *storage],
-        "worker": ["worker", str(images), *storage],
+        "tune": ["tune", str(study.images), *study.tune_options, "--trials", "3", *storage],
+        "worker": ["worker", str(study.images), *storage],
     }
 
 
@@ -85,11 +54,11 @@ def _expected(entry: BrokenStorage, command: str) -> int:
 
 @pytest.mark.slow
 def test_every_study_command_over_the_corpus(
-    broken: list[BrokenStorage], images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    broken: list[BrokenStorage], tiny_study: TinyStudy, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     failures = []
     for entry in broken:
-        for command, args in _commands(entry, images, tmp_path).items():
+        for command, args in _commands(entry, tiny_study, tmp_path).items():
             code = main(args)
             err = capsys.readouterr().err
             expected = _expected(entry, command)
@@ -108,12 +77,12 @@ def test_every_study_command_over_the_corpus(
     assert not (tmp_path / "report.html").exists() and not (tmp_path / "presets.json").exists()
 
 
-def test_the_valid_study_still_reads(valid_db: Path, images: Path, tmp_path: Path) -> None:
+def test_the_valid_study_still_reads(tiny_study: TinyStudy, tmp_path: Path) -> None:
     """The control: the same commands succeed on the study the corpus was made from."""
     copy = tmp_path / "copy.db"
-    shutil.copyfile(valid_db, copy)
-    entry = BrokenStorage("valid", f"sqlite:///{copy}", STUDY, str(copy), 0)
-    commands = _commands(entry, images, tmp_path)
+    shutil.copyfile(tiny_study.db, copy)
+    entry = BrokenStorage("valid", f"sqlite:///{copy}", tiny_study.name, str(copy), 0)
+    commands = _commands(entry, tiny_study, tmp_path)
     assert main(commands["report"]) == 0
     assert main(commands["presets build"]) == 0
     assert main(commands["tune"]) == 0
@@ -160,8 +129,8 @@ def test_resolve_storage_refuses_what_is_not_a_url(url: str, message: str) -> No
         ({"space": {"formats": ["nope"]}}, "space cannot be read"),
     ],
 )
-def test_a_stored_definition_is_checked(valid_db: Path, change: dict[str, object], message: str) -> None:
-    _, definition = open_stored_study(STUDY, f"sqlite:///{valid_db}")
+def test_a_stored_definition_is_checked(tiny_study: TinyStudy, change: dict[str, object], message: str) -> None:
+    _, definition = open_stored_study(tiny_study.name, tiny_study.storage)
     data = {**definition.to_dict(), **change}
     with pytest.raises(StudyStorageError, match=message):
         StudyDefinition.from_dict(data)
