@@ -22,6 +22,7 @@ from .errors import (
     PresetError,
     QualityCheckError,
     StudyError,
+    StudyStorageError,
     UnknownNameError,
     WeightsNotFoundError,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "QualityCheckError",
     "NoPresetError",
     "StudyError",
+    "StudyStorageError",
     "UnknownNameError",
     "WeightsNotFoundError",
     "__version__",

@@ -2,7 +2,8 @@
 
 Folders are paired by relative path and stem, so ``a/b.png`` in the reference folder pairs with
 ``a/b.webp`` in the processed folder. Files that cannot be paired or read are listed in the report with a
-reason and never stop the batch.
+reason and never stop the batch. A batch asked to stop (Ctrl-C in the CLI) finishes the pairs being scored
+and returns what finished, the other pairs listed as ``interrupted``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import signal
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -106,7 +109,7 @@ class PairIssue:
 
     path: str
     reason: str
-    kind: str  # "unpaired" | "failed"
+    kind: str  # "unpaired" | "failed" | "interrupted" (not scored: the batch was stopped first)
 
     def to_dict(self) -> dict[str, str]:
         return {"path": self.path, "reason": self.reason, "kind": self.kind}
@@ -120,6 +123,8 @@ class BatchReport:
     issues: list[PairIssue]
     evaluator: dict[str, Any]
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    #: the batch was stopped before every pair was scored (the rest are issues of kind ``interrupted``)
+    interrupted: bool = False
 
     @property
     def unpaired(self) -> list[PairIssue]:
@@ -130,12 +135,22 @@ class BatchReport:
         return [i for i in self.issues if i.kind == "failed"]
 
     @property
+    def not_scored(self) -> list[PairIssue]:
+        """Pairs left unscored because the batch was stopped."""
+        return [i for i in self.issues if i.kind == "interrupted"]
+
+    @property
     def metric_names(self) -> list[str]:
         return list(self.evaluator.get("metrics", []))
 
     def summary(self) -> dict[str, Any]:
         """Count, mean, median, p10/p90 and worst per metric and for the composite; levels; bytes."""
-        out: dict[str, Any] = {"count": len(self.pairs), "unpaired": len(self.unpaired), "failed": len(self.failed)}
+        out: dict[str, Any] = {
+            "count": len(self.pairs),
+            "unpaired": len(self.unpaired),
+            "failed": len(self.failed),
+            "interrupted": len(self.not_scored),
+        }
         stats: dict[str, Any] = {}
         for name in [*self.metric_names, "composite"]:
             values = [(p.result.composite if name == "composite" else p.result.scores.get(name)) for p in self.pairs]
@@ -163,6 +178,7 @@ class BatchReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "created": self.created,
+            "interrupted": self.interrupted,
             "evaluator": self.evaluator,
             "summary": json_safe(self.summary()),
             "pairs": [p.to_dict() for p in self.pairs],
@@ -292,6 +308,9 @@ def _init_worker(config: dict[str, Any], threads: int) -> None:
     import torch
 
     global _worker_evaluator
+    # Ctrl-C is the parent's to handle (it stops the batch after the pairs in progress); a terminal sends
+    # it to the whole process group, which would otherwise kill the workers mid-pair.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     _worker_evaluator = Evaluator(**config)
 
@@ -315,6 +334,7 @@ def evaluate_folders(
     workers: int | None = None,
     maps_dir: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
 ) -> BatchReport:
     """Score every paired file of two folders; see the module docstring for pairing rules.
 
@@ -331,6 +351,9 @@ def evaluate_folders(
         maps_dir: Write a heat map per metric and pair here (named and scaled as :mod:`optimizer.heatmaps`
             says).
         progress: Called as ``progress(done, total)`` after each pair.
+        stop: Set it (from a signal handler or another thread) to stop after the pairs being scored: the
+            report then holds the pairs scored so far, lists the others as issues of kind ``interrupted``
+            and has ``interrupted`` set.
 
     Returns:
         The :class:`BatchReport`: scored pairs, the files left out with reasons, and a summary.
@@ -346,14 +369,17 @@ def evaluate_folders(
     maps_path = Path(maps_dir) if maps_dir is not None else None
     if maps_path is not None:
         maps_path.mkdir(parents=True, exist_ok=True)
-    outcomes: list[PairResult | PairIssue] = []
     total = len(pairs)
+    stop = stop or threading.Event()
+    done: dict[int, PairResult | PairIssue] = {}
     if workers == 1 or total <= 1:
         evaluator.load()
-        for i, (key, ref, dist) in enumerate(pairs, 1):
-            outcomes.append(_score_pair(evaluator, key, ref, dist, maps_path))
+        for n, (key, ref, dist) in enumerate(pairs):
+            if stop.is_set():
+                break
+            done[n] = _score_pair(evaluator, key, ref, dist, maps_path)
             if progress:
-                progress(i, total)
+                progress(len(done), total)
     else:
         threads = max(1, (os.cpu_count() or 1) // workers)
         initargs = (evaluator.config(), threads)
@@ -364,15 +390,23 @@ def evaluate_folders(
                 pool.submit(_score_in_worker, key, str(ref), str(dist), str(maps_path) if maps_path else None): n
                 for n, (key, ref, dist) in enumerate(pairs)
             }
-            done: dict[int, PairResult | PairIssue] = {}
-            for i, future in enumerate(as_completed(futures), 1):
+            for future in as_completed(futures):
+                if future.cancelled():
+                    continue
                 done[futures[future]] = future.result()
                 if progress:
-                    progress(i, total)
-        outcomes = [done[n] for n in range(total)]  # pair order, whatever order the workers finished in
+                    progress(len(done), total)
+                if stop.is_set():
+                    for waiting in futures:
+                        waiting.cancel()  # the pairs being scored finish; the queued ones never start
+    interrupted = len(done) < total
+    outcomes = [
+        done.get(n) or PairIssue(str(dist), "not scored: the batch was interrupted first", "interrupted")
+        for n, (_, _, dist) in enumerate(pairs)
+    ]  # pair order, whatever order the workers finished in
     results = [o for o in outcomes if isinstance(o, PairResult)]
     issues += [o for o in outcomes if isinstance(o, PairIssue)]
-    return BatchReport(pairs=results, issues=issues, evaluator=evaluator.describe())
+    return BatchReport(pairs=results, issues=issues, evaluator=evaluator.describe(), interrupted=interrupted)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -103,6 +103,31 @@ class StudyError(OptimizerError, RuntimeError):
     """A tuning study cannot be created, resumed or joined as asked."""
 
 
+class StudyStorageError(StudyError):
+    """A study's storage, or what it stores, cannot be read: a corrupt or foreign database file, a journal
+    with a malformed line, a folder where the file should be, a stored definition or trial attribute of the
+    wrong shape. Bad input (exit 3), not a usage error: the message names the file (or the storage URL,
+    password redacted) and the reason.
+
+    Readers of stored records raise it without a ``source``; the code that opened the storage adds it
+    (:meth:`at`), so every message names where the study lives.
+    """
+
+    def __init__(self, reason: str, source: str | None = None) -> None:
+        self.reason = reason
+        self.source = source
+        super().__init__(f"{source}: {reason}" if source else reason)
+
+    def at(self, source: str) -> StudyStorageError:
+        """This error, naming ``source`` (kept when it already names one)."""
+        return self if self.source else type(self)(self.reason, source)
+
+
+class StorageUnreachableError(StudyStorageError):
+    """A database server named by a storage URL cannot be reached (yet): refused, timed out, wrong
+    credentials. Workers waiting for their storage retry on it."""
+
+
 class PresetError(OptimizerError, ValueError):
     """A preset file is malformed, from an unsupported version, or lacks the requested tier."""
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from ._files import write_atomic
-from .errors import OptimizerError
+from .errors import InvalidImageError, OptimizerError, ResourceLimitError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -291,7 +291,9 @@ def _corpus(result: TuningResult, images: ImagesArg | None, notes: list[str]) ->
         return None
     try:
         return study_corpus(result, images)
-    except OptimizerError as exc:
+    except (InvalidImageError, ResourceLimitError):
+        raise  # images the caller gave that cannot be read are bad input, not a note
+    except OptimizerError as exc:  # readable images, but not the study's: the report says so
         notes.append(f"Crops omitted: {exc}.")
         return None
 

@@ -8,6 +8,7 @@ set is a failure: CI must never pass by skipping.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -102,3 +103,49 @@ def small_study(small_study_dir: Path, tmp_path_factory: pytest.TempPathFactory)
         trials=8,
         seed=3,
     )
+
+
+@dataclass(frozen=True)
+class TinyStudy:
+    """A real two-trial study on two generated 64x48 images (no data set needed): its images folder, SQLite
+    file, name, preset file, and the ``tune`` options that resume it. Tests copy the file before writing."""
+
+    images: Path
+    db: Path
+    name: str
+    presets: Path
+    tune_options: tuple[str, ...]
+
+    @property
+    def storage(self) -> str:
+        return f"sqlite:///{self.db}"
+
+
+def textured_image(path: Path, seed: int, size: tuple[int, int] = (64, 48)) -> Path:
+    """A smooth gradient with noise (compresses like a photo), saved as PNG."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(seed)
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 4.0, y * 5.0, (x + y) * 2.0], axis=2) + rng.normal(0, 10, (height, width, 3))
+    PILImage.fromarray(np.clip(base, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> TinyStudy:
+    from optimizer.cli import main
+
+    root = tmp_path_factory.mktemp("tiny-study")
+    images = root / "images"
+    images.mkdir()
+    for seed in (1, 2):
+        textured_image(images / f"image{seed}.png", seed)
+    db, presets = root / "study.db", root / "presets.json"
+    options = ("--formats", "jpeg", "--subsampling", "4:2:0,4:4:4", "--target", "ssim:0.9", "--profile", "fast")
+    code = main(["tune", str(images), *options, "--trials", "2", "--seed", "1", "--study", "tiny",
+                 "--storage", f"sqlite:///{db}", "--export", str(presets)])  # fmt: skip
+    assert code == 0, "the tiny study could not be made"
+    return TinyStudy(images, db, "tiny", presets, options)

@@ -38,13 +38,16 @@ from typing import Literal
 import numpy as np
 from PIL import Image as PILImage
 
-__all__ = ["TEST_MEMORY_BUDGET", "HostileFile", "Outcome", "build_corpus"]
+__all__ = ["ALLOWED", "TEST_MEMORY_BUDGET", "HostileFile", "Outcome", "build_corpus", "cli_problems"]
 
 Outcome = Literal["valid", "invalid", "resource", "either", "tiny"]
 
 #: The memory budget the corpus is meant to run under (``OPTIMIZER_MAX_MEMORY``): small enough that a
 #: 9999 x 9999 image is refused from its header, large enough for every valid image here.
 TEST_MEMORY_BUDGET = "2G"
+
+#: Exit codes each outcome allows. A file no decoder can judge ("either") may load or be refused.
+ALLOWED: dict[str, set[int]] = {"valid": {0}, "invalid": {3}, "resource": {3}, "either": {0, 3}, "tiny": {0, 2, 3}}
 
 W, H = 64, 48
 
@@ -342,3 +345,33 @@ def build_corpus(folder: Path, *, select: Callable[[HostileFile], bool] | None =
     names = [e.name for e in entries]
     assert len(names) == len(set(names)), "corpus names must be unique"
     return [e for e in entries if select is None or select(e)]
+
+
+def cli_problems(entry: HostileFile, code: int, err: str, allowed: set[int], *, named: str | None = None) -> list[str]:
+    """What is wrong with a command's outcome on ``entry``: an exit code outside ``allowed``, a traceback,
+    other than one error line when it failed, or an error that does not name the file (``named``: the path
+    the message must hold, when the command read a copy; a tiny image's size minimum is worded by the
+    metric, which does not know the file).
+
+    Args:
+        entry: The corpus entry.
+        code: The exit code.
+        err: Everything the command wrote on stderr.
+        allowed: The exit codes allowed.
+        named: The path the error must name (default: the entry's path or file name).
+
+    Returns:
+        One line per problem (empty: the outcome is clean).
+    """
+    problems = []
+    if code not in allowed:
+        problems.append(f"exit {code}, expected one of {sorted(allowed)}")
+    if "Traceback" in err:
+        problems.append("a traceback")
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    if code != 0 and len(errors) != 1:
+        problems.append(f"{len(errors)} error lines")
+    names = [named] if named is not None else [str(entry.path), entry.path.name]
+    if code != 0 and errors and not any(n in errors[0] for n in names) and entry.outcome != "tiny":
+        problems.append("the error does not name the file")
+    return [f"{entry.name}: {p}: {err.strip()[-300:]!r}" for p in problems]

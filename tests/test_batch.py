@@ -112,3 +112,72 @@ def test_not_a_folder(tmp_path: Path) -> None:
 
     with pytest.raises(InvalidParameterError, match="not a folder"):
         evaluate_folders(tmp_path / "missing", tmp_path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Interrupted batches keep what finished
+
+
+def _many_pairs(root: Path, count: int, size: tuple[int, int] = (96, 64)) -> tuple[Path, Path]:
+    ref, dist = root / "ref", root / "dist"
+    ref.mkdir()
+    dist.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        PILImage.fromarray(pixels).save(ref / f"p{i:03d}.png")
+        PILImage.fromarray(pixels).save(dist / f"p{i:03d}.jpg", quality=60)
+    return ref, dist
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_stopped_batch_reports_what_finished(tmp_path: Path, workers: int) -> None:
+    import threading
+
+    ref, dist = _many_pairs(tmp_path, 12)
+    stop = threading.Event()
+
+    def progress(done: int, total: int) -> None:
+        if done == 2:
+            stop.set()
+
+    report = evaluate_folders(ref, dist, metrics=["psnr"], workers=workers, progress=progress, stop=stop)
+    scored = [p.key for p in report.pairs]
+    left = [i for i in report.issues if i.kind == "interrupted"]
+    assert report.interrupted and 2 <= len(scored) < 12
+    assert len(scored) + len(left) == 12 and all("interrupted" in i.reason for i in left)
+    data = json.loads(report.to_json())
+    assert data["interrupted"] is True and data["summary"]["interrupted"] == len(left)
+    assert not evaluate_folders(ref, dist, metrics=["psnr"], stop=threading.Event()).interrupted
+
+
+def test_ctrl_c_during_a_folder_evaluate_writes_the_report(tmp_path: Path) -> None:
+    """SIGINT after the first pair: the pairs scored so far are written (JSON marked interrupted, CSV rows),
+    and the exit code is 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    ref, dist = _many_pairs(tmp_path, 150, size=(384, 256))
+    report, csv = tmp_path / "report.json", tmp_path / "pairs.csv"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    args = ["evaluate", str(ref), str(dist), "--metrics", "ssim,psnr", "--report", str(report), "--csv", str(csv)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "optimizer", *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if line.startswith("evaluating: 1/"):
+            proc.send_signal(signal.SIGINT)
+            break
+    out, rest = proc.communicate(timeout=120)
+    err = "".join(lines) + rest
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    data = json.loads(report.read_text())
+    assert data["interrupted"] is True and 1 <= len(data["pairs"]) < 150
+    assert len(data["pairs"]) + data["summary"]["interrupted"] == 150
+    assert len(pd.read_csv(csv)) == len(data["pairs"])

@@ -134,9 +134,10 @@ def test_evaluate_folders_and_mismatch(image: Path, tmp_path: Path, capsys: pyte
     PILImage.open(image).resize((128, 96)).save(dist / "two.jpg")
     PILImage.open(image).save(ref / "two.png")
     csv = tmp_path / "r.csv"
-    assert main(["evaluate", str(ref), str(dist), "--metrics", "ssim,psnr", "--csv", str(csv)]) == EXIT_OK
-    out = capsys.readouterr().out
-    assert "1 pairs" in out and "expected equal sizes" in out
+    # a pair that cannot be scored: the others are scored and written, then exit 3 (the batch rule)
+    assert main(["evaluate", str(ref), str(dist), "--metrics", "ssim,psnr", "--csv", str(csv)]) == EXIT_INPUT
+    out, err = capsys.readouterr()
+    assert "1 pairs" in out and "expected equal sizes" in out and "two.jpg" in err.splitlines()[-1]
     assert csv.read_text().count("\n") == 2
     assert main(["evaluate", str(ref), str(dist), "--metrics", "ssim", "--resize-to-reference", "--json"]) == EXIT_OK
     assert json.loads(capsys.readouterr().out)["summary"]["count"] == 2

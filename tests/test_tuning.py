@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -361,6 +362,98 @@ def test_interrupted_study_loses_no_finished_trial(tmp_path: Path, crops: list[P
     )
     after = {t.number: t.user_attrs["total_bytes"] for t in finished_trials(resumed.study)}
     assert len(after) == 6 and all(after[n] == b for n, b in kept.items())
+
+
+def test_a_trial_killed_mid_run_is_failed_and_retried_on_resume(tmp_path: Path, crops: list[Path]) -> None:
+    """SIGKILL inside a trial leaves it RUNNING in SQLite (no heartbeats); resuming fails it, runs its
+    settings again, and the study ends with exactly its budget of finished trials."""
+    db = tmp_path / "orphan.db"
+    options = dict(space=SPACE, target="ssim:0.93", profile="fast", storage=f"sqlite:///{db}", study_name="o", seed=1)
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from optimizer.tuning import objective
+        from optimizer.tuning.study import tune
+        measure = objective.Objective.__call__
+        def killing(self, trial):
+            if trial.number == 2:
+                os.kill(os.getpid(), signal.SIGKILL)  # mid-trial: its settings are queued, nothing measured
+            return measure(self, trial)
+        objective.Objective.__call__ = killing
+        tune({[str(p) for p in crops[:2]]!r}, n_trials=4, **{options!r})
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    killed = optuna.load_study(study_name="o", storage=f"sqlite:///{db}").trials[2]
+    assert killed.state == optuna.trial.TrialState.RUNNING
+    resumed = tune(crops[:2], n_trials=4, **options)
+    trials = resumed.study.trials
+    assert trials[2].state == optuna.trial.TrialState.FAIL
+    assert "process" in trials[2].system_attrs["optimizer:orphaned"]
+    [retry] = [t for t in trials if t.system_attrs.get("failed_trial") == 2]
+    queued = killed.system_attrs["fixed_params"]  # the settings the search queued for the killed trial
+    assert queued and retry.params == queued and retry.state == optuna.trial.TrialState.COMPLETE
+    assert len(finished_trials(resumed.study)) == 4
+    assert not [t for t in trials if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)]
+
+
+def _running_trial(tmp_path: Path, owner: dict[str, object] | None) -> optuna.Study:
+    """A SQLite study holding one RUNNING trial whose owner record is ``owner`` (None: no record)."""
+    import socket
+
+    from optimizer.tuning.storage import OWNER_ATTR, resolve_storage
+
+    study = optuna.create_study(study_name="r", storage=resolve_storage(f"sqlite:///{tmp_path / 'r.db'}", "r"))
+    trial = study.ask()
+    trial.suggest_int("x", 1, 9)
+    recorded = study.trials[0].system_attrs[OWNER_ATTR]
+    assert recorded["host"] == socket.gethostname() and recorded["pid"] == os.getpid()
+    study._storage.set_trial_system_attr(trial._trial_id, OWNER_ATTR, owner)
+    return study
+
+
+def test_orphaned_trials_follow_one_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail a running SQLite trial only when its process is known to be gone: this machine's pid no longer
+    running (or reused by another process), or a trial of another machine or of no known process older than
+    the grace period; the others are left alone, with a warning when they cannot be checked."""
+    import socket
+
+    from optimizer.tuning.owners import process_owner
+    from optimizer.tuning.storage import ORPHANED_ATTR, fail_orphaned_trials
+
+    here = socket.gethostname()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    cases = {
+        "alive": (process_owner(), None, False),
+        "dead pid": ({"host": here, "pid": dead.pid, "start": None}, None, True),
+        "reused pid": ({**process_owner(), "start": "1"}, None, True),
+        "zero pid": ({"host": here, "pid": 0}, None, True),
+        "other host": ({"host": "elsewhere", "pid": 1}, None, False),
+        "other host, old": ({"host": "elsewhere", "pid": 1}, 0.0, True),
+        "no owner": (None, None, False),
+    }
+    for name, (owner, grace, fails) in cases.items():
+        folder = tmp_path / name.replace(" ", "-").replace(",", "")
+        folder.mkdir()
+        study = _running_trial(folder, owner)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            failed = fail_orphaned_trials(study, grace=grace)
+        assert failed == ([0] if fails else []), name
+        trials = study.trials
+        if fails:
+            assert trials[0].state == optuna.trial.TrialState.FAIL and trials[0].system_attrs[ORPHANED_ATTR]
+            assert trials[1].state == optuna.trial.TrialState.WAITING and trials[1].params == {
+                "x": trials[0].params["x"]
+            }
+            assert trials[1].system_attrs["failed_trial"] == 0 and ORPHANED_ATTR not in trials[1].system_attrs
+        else:
+            assert [t.state for t in trials] == [optuna.trial.TrialState.RUNNING], name
+            assert bool(caught) == (name != "alive"), name  # what cannot be checked is said
+    study = _running_trial(tmp_path, {"host": here, "pid": dead.pid})
+    assert fail_orphaned_trials(study, max_retry=0) == [0] and len(study.trials) == 1  # no retry left
 
 
 def test_cli_tune_and_export(tmp_path: Path, crops: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,13 +7,21 @@ Exit codes:
 
 ===  ==========================================================================================
 0    success
-1    a quality check failed (``gate`` budgets, ``apply --verify`` misses, ``compress`` targets)
-2    usage error: bad arguments, options, configuration or parameters
-3    bad input: an image or preset that cannot be read or used
+1    a quality check failed (``gate`` budgets, ``apply --verify`` misses, ``compress`` targets,
+     ``monitor --fail-on``)
+2    usage error: bad arguments, options, configuration or parameters; a storage URL that is not one
+3    bad input: an image, preset, state file or study storage that cannot be read or used; an output
+     that cannot be written; in a batch, any input that could not be processed
 4    missing dependency or pretrained weights
 5    unexpected internal error (a bug: please report it with ``--debug`` output)
 130  interrupted (Ctrl-C); finished work is kept
 ===  ==========================================================================================
+
+Batches (``evaluate``/``gate`` on folders, ``compress``, ``apply``, ``monitor``) follow one rule: every
+input that can be processed is and the reports are written; then, if any input could not be read or
+processed, the run exits 3 with one error line naming the first (:func:`~optimizer.cli._app.fail_batch`).
+Exit 3 comes before 1. Unpaired files are listed, not failures (``gate`` fails on them unless
+``--allow-missing``). Ctrl-C during a folder ``evaluate`` writes the reports with what finished, exit 130.
 """
 
 from __future__ import annotations

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -20,6 +24,7 @@ from ..errors import (
     PresetError,
     QualityCheckError,
     ResourceLimitError,
+    StudyStorageError,
     WeightsNotFoundError,
 )
 from ._output import err_console
@@ -67,9 +72,8 @@ def debug_enabled() -> bool:
 
 def exit_code_for(exc: BaseException) -> int:
     """The documented exit code for an exception."""
-    if isinstance(
-        exc, (InvalidImageError, ImageSizeMismatchError, PresetError, InputFileError, OutputError, ResourceLimitError)
-    ):
+    bad_input = (InvalidImageError, ImageSizeMismatchError, PresetError, InputFileError, OutputError)
+    if isinstance(exc, (*bad_input, ResourceLimitError, StudyStorageError)):
         return EXIT_INPUT
     if isinstance(exc, (CodecUnavailableError, WeightsNotFoundError)):
         return EXIT_DEPENDENCY
@@ -89,6 +93,44 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print one error line (plain text, never wrapped) and exit with ``code``."""
     err_console.print(f"[bold red]error:[/] {_escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def fail_batch(problems: Sequence[tuple[str, str]], total: int, noun: str) -> NoReturn:
+    """The end of a batch in which some inputs could not be processed (the rule every batch command follows:
+    everything else was processed and reported first): one error line naming the first such file and the
+    reason, and how many there were, then exit 3.
+
+    Args:
+        problems: ``(path, reason)`` of every input that could not be processed (at least one).
+        total: How many inputs the batch had.
+        noun: What the inputs are called, plural (``pairs``, ``images``).
+    """
+    path, reason = problems[0]
+    where = reason if reason.startswith(path) else f"{path}: {reason}"
+    more = " (the first of them; all are listed above)" if len(problems) > 1 else ""
+    fail(f"{len(problems)} of {total} {noun} could not be processed: {where}{more}", EXIT_INPUT)
+
+
+@contextlib.contextmanager
+def stop_on_interrupt(stop: threading.Event, what: str) -> Iterator[None]:
+    """The first Ctrl-C sets ``stop`` (the work then stops after the ``what`` in progress, keeping what
+    finished); a second one stops at once (``KeyboardInterrupt``). Only in the main thread, where signal
+    handlers can be set; elsewhere Ctrl-C keeps its usual meaning."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        err_console.print(f"stopping after the {what} in progress (Ctrl-C again to stop at once)", highlight=False)
+
+    previous = signal.signal(signal.SIGINT, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from ._app import app, fail
+from ._app import EXIT_INTERRUPTED, app, fail, fail_batch, stop_on_interrupt
 from ._grammar import JobsOption, JsonOption, LegacyFormatOption, LegacyWorkersOption, jobs_from, output_style
-from ._output import ProgressReporter, console
+from ._output import ProgressReporter, console, err_console
 from ._parsing import split_list
 
 if TYPE_CHECKING:
@@ -61,12 +61,18 @@ def evaluate_command(
     """Score processed images against their originals: two files or two folders (paired by relative path
     and stem, so a/b.png pairs with a/b.webp).
 
+    Folders: exit 3 when a pair could not be scored (after scoring the others and writing the reports);
+    Ctrl-C stops after the pairs in progress, writes what finished (the JSON report marked interrupted) and
+    exits 130.
+
     \b
     Examples:
       optimizer evaluate photo.png photo.avif
       optimizer evaluate originals/ processed/ --profile fast -j 2 --report report.json --csv report.csv
       optimizer evaluate photo.png photo.jpg --metrics ssimulacra2,lpips --maps maps/ --json
     """
+    import threading
+
     from ..batch import BatchReport, PairResult, evaluate_folders
     from ..heatmaps import write_maps
     from ..imageio import load_image
@@ -77,9 +83,16 @@ def evaluate_command(
     if reference.is_dir() != distorted.is_dir():
         fail(f"REFERENCE and DISTORTED must both be files or both be folders, got {reference} and {distorted}")
     if reference.is_dir():
-        with ProgressReporter("evaluating") as bar:
+        stop = threading.Event()
+        with stop_on_interrupt(stop, "pairs"), ProgressReporter("evaluating") as bar:
             batch = evaluate_folders(
-                reference, distorted, evaluator=evaluator, jobs=workers, maps_dir=maps, progress=bar.update
+                reference,
+                distorted,
+                evaluator=evaluator,
+                jobs=workers,
+                maps_dir=maps,
+                progress=bar.update,
+                stop=stop,
             )
     else:
         evaluator.load()
@@ -102,6 +115,19 @@ def evaluate_command(
         _print_single(batch.pairs[0].result, batch.pairs[0].distorted_bytes)
     else:
         _print_summary(batch)
+    total = len(batch.pairs) + len(batch.failed) + len(batch.not_scored)
+    if batch.interrupted:
+        written = [f"{report} (marked interrupted)"] if report is not None else []
+        written += [str(csv)] if csv is not None else []
+        err_console.print(
+            f"interrupted: {len(batch.pairs)} of {total} pairs scored"
+            + (f"; written to {' and '.join(written)}" if written else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if batch.failed:
+        fail_batch([(i.path, i.reason) for i in batch.failed], total, "pairs")
 
 
 def _fmt(value: float) -> str:

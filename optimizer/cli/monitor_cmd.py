@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Annotated, Literal, Optional
 
 import typer
 
-from ._app import EXIT_CHECK_FAILED, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, app, fail
+from ._app import EXIT_CHECK_FAILED, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, app, fail, fail_batch
 from ._grammar import JobsOption, JsonOption, LegacyFormatOption, LegacyWorkersOption, jobs_from, output_style
 from ._output import ProgressReporter, console, err_console, escape
 from ._parsing import split_list
 
 if TYPE_CHECKING:
     from ..gate import GateReport
-    from ..monitor import Alert, MonitorConfig, MonitorStats, QualityMonitor
+    from ..monitor import Alert, MonitorConfig, MonitorStats, QualityMonitor, WatchItem
 
 STATE_NAME = ".optimizer-monitor-state.jsonl"
 _FAIL_ON = ("never", "warning", "critical")
@@ -92,7 +92,8 @@ def monitor_command(
     read is in the state file, so the next run goes on where this one stopped. Malformed lines in the state
     file are skipped with a warning; a state path that is a folder, or a file that is not a state file, is
     an error (exit 3). An alert that cannot be written to --alerts (a full disk) is kept and retried; what is
-    still undelivered at the end is printed on stderr as JSON lines, and the exit code is 3.
+    still undelivered at the end is printed on stderr as JSON lines, and the exit code is 3. A pair that
+    could not be scored in this run is an error alert, and the run exits 3 when it ends (after the others).
 
     \b
     Examples:
@@ -136,15 +137,20 @@ def monitor_command(
     )
 
     interrupted = False
+    unreadable: list[tuple[str, str]] = []
+
+    def collect(items: list[WatchItem]) -> None:
+        unreadable.extend((item.processed, item.error) for item in items if item.error is not None)
+
     stop = threading.Event()
     previous_handler = None
     if not once and threading.current_thread() is threading.main_thread():
         previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         if once:
-            watcher.once()
+            collect(watcher.once())
         else:
-            watcher.run(interval=interval, stop_event=stop)
+            watcher.run(interval=interval, stop_event=stop, on_items=collect)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -158,6 +164,8 @@ def monitor_command(
         raise typer.Exit(EXIT_INTERRUPTED)
     if undelivered:
         raise typer.Exit(EXIT_INPUT)
+    if unreadable:
+        fail_batch(unreadable, watcher.processed, "pairs")
     if fail_on != "never" and any(run_counts[s] for s in _FAIL_ON[_FAIL_ON.index(fail_on) :]):
         raise typer.Exit(EXIT_CHECK_FAILED)
     raise typer.Exit(EXIT_OK)
@@ -234,7 +242,8 @@ def gate_command(
 ) -> None:
     """Check quality and size budgets on a processed folder: exit 0 when all hold, 1 when any fails.
 
-    Unpaired or unreadable files fail the gate unless --allow-missing (or allow_missing = true in the file).
+    Unpaired or unreadable files fail the gate unless --allow-missing (or allow_missing = true in the file);
+    an unreadable file makes it exit 3 (after scoring the others and writing the reports).
 
     \b
     Examples:
@@ -273,6 +282,9 @@ def gate_command(
         typer.echo(result.to_json())
     else:
         _print_gate(result)
+    if result.batch.failed and not result.allow_missing:
+        total = len(result.batch.pairs) + len(result.batch.failed)
+        fail_batch([(i.path, i.reason) for i in result.batch.failed], total, "pairs")
     raise typer.Exit(EXIT_OK if result.passed else EXIT_CHECK_FAILED)
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 
-from ._app import EXIT_CHECK_FAILED, EXIT_INPUT, app, fail
+from ._app import EXIT_CHECK_FAILED, app, fail, fail_batch
 from ._grammar import (
     JobsOption,
     JsonOption,
@@ -210,7 +210,7 @@ def apply_command(
     """Encode a folder with a preset tier; exit 1 when --verify finds outputs below the tier's target.
 
     Exit 3 when an input could not be read, encoded or written (existing outputs without --overwrite or
-    --skip-existing).
+    --skip-existing), after encoding the others; it comes before exit 1.
 
     \b
     Examples:
@@ -246,10 +246,11 @@ def apply_command(
         typer.echo(result.to_json())
     else:
         _print_apply(result)
+    if result.problems:  # before the misses: a verification of an incomplete batch is no verdict
+        attempted = len({i.source for i in result.items} | {i.path for i in result.problems})
+        fail_batch([(i.path, i.reason) for i in result.problems], attempted, "inputs")
     if result.misses:
         raise typer.Exit(EXIT_CHECK_FAILED)
-    if result.problems:
-        raise typer.Exit(EXIT_INPUT)
 
 
 def _print_apply(result: ApplyReport) -> None:

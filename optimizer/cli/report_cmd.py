@@ -60,14 +60,14 @@ def report_command(
     if storage is None:
         # Opening a missing SQLite file would create an empty one: say where the study was looked for instead.
         default = studies_dir() / f"{study}.db"
-        if not default.is_file():
+        if not default.exists():  # a folder there is refused by the storage layer (bad input, exit 3)
             fail(f"no study database at {default}; pass --storage URL (e.g. sqlite:///path/to/{study}.db)", EXIT_USAGE)
         storage = f"sqlite:///{default}"
     else:
         for prefix in ("sqlite:///", "journal:"):
             if storage.startswith(prefix) and storage != "sqlite:///:memory:":
                 path = Path(storage.removeprefix(prefix))
-                if not path.is_file():
+                if not path.exists():
                     fail(f"no study storage at {path} (from --storage {redact_storage(storage)})", EXIT_USAGE)
     result = load_study(study, storage)
     report = build_report(

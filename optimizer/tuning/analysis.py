@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from ..batch import iter_image_files
-from ..errors import InvalidParameterError, PresetError, StudyError
+from ..errors import InvalidImageError, InvalidParameterError, PresetError, StudyError
 from ..evaluator import Evaluator
 from ..imageio import Image
 from ..jsonio import number_from_json
@@ -381,7 +381,8 @@ def study_corpus(source: StudySource, images: ImagesArg) -> Corpus:
     """The study's corpus rebuilt from ``images`` (files, folders, or :class:`Image` objects), verified.
 
     Files are picked by the names the study recorded, so a folder holding more images than the study used
-    is fine; the pixels, names and widths must then give the study's corpus fingerprint. Raises
+    is fine; the pixels, names and widths must then give the study's corpus fingerprint. A path that is not
+    there or cannot be read is an :class:`~optimizer.errors.InvalidImageError` naming it. Raises
     :class:`~optimizer.errors.InvalidParameterError` saying what differs when they do not.
     """
     result = tuning_result(source)
@@ -408,8 +409,10 @@ def study_corpus(source: StudySource, images: ImagesArg) -> Corpus:
                     files.extend(iter_image_files(path))
                 elif path.is_file():
                     files.append(path)
+                elif path.exists() or path.is_symlink():
+                    raise InvalidImageError("not an image file or a folder (a FIFO, device or broken link)", path)
                 else:
-                    raise InvalidParameterError(f"{path}: no such file or folder")
+                    raise InvalidImageError("no such file or folder", path)
             names = [str(n) for n in recorded.get("names") or []]
             if names:
                 by_name: dict[str, Path] = {}

@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 
-from ..errors import InvalidParameterError, StudyError
+from ..errors import InvalidParameterError, StorageUnreachableError, StudyError
 from ..imageio import Image, ImageSource
 from .config import as_space
 from .corpus import expand_sources, load_corpus
@@ -112,17 +112,28 @@ def _load_when_ready(
     until = time.monotonic() + max(0.0, wait)
     shown = redact_storage(storage)
     while True:
+        unreachable = False
         try:
             resolved = resolve_storage(storage, study_name, **storage_options)
             if study_name in optuna.study.get_all_study_names(resolved):
                 return open_stored_study(study_name, resolved)
             problem = f"no study named {study_name!r} in {shown}"
         except connection_errors() as exc:
-            problem = f"cannot reach storage {shown}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            unreachable = True
+            reason = exc.reason if isinstance(exc, StorageUnreachableError) else _first_line(exc)
+            problem = f"cannot reach storage {shown}: {reason}"
         if time.monotonic() >= until:
-            hint = "; create it with `optimizer tune ... --storage URL --study NAME`" if "no study" in problem else ""
-            raise StudyError(problem + hint + (f" (waited {wait:g} s)" if wait > 0 else ""))
+            hint = "; create it with `optimizer tune ... --storage URL --study NAME`" if not unreachable else ""
+            waited = f" (waited {wait:g} s)" if wait > 0 else ""
+            if unreachable:
+                raise StorageUnreachableError(problem + waited)
+            raise StudyError(problem + hint + waited)
         time.sleep(min(_CONNECT_RETRY_S, max(0.05, until - time.monotonic())))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _ordered_sources(images: Iterable[ImageSource | Image] | str | Path, names: Sequence[str]) -> Any:

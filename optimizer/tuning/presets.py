@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from .._files import write_atomic
+from .._files import describe_os_error, read_regular, write_atomic
 from ..errors import CodecUnavailableError, OptimizerError, PresetError, UnknownNameError
 from ..jsonio import json_number, json_safe, number_from_json
 from .settings import EncodingSettings
@@ -331,17 +331,21 @@ class Preset:
         """Read a preset file; any problem is a :class:`PresetError` naming the file and the problem."""
         source = Path(path)
         try:
-            text = source.read_text(encoding="utf-8")
+            text = read_regular(source).decode("utf-8")  # a FIFO or a device is refused, never read
         except FileNotFoundError:
             raise PresetError(f"{source}: preset file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PresetError(f"{source}: cannot read preset file: {getattr(exc, 'strerror', None) or exc}") from None
+        except OSError as exc:
+            raise PresetError(f"{source}: cannot read preset file: {describe_os_error(exc)}") from None
+        except UnicodeDecodeError as exc:
+            raise PresetError(f"{source}: cannot read preset file: not UTF-8 text (byte {exc.start})") from None
         try:
             data = json.loads(text, parse_constant=_refuse_constant)
         except json.JSONDecodeError as exc:
             raise PresetError(f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
         except ValueError as exc:
             raise PresetError(f"{source}: {exc}") from None
+        except RecursionError:
+            raise PresetError(f"{source}: not valid JSON: nested too deeply") from None
         try:
             return cls.from_dict(data)
         except PresetError as exc:

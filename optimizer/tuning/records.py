@@ -6,11 +6,17 @@ settings, per-image records, bytes, bits per pixel and aggregates (:data:`ATTR_S
 Numbers follow the package's JSON policy (:mod:`optimizer.jsonio`): a non-finite float is stored as the
 string ``"inf"``, ``"-inf"`` or ``"nan"``; the readers here turn them back into floats, so every module
 reads trials the same way.
+
+What a storage holds may be damaged or written by something else: the readers check the shape of what
+they read and raise :class:`~optimizer.errors.StudyStorageError` naming the record (the storage layer adds
+the file), and :func:`check_records` reads every record of a study once, when it is opened, so that the
+code after it can trust what it reads.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..codecs import get_codec
+from ..errors import OptimizerError, StudyStorageError
 from ..jsonio import number_from_json
 from .space import SearchSpace
 from .target import Target
@@ -52,6 +59,8 @@ __all__ = [
     "Point",
     "StudyCounts",
     "StudyDefinition",
+    "check_records",
+    "check_trial",
     "complete_trials",
     "feasible_trials",
     "finished_trials",
@@ -104,6 +113,22 @@ ATTR_SURPLUS = "surplus"
 
 #: the parts of a definition that must match for trials to be comparable
 _COMPARED = ("space", "target", "mode", "aggregate", "tradeoff_lambda", "time_objective", "evaluator", "corpus")
+_REQUIRED = _COMPARED
+#: the type each stored part must have, and the rule in words
+_KINDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "space": ((Mapping,), "a mapping"),
+    "target": ((str,), "a METRIC:VALUE string"),
+    "mode": ((str,), "a string"),
+    "aggregate": ((str,), "a string"),
+    "tradeoff_lambda": ((numbers.Real,), "a number"),
+    "time_objective": ((bool,), "true or false"),
+    "evaluator": ((Mapping,), "a mapping"),
+    "corpus": ((Mapping,), "a mapping"),
+    "n_trials": ((numbers.Integral,), "a whole number"),
+    "created": ((str,), "a date string"),
+    "optimizer_version": ((str,), "a string"),
+    "library_versions": ((Mapping,), "a mapping"),
+}
 
 
 @dataclass(frozen=True)
@@ -141,7 +166,26 @@ class StudyDefinition:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StudyDefinition:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        """The definition as a study stores it; :class:`StudyStorageError` naming the part that is missing or
+        of the wrong type, or the space or target that cannot be parsed."""
+        if not isinstance(data, Mapping):
+            raise StudyStorageError(f"the stored study definition is not a mapping: {_short(data)}")
+        missing = [k for k in _REQUIRED if k not in data]
+        if missing:
+            raise StudyStorageError(f"the stored study definition lacks {', '.join(missing)}")
+        for key, (kinds, rule) in _KINDS.items():
+            value = data.get(key)
+            if key not in data or (value is None and key == "n_trials"):
+                continue
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                raise StudyStorageError(f"the stored study definition's {key} must be {rule}, got {_short(value)}")
+        definition = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        for part, parse in (("space", lambda: definition.space_obj), ("target", lambda: definition.target_obj)):
+            try:
+                parse()
+            except OptimizerError as exc:
+                raise StudyStorageError(f"the stored study definition's {part} cannot be read: {exc}") from None
+        return definition
 
     def comparable(self) -> dict[str, Any]:
         """The parts that must match for trials to be comparable (names of corpus files excluded)."""
@@ -171,9 +215,87 @@ class StudyDefinition:
 
 
 def stored_definition(study: optuna.Study) -> StudyDefinition | None:
-    """The definition stored with ``study`` (``None`` for a study optimizer did not create)."""
+    """The definition stored with ``study`` (``None`` for a study optimizer did not create);
+    :class:`StudyStorageError` when what is stored is not a definition."""
     stored = study.user_attrs.get(DEFINITION_ATTR)
     return StudyDefinition.from_dict(stored) if stored is not None else None
+
+
+def check_records(study: optuna.Study) -> StudyDefinition | None:
+    """Read every record of ``study`` once: its definition, the study attributes workers and reports read,
+    and every trial's attributes (:func:`check_trial`).
+
+    Returns:
+        The stored definition (``None`` for a study optimizer did not create).
+
+    Raises:
+        StudyStorageError: A record of the wrong shape, naming it (the caller adds where the study lives).
+    """
+    definition = stored_definition(study)
+    attrs = study.user_attrs
+    tiers = attrs.get(TIERS_ATTR) or []
+    if not isinstance(tiers, list):
+        raise StudyStorageError(f"the study's {TIERS_ATTR} must be a list of targets, got {_short(tiers)}")
+    for text in [attrs.get(PRUNE_ATTR), *tiers]:
+        if text is None:
+            continue
+        if not isinstance(text, str):
+            raise StudyStorageError(f"the study's stored targets must be METRIC:VALUE strings, got {_short(text)}")
+        try:
+            Target.parse(text)
+        except OptimizerError as exc:
+            raise StudyStorageError(f"the study's stored target {text!r} cannot be read: {exc}") from None
+    for name in (BASELINE_ATTR, WARM_START_ATTR):
+        if not isinstance(attrs.get(name) or {}, Mapping):
+            raise StudyStorageError(f"the study's {name} must be a mapping, got {_short(attrs.get(name))}")
+    for trial in study.get_trials(deepcopy=False):
+        check_trial(trial)
+    return definition
+
+
+def check_trial(trial: optuna.trial.FrozenTrial) -> None:
+    """Read every attribute the objective records on a trial through the readers here (settings, bytes,
+    quality, aggregates, probes, answers, per-image records); :class:`StudyStorageError` names the first
+    one of the wrong shape."""
+    trial_points(trial)
+    for name in (ATTR_BPP, ATTR_QUALITY, ATTR_CONSTRAINT, ATTR_ENCODE_SECONDS):
+        trial_number(trial, name)
+    answers = trial.user_attrs.get(ATTR_ANSWERS)
+    if answers is not None and not (isinstance(answers, Mapping) and all(_is_count(v) for v in answers.values())):
+        raise _bad(trial, ATTR_ANSWERS, answers, "a mapping of target to probe index")
+    images = trial.user_attrs.get(ATTR_IMAGES)
+    if images is not None and not (
+        isinstance(images, list) and all(isinstance(r, Mapping) and isinstance(r.get("name"), str) for r in images)
+    ):
+        raise _bad(trial, ATTR_IMAGES, images, "a list of per-image records")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _bad(trial: optuna.trial.FrozenTrial, name: str, value: Any, rule: str) -> StudyStorageError:
+    return StudyStorageError(f"trial {trial.number}: its {name!r} must be {rule}, got {_short(value)}")
+
+
+def _is_count(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and int(value) >= 0
+
+
+def _number(trial: optuna.trial.FrozenTrial, name: str, value: Any) -> float:
+    try:
+        return number_from_json(value)
+    except (TypeError, ValueError):
+        raise _bad(trial, name, value, "a number") from None
+
+
+def _mapping(trial: optuna.trial.FrozenTrial, name: str, value: Any) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _bad(trial, name, value, "a mapping")
+    return value
 
 
 # -- reading trials ---------------------------------------------------------------------------------------
@@ -182,13 +304,13 @@ def stored_definition(study: optuna.Study) -> StudyDefinition | None:
 def trial_number(trial: optuna.trial.FrozenTrial, name: str, default: float = math.nan) -> float:
     """A numeric user attribute of ``trial`` as a float (``default`` when absent)."""
     value = trial.user_attrs.get(name)
-    return default if value is None else number_from_json(value)
+    return default if value is None else _number(trial, name, value)
 
 
 def trial_aggregates(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
     """Every aggregate the trial recorded (each metric and the composite), as floats."""
-    recorded = trial.user_attrs.get(ATTR_AGGREGATES) or {}
-    return {str(k): number_from_json(v) for k, v in recorded.items() if v is not None}
+    recorded = _mapping(trial, ATTR_AGGREGATES, trial.user_attrs.get(ATTR_AGGREGATES))
+    return {str(k): _number(trial, f"{ATTR_AGGREGATES}.{k}", v) for k, v in recorded.items() if v is not None}
 
 
 def trial_aggregate(trial: optuna.trial.FrozenTrial, metric: str) -> float:
@@ -201,7 +323,16 @@ def trial_settings(trial: optuna.trial.FrozenTrial) -> EncodingSettings | None:
     from .settings import EncodingSettings
 
     stored = trial.user_attrs.get(ATTR_SETTINGS)
-    return EncodingSettings.from_dict(stored) if stored is not None else None
+    if stored is None:
+        return None
+    if not isinstance(stored, Mapping):
+        raise _bad(trial, ATTR_SETTINGS, stored, "a mapping")
+    try:
+        settings = EncodingSettings.from_dict(stored)
+        get_codec(settings.codec, require_available=False).validate_params(settings.params)
+    except (OptimizerError, KeyError, TypeError, ValueError) as exc:
+        raise StudyStorageError(f"trial {trial.number}: its settings cannot be read: {exc}") from None
+    return settings
 
 
 @dataclass(frozen=True)
@@ -226,7 +357,7 @@ def trial_points(trial: optuna.trial.FrozenTrial) -> list[Point]:
     answer = Point(
         trial.number,
         settings,
-        int(trial.user_attrs[ATTR_TOTAL_BYTES]),
+        _bytes(trial, ATTR_TOTAL_BYTES, trial.user_attrs[ATTR_TOTAL_BYTES]),
         trial_number(trial, ATTR_BPP),
         trial_number(trial, ATTR_QUALITY),
         trial_aggregates(trial),
@@ -234,21 +365,42 @@ def trial_points(trial: optuna.trial.FrozenTrial) -> list[Point]:
     )
     points = [answer]
     param = get_codec(settings.codec, require_available=False).quality_param
-    for probe in trial.user_attrs.get(ATTR_PROBES) or []:
+    for i, probe in enumerate(_probes(trial)):
         value = probe.get("setting")
         if not probe.get("complete") or value is None or param is None or value == settings.params.get(param):
             continue
+        where = f"{ATTR_PROBES}[{i}]"
+        try:
+            at = settings.with_param(param, value)
+        except (OptimizerError, TypeError, ValueError):
+            raise _bad(trial, f"{where}.setting", value, f"a valid {param}") from None
         points.append(
             Point(
                 trial.number,
-                settings.with_param(param, value),
-                int(probe["total_bytes"]),
-                number_from_json(probe["bits_per_pixel"]),
-                number_from_json(probe["quality"]),
-                {str(k): number_from_json(v) for k, v in (probe.get("aggregates") or {}).items()},
+                at,
+                _bytes(trial, f"{where}.total_bytes", probe.get("total_bytes")),
+                _number(trial, f"{where}.bits_per_pixel", probe.get("bits_per_pixel")),
+                _number(trial, f"{where}.quality", probe.get("quality")),
+                {
+                    str(k): _number(trial, f"{where}.aggregates.{k}", v)
+                    for k, v in _mapping(trial, f"{where}.aggregates", probe.get("aggregates")).items()
+                },
             )
         )
     return points
+
+
+def _bytes(trial: optuna.trial.FrozenTrial, name: str, value: Any) -> int:
+    if not _is_count(value):
+        raise _bad(trial, name, value, "a whole number of bytes")
+    return int(value)
+
+
+def _probes(trial: optuna.trial.FrozenTrial) -> list[Mapping[str, Any]]:
+    probes = trial.user_attrs.get(ATTR_PROBES) or []
+    if not isinstance(probes, list) or not all(isinstance(p, Mapping) for p in probes):
+        raise _bad(trial, ATTR_PROBES, probes, "a list of probe records")
+    return probes
 
 
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
@@ -314,6 +466,8 @@ def trial_answer(trial: optuna.trial.FrozenTrial, target: Target | str) -> Point
         return None
     answers = trial.user_attrs.get(ATTR_ANSWERS)
     goal = Target.parse(target)
+    if answers is not None and not isinstance(answers, Mapping):
+        raise _bad(trial, ATTR_ANSWERS, answers, "a mapping of target to probe index")
     if answers is None:
         main = points[0]
         quality = main.aggregates.get(goal.metric, math.nan)
@@ -322,8 +476,10 @@ def trial_answer(trial: optuna.trial.FrozenTrial, target: Target | str) -> Point
     if index is None:  # a target the trial did not solve: its smallest measured point that meets it
         meeting = [p for p in points if goal.is_met(p.aggregates.get(goal.metric, math.nan))]
         return min(meeting, key=lambda p: p.total_bytes) if meeting else None
-    probes = trial.user_attrs.get(ATTR_PROBES) or []
-    setting = probes[index].get("setting") if 0 <= index < len(probes) else None
+    probes = _probes(trial)
+    if not _is_count(index):
+        raise _bad(trial, f"{ATTR_ANSWERS}.{goal}", index, "a probe index")
+    setting = probes[index].get("setting") if index < len(probes) else None
     for point in points:
         param = get_codec(point.settings.codec, require_available=False).quality_param
         if param is None or point.settings.params.get(param) == setting:

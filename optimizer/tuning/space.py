@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._files import describe_os_error, read_regular
 from ..codecs import codec_names, get_codec
 from ..codecs.base import Param
 from ..errors import ConfigError, InvalidParameterError, UnknownNameError
@@ -206,9 +207,11 @@ class SearchSpace:
         """Load a ``.toml``, ``.yaml``/``.yml`` or ``.json`` space file."""
         path = Path(path)
         try:
-            text = path.read_text()
+            text = read_regular(path).decode("utf-8")  # a FIFO or a device is refused, never read
         except OSError as exc:
-            raise ConfigError(f"{path}: cannot read search space file: {exc.strerror or exc}") from None
+            raise ConfigError(f"{path}: cannot read search space file: {describe_os_error(exc)}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: cannot read search space file: not UTF-8 text (byte {exc.start})") from None
         try:
             if path.suffix.lower() == ".toml":
                 data = tomllib.loads(text)
@@ -222,6 +225,8 @@ class SearchSpace:
                 raise ConfigError(f"{path}: search space files are .toml, .yaml/.yml or .json")
         except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path}: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: not a search space: nested too deeply") from None
         except Exception as exc:  # yaml.YAMLError without importing yaml at module level
             if type(exc).__module__.startswith("yaml"):
                 raise ConfigError(f"{path}: {exc}") from None

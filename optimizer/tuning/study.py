@@ -35,6 +35,7 @@ from .records import (
     TIERS_ATTR,
     WARM_START_ATTR,
     StudyDefinition,
+    check_records,
     feasible_trials,
     finished_trials,
     stored_definition,
@@ -44,7 +45,15 @@ from .results import TuningResult
 from .search import SettingsSearch, enqueue_next, ranked_params, settings_search
 from .settings import baseline_settings
 from .space import SearchSpace
-from .storage import default_storage, redact_storage, resolve_storage
+from .storage import (
+    default_storage,
+    fail_orphaned_trials,
+    is_database_server,
+    reading_storage,
+    redact_storage,
+    resolve_storage,
+    storage_location,
+)
 from .target import Target
 
 if TYPE_CHECKING:
@@ -124,26 +133,34 @@ def open_study(
     sampler: optuna.samplers.BaseSampler | None = None,
     load_if_exists: bool = True,
 ) -> optuna.Study:
-    """Create the study, or resume it when it exists and its stored definition matches."""
+    """Create the study, or resume it when it exists and its stored definition matches.
+
+    A storage that cannot be read (a corrupt file, a malformed record in the study) is a
+    :class:`~optimizer.errors.StudyStorageError` naming the file or the URL.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    location = storage_location(storage if storage is not None else default_storage(study_name))
     resolved = resolve_storage(storage, study_name)
     directions = directions_for(definition.mode, definition.target_obj, time_objective=definition.time_objective)
-    try:
-        study = optuna.create_study(
-            storage=resolved,
-            study_name=study_name,
-            directions=directions,
-            sampler=sampler,
-            load_if_exists=load_if_exists,
-        )
-    except optuna.exceptions.DuplicatedStudyError:
-        raise StudyError(f"study {study_name!r} already exists in {redact_storage(str(storage))}") from None
-    except ValueError as exc:  # directions differ from the stored study
-        raise StudyError(f"cannot resume study {study_name!r}: {exc}") from None
-    stored = study.user_attrs.get(DEFINITION_ATTR)
-    if stored is None:
+    with reading_storage(location, server=is_database_server(storage)):
+        try:
+            study = optuna.create_study(
+                storage=resolved,
+                study_name=study_name,
+                directions=directions,
+                sampler=sampler,
+                load_if_exists=load_if_exists,
+            )
+        except optuna.exceptions.DuplicatedStudyError:
+            raise StudyError(f"study {study_name!r} already exists in {redact_storage(str(storage))}") from None
+        except ValueError as exc:  # Optuna before 5.1: directions differ from the stored study
+            if "direction" not in str(exc):
+                raise
+            raise StudyError(f"cannot resume study {study_name!r}: {exc}") from None
+        existing = check_records(study)
+    if existing is None:
         if study.trials:
             raise StudyError(f"study {study_name!r} exists but was not created by optimizer (no stored definition)")
         study.set_user_attr(DEFINITION_ATTR, definition.to_dict())
@@ -151,7 +168,6 @@ def open_study(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(objective_names(definition.mode, definition.target_obj, definition.time_objective))
     else:
-        existing = StudyDefinition.from_dict(stored)
         diff = existing.differences(definition)
         if diff:
             raise StudyError(
@@ -160,7 +176,7 @@ def open_study(
             )
         if definition.n_trials is not None and existing.n_trials != definition.n_trials:
             # The budget is the one part a resume may change; workers read it from here.
-            study.set_user_attr(DEFINITION_ATTR, {**stored, "n_trials": definition.n_trials})
+            study.set_user_attr(DEFINITION_ATTR, {**study.user_attrs[DEFINITION_ATTR], "n_trials": definition.n_trials})
     return study
 
 
@@ -182,25 +198,32 @@ def open_stored_study(
     grace_period: int | None = None,
     max_retry: int | None = None,
 ) -> tuple[optuna.Study, StudyDefinition]:
-    """Open an existing study and its stored definition (for workers, reports and presets)."""
+    """Open an existing study and its stored definition (for workers, reports and presets).
+
+    Every record of the study is read once here (:func:`~optimizer.tuning.records.check_records`): a
+    storage that cannot be read, or a study whose definition or trials are malformed, is a
+    :class:`~optimizer.errors.StudyStorageError` naming the file (or the URL) and the reason, before any
+    work starts. A study that is not there is a :class:`~optimizer.errors.StudyError`.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage if storage is not None else default_storage(study_name)
     for prefix in ("sqlite:///", "journal:"):
-        if isinstance(url, str) and url.startswith(prefix) and not Path(url.removeprefix(prefix)).exists():
-            raise StudyError(f"no study named {study_name!r}: {url.removeprefix(prefix)} does not exist")
+        if isinstance(url, str) and url.startswith(prefix) and not Path(storage_location(url)).exists():
+            raise StudyError(f"no study named {study_name!r}: {storage_location(url)} does not exist")
+    location = storage_location(url)
     resolved = resolve_storage(
         url, study_name, heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retry=max_retry
     )
-    try:
-        study = optuna.load_study(study_name=study_name, storage=resolved, sampler=sampler)
-    except KeyError:
-        where = redact_storage(str(storage or default_storage(study_name)))
-        raise StudyError(f"no study named {study_name!r} in {where}") from None
-    definition = stored_definition(study)
+    with reading_storage(location, server=is_database_server(url)):
+        try:
+            study = optuna.load_study(study_name=study_name, storage=resolved, sampler=sampler)
+        except KeyError:
+            raise StudyError(f"no study named {study_name!r} in {location}") from None
+        definition = check_records(study)
     if definition is None:
-        raise StudyError(f"study {study_name!r} was not created by optimizer (no stored definition)")
+        raise StudyError(f"study {study_name!r} in {location} was not created by optimizer (no stored definition)")
     return study, definition
 
 
@@ -324,6 +347,8 @@ def prepare_study(
         storage=storage_url,
         sampler=make_sampler(config.sampler, config.mode, seed=config.seed, constant_liar=constant_liar),
     )
+    # A process killed mid-trial left its trial running (SQLite has no heartbeats): fail and retry it.
+    fail_orphaned_trials(study)
     # Workers that join the study read the pruning bar from here (it depends on the tiers, which the
     # stored definition leaves out so that a resume may change them).
     study.set_user_attr(PRUNE_ATTR, str(prune_target) if prune_target is not None else None)
@@ -385,7 +410,8 @@ def run_trials(
             break
         batch = remaining if search is None else min(remaining, n_jobs)
         if search is not None and definition is not None:
-            batch = enqueue_next(study, search, definition, batch)
+            waiting = _queued(study)  # retries of trials whose process died run first
+            batch = min(batch, waiting) if waiting else enqueue_next(study, search, definition, batch)
             if batch == 0:
                 break  # every combination has been tried
         before = done
@@ -413,10 +439,11 @@ def run_trials(
     return ran
 
 
-def _queued(study: optuna.Study) -> bool:
+def _queued(study: optuna.Study) -> int:
+    """How many trials wait in the study's queue."""
     from optuna.trial import TrialState
 
-    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 def warm_start_hints(study_name: str, storage: str | None, space: SearchSpace) -> dict[str, Any]:
