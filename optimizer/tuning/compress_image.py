@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 
 from ..evaluator import ReferenceScorer
 from ..imageio import Image, load_image
-from ..imageio.limits import check_memory, decode_memory, scoring_memory
+from ..imageio.limits import check_memory, scoring_memory
 from ..transforms import Transform
+from .compress_memory import channel_first, return_freed_memory
 from .compress_report import CompressResult, FormatOutcome
 from .compress_writer import Checked, ImageWriter
 from .format_search import CompressRun, FormatAxis, FormatSearch, sort_margin
@@ -130,13 +131,20 @@ class _ImageCompression:
         image = load_image(job.source, name=job.label)
         transform = run.transform_for(image)
         out_size = transform.output_size(image.size) if transform is not None else image.size
+        # Refused before any encode (on a proxy the full-size scorer is built only for the first check).
+        names = run.evaluator.metric_names
         check_memory(
-            decode_memory(*out_size) + scoring_memory(run.evaluator.metric_names, *out_size),
-            f"compressing a {out_size[0]}x{out_size[1]} image",
+            scoring_memory(names, *out_size),
+            f"scoring a {out_size[0]}x{out_size[1]} image with {', '.join(names)}",
             job.label,
         )
-        self.reference, encoder_input = reference_and_input(image, transform)
+        reference, encoder_input = reference_and_input(image, transform)
         del image
+        shared = reference is encoder_input
+        self.reference = channel_first(reference)
+        encoder_input = self.reference if shared else encoder_input
+        del reference
+        return_freed_memory()
         comparable = job.original is not None and (transform is None or not transform.resizes)
         original_bytes = job.original.stat().st_size if comparable and job.original is not None else None
         self.writer = ImageWriter(
@@ -216,6 +224,7 @@ class _ImageCompression:
         self.run.note_probe(f"{fmt.label_at(track.position)} at full size")
         track.data = fmt.codec.encode(self.encoder_input, fmt.params_at(track.position), threads=self.run.threads)
         track.full_encodes += 1
+        return_freed_memory()
 
     def _confirm(self, original_bytes: int | None) -> CompressResult:
         run, writer = self.run, self.writer
@@ -250,6 +259,7 @@ class _ImageCompression:
         assert position is not None and track.data is not None
         run.note_probe(f"{track.format.label_at(position)} checked at full size")
         checked = self.writer.check(track.data, track.format.codec.extension)
+        return_freed_memory()
         track.checks += 1
         track.last_value = checked.value
         full_margin = run.target.margin(checked.value)

@@ -20,6 +20,7 @@ from .._files import commit_staged, discard_staged, stage_file
 from ..errors import InvalidParameterError, OptimizerError
 from ..evaluator import EvaluationResult, ReferenceScorer
 from ..imageio import load_image
+from .compress_memory import channel_first, return_freed_memory
 from .compress_report import CompressResult, FormatOutcome
 from .format_search import CompressRun
 from .outputs import OutputJob, output_path
@@ -92,7 +93,10 @@ class ImageWriter:
                     discard_staged(staged)
                     raise
         try:
-            result = self._scorer().score(load_image(source, name=str(path) if path else self.job.label))
+            decoded = channel_first(load_image(source, name=str(path) if path else self.job.label))
+            return_freed_memory()  # the decoder's buffers, before the score's own peak
+            result = self._scorer().score(decoded)
+            del decoded
         except BaseException:
             if staged is not None:
                 discard_staged(staged)
