@@ -92,7 +92,7 @@ def build_proxy(
         rgb[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile] = image.rgb[y : y + tile, x : x + tile]
         if alpha is not None and image.alpha is not None:
             alpha[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile] = image.alpha[y : y + tile, x : x + tile]
-    mosaic = Image(rgb, alpha, source=image.source, info=image.info)
+    mosaic = Image(rgb, alpha, source=f"{image.source or 'image'} (proxy)", info=image.info)
     return Proxy(mosaic, origins, tile, mosaic.pixels / image.pixels)
 
 
