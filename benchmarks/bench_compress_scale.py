@@ -14,7 +14,7 @@ Three parts, in one run:
   downscale; on Kodak (768x512, too small for the production proxy) 8 tiles of 128 and a 2x downscale.
 * **kodak**: the 24 Kodak images, now and ``--baseline-ref``: probes per image and seconds per image.
 
-The photographs are not in the repository: they come from Debian's ``lomiri-wallpapers-16.04`` package
+The photographs are not in the repository: they come from Debian's ``lomiri-wallpapers-16.04`` and ``-20.04`` packages
 (photographs by Lukas Baubkus, Clements Engelhardt, Bolly; camera-native sizes, see RESULTS.md), fetched with
 ``apt-get download`` into ``--cache`` (default ``~/.cache/optimizer-bench``) when missing, and said so.
 
@@ -41,7 +41,7 @@ DATASETS = Path(os.environ.get("OPTIMIZER_DATASETS", REPO.parent / "shared" / "d
 
 #: name -> (Debian package, file inside it)
 PHOTOS: dict[str, tuple[str, str]] = {
-    "kleiber": ("lomiri-wallpapers-16.04", "usr/share/backgrounds/Kleiber_by_Lukas_Baubkus.jpg"),
+    "kleiber": ("lomiri-wallpapers-20.04", "usr/share/backgrounds/Kleiber_by_Lukas_Baubkus.jpg"),
     "seeding": ("lomiri-wallpapers-16.04", "usr/share/backgrounds/seeding_by_Clements_Engelhardt.jpg"),
     "dragonfly": ("lomiri-wallpapers-16.04", "usr/share/backgrounds/Dragonfly_by_Bolly.jpg"),
 }

@@ -326,3 +326,17 @@ def test_channel_first_images_score_the_same_and_share_the_scorers_tensor(crops:
     scorer: ReferenceScorer = ssim.for_reference(stored)
     assert scorer.score(channel_first(distorted)).scores == ssim.evaluate(image, distorted).scores
     assert np.array_equal(stored.rgb, image.rgb)  # scoring left the shared pixels alone
+
+
+def test_an_interrupt_stops_every_parallel_image(crops: list[Path], ssim: Evaluator, tmp_path: Path) -> None:
+    probes: list[str] = []
+
+    def progress(done: int, total: int, label: str) -> None:
+        if "quality=" in label:
+            probes.append(label)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        compress(crops, target=TARGET, formats=["jpeg"], evaluator=ssim, out_dir=tmp_path, jobs=2, progress=progress)
+    assert len(probes) <= 2  # each running image stopped at its next probe; the third never started
+    assert not list(tmp_path.rglob("*"))  # nothing written, no temporary file left

@@ -216,8 +216,15 @@ def compress(
     tell("")
     if jobs > 1 and total > 1:
         with _torch_threads(1), ThreadPoolExecutor(max_workers=min(jobs, total)) as pool:
-            for future in [pool.submit(one, i, job) for i, job in enumerate(planned)]:
-                future.result()
+            futures = [pool.submit(one, i, job) for i, job in enumerate(planned)]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:  # interrupted (or a bug): the other images stop at their next probe
+                run.cancelled.set()
+                for future in futures:
+                    future.cancel()
+                raise
     else:
         for index, job in enumerate(planned):
             one(index, job)

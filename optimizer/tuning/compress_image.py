@@ -38,6 +38,9 @@ from .rootfind import passes
 
 __all__ = ["compress_image", "lossless_worth_trying", "reference_and_input"]
 
+#: After a pass at full size, the step below is tried only when predicted to pass by this share of the
+#: prior gap (:data:`~optimizer.tuning.proxy.PRIOR_GAP`) or more.
+_TRY_LOWER_ROOM = 0.5
 #: At most this many full-size checks per format on a proxy-searched image before its search walks up one
 #: setting at a time.
 _MAX_GUIDED_CHECKS = 3
@@ -297,46 +300,51 @@ class _ImageCompression:
             else:
                 track.note = "the lossless file did not meet the target when read back"
             return
-        self._aim_higher(track, position, full_margin)
+        if track.best is None:
+            self._aim_higher(track, position, full_margin)
+        # else: the try below the best pass failed; that pass stands
 
     def _gap_here(self, track: _Track, position: int, full_margin: float) -> float:
         """How much the proxy read high at ``position`` (full-size margin subtracted from the proxy's)."""
         return track.search.probe(position).margin - full_margin
 
     def _try_lower(self, track: _Track, position: int, full_margin: float) -> None:
-        """After a pass: one try lower when the step below is predicted to pass too."""
+        """After a pass: one try lower when the step below is predicted to pass with room to spare (half the
+        prior gap: a try that fails costs a full-size encode and score for nothing)."""
         below = position - 1
         if below < 0 or below in track.failed:
-            track.predicted_minimal = below in track.failed or below < 0
+            track.predicted_minimal = True
             return
         gap = self._gap_here(track, position, full_margin)
         predicted = track.search.probe(below).margin - gap
-        if not passes(predicted):
-            track.predicted_minimal = True
+        if predicted < _TRY_LOWER_ROOM * self.run.gaps.prior:
+            track.predicted_minimal = not passes(predicted)
             return
         if track.refined:
             return
         track.refined = True
         track.search.run(None, offset=gap)
         answer = track.search.answer
-        if answer is not None and answer.position < position and answer.position not in track.failed:
+        lowest_safe = max((p for p in track.failed if p < position), default=-1) + 1
+        if answer is not None and lowest_safe <= answer.position < position:
             track.position = answer.position
         else:
             track.position = below
 
     def _aim_higher(self, track: _Track, position: int, full_margin: float) -> None:
-        """After a fail: search the proxy again, aiming higher by the gap measured, above every failure."""
+        """After a fail: search the proxy again, aiming higher by the gap measured, above every failure below
+        the best pass so far."""
         floor = max(track.failed) + 1
         if floor >= track.format.size:
             track.note = f"no setting above {track.format.label_at(position)} passed at full size"
             return
         if track.checks >= _MAX_GUIDED_CHECKS:
             track.position = floor  # the proxy keeps misleading: one step at a time
-            return
-        gap = self._gap_here(track, position, full_margin)
-        track.search.run(None, offset=max(gap, 0.0) + 0.25 * self.run.gaps.prior, floor=floor)
-        answer = track.search.answer
-        track.position = answer.position if answer is not None else None
+        else:
+            gap = self._gap_here(track, position, full_margin)
+            track.search.run(None, offset=max(gap, 0.0) + 0.25 * self.run.gaps.prior, floor=floor)
+            answer = track.search.answer
+            track.position = answer.position if answer is not None else None
         if track.position is not None and track.best_position is not None and track.position >= track.best_position:
             track.position = None  # no better than the file that passed already
         if track.position is None and track.best is None:

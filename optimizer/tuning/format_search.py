@@ -122,9 +122,13 @@ class CompressRun:
     lossless_auto: bool = True
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     local: threading.local = field(default_factory=threading.local, repr=False)
+    #: set when the caller is interrupted: parallel images stop at their next probe
+    cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def note_probe(self, text: str) -> None:
-        """Report a probe of the image this thread is working on."""
+        """Report a probe of the image this thread is working on (and stop here if the run was interrupted)."""
+        if self.cancelled.is_set():
+            raise KeyboardInterrupt
         if self.on_probe is not None:
             self.on_probe(getattr(self.local, "label", ""), text)
 
