@@ -6,7 +6,7 @@ Three parts, in one run:
   by (a) ``compress`` as it is now (proxy search, full-size confirmation), (b) the same code searching at
   full size (``proxy_min_pixels=None``: the bytes reference), and (c) the code of ``--baseline-ref`` (today's
   landed search; exported with ``git archive``) for time and memory. Each run is a fresh process (peak RSS
-  is its own ``ru_maxrss``). Reported: wall time divided by the time of one full-size encode in each
+  is its own ``VmHWM``). Reported: wall time divided by the time of one full-size encode in each
   searched format (measured in another fresh process, same thread settings), peak RSS, every written file
   re-scored at full size from disk with a fresh evaluator, and bytes against the full-size search.
 * **proxies**: at each photo's full-size answer in each format, the score and bytes a proxy predicts against
@@ -83,7 +83,7 @@ def photo_paths(names: list[str], cache: Path) -> list[Path]:
 # Child processes: each measured run alone in a fresh interpreter
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 spec = json.loads(sys.stdin.read())
 import torch
 torch.set_num_threads(spec["threads"])
@@ -105,7 +105,10 @@ else:
                       **spec["options"])
     result = {"report": report.to_dict()}
 result["seconds"] = time.perf_counter() - started
-result["maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent across exec
+with open("/proc/self/status") as status:
+    hwm = next(line for line in status if line.startswith("VmHWM:"))
+result["maxrss"] = int(hwm.split()[1]) * 1024
 print(json.dumps(result))
 """
 
