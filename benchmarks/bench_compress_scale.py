@@ -160,11 +160,11 @@ def photos_part(args: argparse.Namespace, paths: list[Path], baseline: Path | No
         print(f"photo {path.name}", file=sys.stderr, flush=True)
         settings = {f: REFERENCE_SETTINGS[f] for f in args.formats}
         encode = child({"kind": "encode", "path": str(path), "settings": settings, "threads": args.threads}, REPO)
+        print(f"  one encode per format: {encode['encodes']}", file=sys.stderr, flush=True)
         runs: dict[str, dict[str, Any]] = {}
-        plans: list[tuple[str, Path, dict[str, Any]]] = [
-            ("proxy", REPO, {}),
-            ("full-size search", REPO, {"proxy_min_pixels": None}),
-        ]
+        plans: list[tuple[str, Path, dict[str, Any]]] = [("proxy", REPO, {})]
+        if not args.quick:
+            plans.append(("full-size search", REPO, {"proxy_min_pixels": None}))
         if baseline is not None:
             plans.append(("baseline", baseline, {}))
         for label, code, options in plans:
@@ -224,7 +224,7 @@ def proxies_part(args: argparse.Namespace, paths: list[Path], photo_rows: list[d
 
     target = Target.parse(args.target)
     evaluator = Evaluator(metrics=[target.metric]).load()
-    answers = _answers(photo_rows)
+    answers = _answers([r for r in photo_rows if "full-size search" in r["runs"]])
     errors: dict[str, dict[str, list[float]]] = {}
 
     def measure(kind: str, image: Any, settings: dict[str, dict[str, Any]], proxies: dict[str, Any]) -> None:
@@ -293,6 +293,8 @@ def _answers(photo_rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, 
 
 def kodak_part(args: argparse.Namespace, baseline: Path | None, scratch: Path) -> dict[str, Any]:
     paths = [str(p) for p in sorted((DATASETS / "kodak").glob("*.png"))[: args.kodak]]
+    if not paths:
+        raise SystemExit(f"no Kodak images in {DATASETS / 'kodak'} (set OPTIMIZER_DATASETS)")
     out: dict[str, Any] = {"images": len(paths)}
     plans: list[tuple[str, Path]] = [("now", REPO)]
     if baseline is not None:
@@ -353,7 +355,8 @@ def markdown(
         ratios, deltas, met = [], [], []
         for row in photos["rows"]:
             runs = row["runs"]
-            now, full = runs["proxy"], runs["full-size search"]
+            now = runs["proxy"]
+            full = runs.get("full-size search", now)
             base = runs.get("baseline")
             enc = row["encode_seconds"]
             ratios.append(now["seconds"] / enc)
@@ -370,7 +373,7 @@ def markdown(
                 f"{now['probes']} ({now['full_size_encodes']}) / {full['probes']} / {base['probes'] if base else '-'} |"
             )
         total_now = sum(r["runs"]["proxy"]["bytes"] for r in photos["rows"])
-        total_full = sum(r["runs"]["full-size search"]["bytes"] for r in photos["rows"])
+        total_full = sum(r["runs"].get("full-size search", r["runs"]["proxy"])["bytes"] for r in photos["rows"])
         lines += [
             "",
             f"- Wall time over one full-size encode per format: median {statistic(ratios, 'median'):.2f} "
@@ -438,6 +441,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads in every run")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "optimizer-bench")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    parser.add_argument("--quick", action="store_true", help="photos: skip the full-size search (time and memory only)")
     args = parser.parse_args()
     args.formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     parts = set(args.parts.split(","))
@@ -452,12 +456,20 @@ def main() -> None:
         baseline = None
         if args.baseline_ref != "none":
             baseline = export_ref(args.baseline_ref, scratch / "baseline-code")
-        photos = photos_part(args, paths, baseline, scratch) if "photos" in parts else None
-        proxies = proxies_part(args, paths, photos["rows"] if photos else []) if "proxies" in parts else None
-        kodak = kodak_part(args, baseline, scratch) if "kodak" in parts else None
+        raw: dict[str, Any] = {}
+
+        def save(part: str, value: Any) -> Any:
+            raw[part] = value
+            if args.json is not None:  # after every part: a failure later keeps what was measured
+                args.json.write_text(json.dumps(raw, indent=2))
+            return value
+
+        photos = save("photos", photos_part(args, paths, baseline, scratch)) if "photos" in parts else None
+        proxies = (
+            save("proxies", proxies_part(args, paths, photos["rows"] if photos else [])) if "proxies" in parts else None
+        )
+        kodak = save("kodak", kodak_part(args, baseline, scratch)) if "kodak" in parts else None
     minutes = (time.perf_counter() - started) / 60
-    if args.json is not None:
-        args.json.write_text(json.dumps({"photos": photos, "proxies": proxies, "kodak": kodak}, indent=2))
     print(markdown(args, photos, proxies, kodak, minutes))
 
 

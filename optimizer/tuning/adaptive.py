@@ -19,15 +19,23 @@ Photo scale
 Lossless candidates
     ``png`` (and ``webp`` with ``lossless=True``) is searched as one lossless candidate: it meets any target
     (checked like any other file), and wins when it is the smallest. WebP lossless is also tried beside
-    lossy WebP when an image has few colours (at most 4096) or a lossless encode of the search image is no
-    more than 1.5 times the best lossy one: screenshots and graphics.
+    lossy WebP when an image has few colours (at most 4096), or when a fast lossless encode of the search
+    image is no more than 1.5 times the best lossy one (images with up to 131,072 colours; photographs have
+    more): screenshots and graphics.
+
+Parallel images
+    ``jobs`` images are processed at once in threads (encoders and torch release the GIL); each encoder
+    then runs on one thread and torch on one thread per operation. The warm start and the proxy gap are
+    shared, so the order images finish in changes how many probes each takes; an image searched at full
+    size gets the same answer either way (the smallest passing setting), while on a proxy the gap learned
+    from other images can move an answer by a step. Memory grows with ``jobs``: each image in flight holds
+    its own.
 
 Guarantee
     The file written is the exact bytes that were scored, and it is checked before it takes its final
     name: it is written to a temporary file, read back from disk, decoded and scored at full size
     (:mod:`optimizer.tuning.compress_writer`). If that check fails, the search moves up the axis until a
-    setting passes. When no setting of any format meets
-    the target, the best-quality candidate is kept (or the original file, when it is smaller or when
+    setting passes. When no setting of any format meets the target, the best-quality candidate is kept (or the original file, when it is smaller or when
     ``fallback="original"``), and the result says so with ``met=False`` and a reason. Unless
     ``keep_original_if_smaller=False``, a file larger than the original is never written: the original is
     copied instead, and the result says so.
