@@ -26,7 +26,9 @@ from .errors import ConfigError, OptimizerError, OutputError
 __all__ = [
     "MAX_JSON_DEPTH",
     "NotRegularFileError",
+    "commit_staged",
     "describe_os_error",
+    "discard_staged",
     "file_kind",
     "open_regular",
     "parse_json",
@@ -34,6 +36,7 @@ __all__ = [
     "read_regular",
     "read_toml",
     "source_times",
+    "stage_file",
     "write_atomic",
     "write_atomic_checked",
 ]
@@ -312,10 +315,65 @@ def source_times(path: str | os.PathLike[str]) -> tuple[int, int]:
     return info.st_atime_ns, info.st_mtime_ns
 
 
+def stage_file(path: str | os.PathLike[str], data: bytes, times_ns: tuple[int, int] | None = None) -> Path:
+    """Write ``data`` to a temporary file next to ``path`` (as :func:`write_atomic` would), without renaming it.
+
+    The caller reads the staged file back (to check it), then gives it its final name with
+    :func:`commit_staged` or removes it with :func:`discard_staged`. ``path`` is refused as by
+    :func:`write_atomic` (a folder, a device, a FIFO); a staged file never replaces anything by itself.
+
+    Args:
+        path: The file the data is meant for.
+        data: The bytes.
+        times_ns: ``(atime_ns, mtime_ns)`` to give the file (``--preserve-times``), or None.
+
+    Returns:
+        The temporary file (a hidden name in ``path``'s folder).
+    """
+    return _stage(Path(path), bytes(data), times_ns)
+
+
+def commit_staged(staged: Path, path: str | os.PathLike[str]) -> None:
+    """Give a file from :func:`stage_file` its final name ``path`` (an atomic rename).
+
+    Args:
+        staged: The temporary file.
+        path: The final name (written through a symlink, as :func:`write_atomic` does).
+    """
+    target = Path(path)
+    try:
+        os.replace(staged, Path(os.path.realpath(target)))
+    except OSError as exc:
+        discard_staged(staged)
+        raise OutputError(f"cannot write: {describe_os_error(exc)}", target) from None
+
+
+def discard_staged(staged: Path) -> None:
+    """Remove a file from :func:`stage_file` (nothing happens when it is gone already).
+
+    Args:
+        staged: The temporary file.
+    """
+    staged.unlink(missing_ok=True)
+
+
 def _write_then(
     target: Path, data: bytes | str, check: Callable[[Path], bool], times_ns: tuple[int, int] | None = None
 ) -> bool:
     payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    tmp = _stage(target, payload, times_ns)
+    try:
+        if not check(tmp):
+            tmp.unlink(missing_ok=True)
+            return False
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    commit_staged(tmp, target)
+    return True
+
+
+def _stage(target: Path, payload: bytes, times_ns: tuple[int, int] | None = None) -> Path:
     final = Path(os.path.realpath(target))
     try:
         existing: os.stat_result | None = os.stat(final)
@@ -340,10 +398,6 @@ def _write_then(
             os.utime(fd if os.utime in os.supports_fd else tmp, ns=times_ns)
         os.close(fd)
         fd = -1
-        if not check(tmp):
-            tmp.unlink(missing_ok=True)
-            return False
-        os.replace(tmp, final)
     except BaseException as exc:
         if fd >= 0:
             os.close(fd)
@@ -351,7 +405,7 @@ def _write_then(
         if isinstance(exc, OSError):
             raise OutputError(f"cannot write: {describe_os_error(exc)}", target) from None
         raise
-    return True
+    return tmp
 
 
 def _write_all(fd: int, payload: bytes) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -349,13 +350,36 @@ def test_param_distribution_restriction() -> None:
 
 def test_jpeg_options_change_the_bytes(crop: Image) -> None:
     jpeg = get_codec("jpeg")
-    base = jpeg.encode(crop, {"quality": 80})
-    assert len(jpeg.encode(crop, {"quality": 80, "subsampling": "4:4:4"})) > len(base)
-    assert len(jpeg.encode(crop, {"quality": 80, "optimize": True})) < len(base)
-    progressive = jpeg.encode(crop, {"quality": 80, "progressive": True})
+    plain = {"quality": 80, "progressive": False, "optimize": False}
+    base = jpeg.encode(crop, plain)
+    assert len(jpeg.encode(crop, {**plain, "subsampling": "4:4:4"})) > len(base)
+    assert len(jpeg.encode(crop, {**plain, "optimize": True})) < len(base)
+    progressive = jpeg.encode(crop, {**plain, "progressive": True})
     from PIL import Image as PILImage
 
     assert PILImage.open(io.BytesIO(progressive)).info.get("progressive") == 1
+
+
+def test_jpeg_defaults_are_optimised_progressive(crop: Image, tmp_path: Path) -> None:
+    """What ``encode``, ``compress`` and the search spaces start from: the same pixels as baseline
+    sequential JPEG, in fewer bytes (the tuning baseline's settings)."""
+    from PIL import Image as PILImage
+
+    from optimizer.cli import main
+    from optimizer.tuning.settings import baseline_settings
+
+    jpeg = get_codec("jpeg")
+    assert jpeg.defaults()["progressive"] is True and jpeg.defaults()["optimize"] is True
+    default = jpeg.encode(crop, {"quality": 85})
+    plain = jpeg.encode(crop, {"quality": 85, "progressive": False, "optimize": False})
+    assert len(default) < len(plain)
+    assert np.array_equal(jpeg.decode(default).rgb, jpeg.decode(plain).rgb)
+    assert dict(baseline_settings().params) == jpeg.validate_params({"quality": 85})
+    source = tmp_path / "in.png"
+    PILImage.fromarray(crop.to_uint8()).save(source)
+    assert main(["encode", str(source), "-f", "jpeg", "-o", str(tmp_path / "out.jpg"), "-p", "quality=85"]) == 0
+    assert (tmp_path / "out.jpg").read_bytes() == default
+    assert PILImage.open(tmp_path / "out.jpg").info.get("progressive") == 1
 
 
 def test_avif_backend_recorded() -> None:

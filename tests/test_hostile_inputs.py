@@ -1,6 +1,6 @@
 """The hostile-input contract: every bad or odd file (tests/hostile_corpus.py) gives a clean outcome.
 
-For ``load_image`` and for ``optimizer evaluate``, ``encode`` and ``monitor`` (in process through
+For ``load_image`` and for ``optimizer evaluate``, ``encode``, ``compress`` and ``monitor`` (in process through
 ``optimizer.cli.main``, and a few through a real process): a valid file works (exit 0); anything else is
 one line naming the file and the reason, with an exit code in {1, 2, 3, 4} (3 for bad input), never 5,
 never a traceback. The corpus runs under a 2 GiB memory budget so that huge images are refused from their
@@ -101,6 +101,29 @@ def test_encode_on_every_entry(corpus: list[HostileFile], tmp_path: Path, capsys
             failures.append(f"{entry.name}: exit {code} but output {'missing' if code == 0 else 'written'}")
     assert not failures, "\n".join(failures)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_compress_on_every_entry(corpus: list[HostileFile], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each entry alone through ``optimizer compress``: a valid image is written (exit 0, or 1 when a tiny one
+    cannot meet the target), anything else is one error line and exit 3; never 5, never a traceback."""
+    failures = []
+    for entry in corpus:
+        out = tmp_path / entry.name
+        code = main(["compress", str(entry.path), "-t", "psnr:30", "--formats", "jpeg", "-o", str(out)])
+        captured = capsys.readouterr()
+        allowed = {"valid": {0, 1}, "tiny": {0, 1, 2, 3}}.get(entry.outcome, ALLOWED[entry.outcome] | {1})
+        if code not in allowed or code == 5:
+            failures.append(f"{entry.name}: exit {code}, expected one of {sorted(allowed)}: {captured.err[-300:]!r}")
+        if "Traceback" in captured.out + captured.err:
+            failures.append(f"{entry.name}: a traceback")
+        if code == 3 and entry.path.name not in captured.out + captured.err:
+            failures.append(f"{entry.name}: the failure does not name the file")
+        written = [p for p in out.iterdir() if not p.name.startswith(".")] if out.is_dir() else []
+        if code in (0, 1) and len(written) != 1:
+            failures.append(f"{entry.name}: exit {code} but {len(written)} outputs")
+        if out.is_dir() and any(p.name.startswith(".") for p in out.iterdir()):
+            failures.append(f"{entry.name}: temporary files left behind")
+    assert not failures, "\n".join(failures)
 
 
 def _age(path: Path) -> None:

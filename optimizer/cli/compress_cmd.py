@@ -23,6 +23,9 @@ from ._parsing import (
 if TYPE_CHECKING:
     from ..tuning.adaptive import CompressReport
 
+#: Seconds between progress lines when stderr is not a terminal.
+PROGRESS_INTERVAL = 2.0
+
 
 @app.command("compress")
 def compress_command(
@@ -79,6 +82,13 @@ def compress_command(
     skip_existing: Annotated[
         bool, typer.Option("--skip-existing", help="Leave inputs whose output exists alone (re-running a batch).")
     ] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Images compressed at once (threads).")] = 1,
+    max_width: Annotated[
+        Optional[int], typer.Option("--max-width", min=1, help="Shrink wider images to this width first.")
+    ] = None,
+    max_height: Annotated[
+        Optional[int], typer.Option("--max-height", min=1, help="Shrink taller images to this height first.")
+    ] = None,
     as_json: JsonOption = False,
     legacy_format: LegacyFormatOption = None,
     report: Annotated[Optional[Path], typer.Option(help="Also write the full JSON report here.")] = None,
@@ -87,6 +97,10 @@ def compress_command(
     preserve_times: PreserveTimesOption = False,
 ) -> None:
     """Per image, the smallest file over the formats that still meets the target (checked after writing).
+
+    PNG (and WebP with webp.lossless=true) is tried as a lossless candidate. Large images are searched on a
+    small proxy and confirmed at full size; every written file is re-scored from disk. Progress goes to
+    stderr, per probe: a live bar on a terminal, plain log lines otherwise.
 
     Exit code 1 when an image could not meet the target (its best candidate or original is kept), 3 when
     an input could not be read.
@@ -125,7 +139,10 @@ def compress_command(
         metadata=metadata,
         color=parse_color(color),
         preserve_times=preserve_times,
-        show_progress=output_format == "table",
+        jobs=jobs,
+        max_width=max_width,
+        max_height=max_height,
+        show_progress=True,
     )
     if report is not None:
         compress_report.to_json(report)
@@ -144,7 +161,7 @@ def _run(inputs: list[Path], *, show_progress: bool, **options: Any) -> Compress
 
     if not show_progress:
         return compress(inputs, **options)
-    with ProgressReporter("compressing") as bar:
+    with ProgressReporter("compressing", interval=PROGRESS_INTERVAL) as bar:
 
         def progress(done: int, total: int, label: str) -> None:
             bar.update(done, total, Path(label).name)
@@ -161,7 +178,8 @@ def _print_table(report: CompressReport) -> None:
         table.add_column(column, justify="left" if column in ("image", "output", "probes") else "right")
     for r in report.results:
         saved = f"{r.saved:.1%}" if r.saved is not None else "-"
-        probes = ", ".join(f"{name} {count}" for name, count in r.probes.items()) + f" = {r.total_probes}"
+        probes = ", ".join(_probes(o) if r.proxy else f"{o.format} {o.probes}" for o in r.formats)
+        probes += f" = {r.total_probes}"
         met = "yes" if r.met else "[bold red]NO[/]"
         table.add_row(
             Path(r.input).name,
@@ -191,6 +209,11 @@ def _print_table(report: CompressReport) -> None:
             console.print(f"[{colour}]{Path(r.input).name}:[/] {_escape(r.reason)}", highlight=False)
     for failure in report.failures:
         console.print(f"[red]failed:[/] {_escape(failure.input)}: {_escape(failure.reason)}", highlight=False)
+
+
+def _probes(outcome: Any) -> str:
+    """``avif 7 (1 full size)``: probes on the proxy and at full size."""
+    return f"{outcome.format} {outcome.probes} ({outcome.full_size_encodes} full size)"
 
 
 def _quality(value: float) -> str:

@@ -5,6 +5,12 @@ encoded pixels are exactly what the metrics compared against.
 
 Metadata: EXIF (APP1), ICC (APP2, split over several markers when large) and XMP (APP1). One marker holds
 at most 65,533 bytes: a larger EXIF block or XMP packet (extended XMP) is not written, with a warning.
+
+Progressive scans and optimised Huffman tables are on by default: they change only the entropy coding (the
+decoded pixels are identical) and save about 4% of the bytes on Kodak, so ``encode``, ``compress`` and the
+search spaces all start from the encoding a cjpeg or mozjpeg user already gets (the baseline of
+:func:`~optimizer.tuning.settings.baseline_settings`). Turn them off with ``progressive=False`` or
+``optimize=False`` for baseline sequential files.
 """
 
 from __future__ import annotations
@@ -37,8 +43,8 @@ class JpegCodec(PillowCodec):
     params = (
         Param("quality", "int", 75, 1, 100, description="libjpeg quality scale; higher keeps more detail"),
         Param("subsampling", "choice", "4:2:0", choices=SUBSAMPLINGS, description="chroma subsampling"),
-        Param("progressive", "bool", False, description="progressive scan order (usually a few % smaller)"),
-        Param("optimize", "bool", False, description="optimised Huffman tables (smaller, same pixels)"),
+        Param("progressive", "bool", True, description="progressive scan order (usually a few % smaller)"),
+        Param("optimize", "bool", True, description="optimised Huffman tables (smaller, same pixels)"),
     )
 
     def library_versions(self) -> dict[str, str]:

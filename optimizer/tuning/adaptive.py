@@ -7,11 +7,35 @@ bytes on the easy ones. :func:`compress` instead searches each image's own quali
 from the previous image's answer in the same format (else a per-codec prior for the target's level) and
 uses the margin slope seen on the previous image for its first step.
 
+Photo scale
+    An image of at least ``proxy_min_pixels`` (4 megapixels by default) is searched on a proxy, a mosaic of
+    tiles cut from it (:mod:`optimizer.tuning.proxy`), and each format's answer is then confirmed at full
+    size, smallest first, learning how far the proxy reads high as the run goes
+    (:mod:`optimizer.tuning.compress_image`). A typical large image costs one full-size encode per format
+    still in the running and one full-size score. One image is decoded once; at most the image, its
+    reference (the same array unless resized) and one full-size candidate are held at a time, with one
+    full-size scorer.
+
+Lossless candidates
+    ``png`` (and ``webp`` with ``lossless=True``) is searched as one lossless candidate: it meets any target
+    (checked like any other file), and wins when it is the smallest. WebP lossless is also tried beside
+    lossy WebP when an image has few colours (at most 4096), or when a fast lossless encode of the search
+    image is no more than 1.5 times the best lossy one (images with up to 131,072 colours; photographs have
+    more): screenshots and graphics.
+
+Parallel images
+    ``jobs`` images are processed at once in threads (encoders and torch release the GIL); each encoder
+    then runs on one thread and torch on one thread per operation. The warm start and the proxy gap are
+    shared, so the order images finish in changes how many probes each takes; an image searched at full
+    size gets the same answer either way (the smallest passing setting), while on a proxy the gap learned
+    from other images can move an answer by a step. Memory grows with ``jobs``: each image in flight holds
+    its own.
+
 Guarantee
-    The file written is the exact bytes that were scored, and it is checked once more before it takes its
-    final name: it is read back from disk, decoded and scored (:mod:`optimizer.tuning.outputs`). If that
-    check fails, the search walks up the axis until a setting passes. When no setting of any format meets
-    the target, the best-quality candidate is kept (or the original file, when it is smaller or when
+    The file written is the exact bytes that were scored, and it is checked before it takes its final
+    name: it is written to a temporary file, read back from disk, decoded and scored at full size
+    (:mod:`optimizer.tuning.compress_writer`). If that check fails, the search moves up the axis until a
+    setting passes. When no setting of any format meets the target, the best-quality candidate is kept (or the original file, when it is smaller or when
     ``fallback="original"``), and the result says so with ``met=False`` and a reason. Unless
     ``keep_original_if_smaller=False``, a file larger than the original is never written: the original is
     copied instead, and the result says so.
@@ -33,8 +57,11 @@ Transparency
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,12 +69,14 @@ from ..codecs import get_codec
 from ..codecs.base import Codec
 from ..errors import InvalidParameterError, OptimizerError
 from ..evaluator import Evaluator
-from ..imageio import COLOR_MODES, DEFAULT_METADATA, ColorMode, Image, ImageSource, MetadataPolicy, load_image
+from ..imageio import COLOR_MODES, DEFAULT_METADATA, ColorMode, Image, ImageSource, MetadataPolicy
+from ..metrics.registry import get_spec
 from ..transforms import Transform
+from .compress_image import compress_image
 from .compress_report import CompressFailure, CompressReport, CompressResult, FormatOutcome
-from .compress_writer import ImageWriter
-from .format_search import CompressRun, FormatAxis, FormatSearch
+from .format_search import CompressRun, FormatAxis
 from .outputs import ExistingPolicy, OutputJob, output_path, plan_outputs, refusal
+from .proxy import PRIOR_GAP, PROXY_MIN_PIXELS, GapModel
 from .quality_axis import QualityAxis
 from .target import COMPOSITE, Target
 
@@ -66,6 +95,9 @@ DEFAULT_FORMATS: tuple[str, ...] = ("avif", "webp", "jpeg")
 Fallback = Literal["best", "original"]
 #: What to keep when no format meets the target.
 FALLBACKS: tuple[Fallback, ...] = ("best", "original")
+#: Settings of the lossless candidates unless params say otherwise: PNG with Pillow's optimiser (the smallest
+#: zlib stream over its filter choices; measured in RESULTS.md).
+_LOSSLESS_DEFAULTS: dict[str, dict[str, Any]] = {"png": {"optimize": True}}
 
 
 def compress(
@@ -88,6 +120,10 @@ def compress(
     metadata: MetadataPolicy | str = DEFAULT_METADATA,
     color: ColorMode = "srgb",
     preserve_times: bool = False,
+    jobs: int = 1,
+    max_width: int | None = None,
+    max_height: int | None = None,
+    proxy_min_pixels: int | None = PROXY_MIN_PIXELS,
 ) -> CompressReport:
     """For each image, the smallest encoding over ``formats`` that meets ``target``; see the module doc.
 
@@ -113,13 +149,21 @@ def compress(
             format's passing file.
         existing: What to do with outputs that exist: ``error``, ``overwrite`` or ``skip``
             (:mod:`optimizer.tuning.outputs`).
-        progress: Called as ``progress(done, total, label)`` after each image.
+        progress: Called as ``progress(done, total, label)``: at the start (``done`` 0), after each probe
+            (``label`` names the image and the probe) and after each image.
         metadata: What outputs keep of their source's metadata: ``all``, ``none``, ``web`` (the default) or
             a comma list of ``exif``, ``icc``, ``xmp`` (:class:`~optimizer.imageio.MetadataPolicy`).
         color: ``srgb`` converts an embedded profile's colours to sRGB; ``keep`` encodes them as they are
             and embeds the profile (scores still compare in sRGB). It applies to the inputs compress loads
             (paths, bytes, arrays); an :class:`Image` keeps the mode it was loaded with.
         preserve_times: Give each output file its source's access and modification times.
+        jobs: Images processed at once, in threads; each encoder then runs on one thread and torch on one
+            thread per operation. Results do not depend on it.
+        max_width: Resize each image wider than this to fit (aspect kept; never enlarged) before the
+            search; the reference is resized the same way with Lanczos, as for ``transform``.
+        max_height: The same for the height (both may be given: the image fits inside both).
+        proxy_min_pixels: Images with at least this many pixels (after resizing) are searched on a proxy
+            and confirmed at full size; ``None`` searches every image at full size.
 
     Returns:
         The :class:`CompressReport`. Inputs that cannot be processed are listed in ``failures`` (and those
@@ -138,6 +182,11 @@ def compress(
     if color not in COLOR_MODES:
         raise InvalidParameterError(f"color must be one of {', '.join(COLOR_MODES)}, got {color!r}")
     policy = MetadataPolicy.parse(metadata)
+    for name, value in (("jobs", jobs), ("max_width", max_width), ("max_height", max_height)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InvalidParameterError(f"{name} must be an integer >= 1, got {value!r}")
+    if (max_width is not None or max_height is not None) and transform is not None and transform.resizes:
+        raise InvalidParameterError("give either a resizing transform or max_width/max_height, not both")
     evaluator = _evaluator_for(goal, evaluator, profile)
     run = CompressRun(
         target=goal,
@@ -153,35 +202,94 @@ def compress(
         metadata=policy,
         color=color,
         preserve_times=preserve_times,
+        threads=1 if jobs > 1 else None,
+        proxy_min_pixels=proxy_min_pixels or 0,
+        gaps=GapModel(_prior_gap(goal)),
+        max_size=(max_width, max_height),
     )
-    jobs, issues = plan_outputs(inputs, out_dir=run.out_dir)
+    planned, issues = plan_outputs(inputs, out_dir=run.out_dir)
     failures = [CompressFailure(issue.path, issue.reason) for issue in issues]
     skipped: list[CompressFailure] = []
-    run.inputs = {job.original.resolve() for job in jobs if job.original is not None}
+    run.inputs = {job.original.resolve() for job in planned if job.original is not None}
     evaluator.load()
-    results: list[CompressResult] = []
-    for done, job in enumerate(jobs, start=1):
+    results: dict[int, CompressResult] = {}
+    errors: dict[int, CompressFailure] = {}
+    passed_over: dict[int, CompressFailure] = {}
+    total = len(planned)
+    done = 0
+    lock = threading.Lock()
+
+    def tell(label: str) -> None:
+        if progress is not None:
+            with lock:
+                progress(done, total, label)
+
+    run.on_probe = lambda image, probe: tell(f"{Path(image).name}: {probe}")
+
+    def one(index: int, job: OutputJob) -> None:
+        nonlocal done
+        run.local.label = job.label
         try:
             blocked = _blocked(job, run)
             if blocked is None:
-                results.append(_compress_one(job, run))
+                results[index] = compress_image(job, run)
             elif blocked[0] == "skipped":
-                skipped.append(CompressFailure(job.label, blocked[1]))
+                passed_over[index] = CompressFailure(job.label, blocked[1])
             else:
-                failures.append(CompressFailure(job.label, blocked[1]))
+                errors[index] = CompressFailure(job.label, blocked[1])
         except (OptimizerError, OSError) as exc:
-            failures.append(CompressFailure(job.label, str(exc) or type(exc).__name__))
-        if progress is not None:
-            progress(done, len(jobs), job.label)
+            errors[index] = CompressFailure(job.label, str(exc) or type(exc).__name__)
+        with lock:
+            done += 1
+        tell(job.label)
+
+    tell("")
+    if jobs > 1 and total > 1:
+        with _torch_threads(1), ThreadPoolExecutor(max_workers=min(jobs, total)) as pool:
+            futures = [pool.submit(one, i, job) for i, job in enumerate(planned)]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:  # interrupted (or a bug): the other images stop at their next probe
+                run.cancelled.set()
+                for future in futures:
+                    future.cancel()
+                raise
+    else:
+        for index, job in enumerate(planned):
+            one(index, job)
+    failures += [errors[i] for i in sorted(errors)]
+    skipped += [passed_over[i] for i in sorted(passed_over)]
     return CompressReport(
         skipped=skipped,
-        results=results,
+        results=[results[i] for i in sorted(results)],
         failures=failures,
         target=str(goal),
-        formats=tuple(f.name for f in run.formats),
+        formats=tuple(dict.fromkeys(f.name for f in run.formats)),
         evaluator=evaluator.describe(),
         seconds=time.perf_counter() - started,
     )
+
+
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """Torch on ``count`` threads per operation while images run in parallel (restored afterwards)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _prior_gap(target: Target) -> float:
+    """:data:`~optimizer.tuning.proxy.PRIOR_GAP` in the target's own units."""
+    if target.metric == COMPOSITE:
+        return PRIOR_GAP
+    low, high = get_spec(target.metric).norm_range
+    return PRIOR_GAP * abs(high - low)
 
 
 def _evaluator_for(target: Target, evaluator: Evaluator | None, profile: str | None) -> Evaluator:
@@ -226,29 +334,27 @@ def _formats_for(
     by_codec = _per_format("params", params or {}, chosen)
     ranges = _per_format("quality_range", quality_range, chosen) if isinstance(quality_range, Mapping) else {}
     out: list[FormatAxis] = []
-    skipped: list[str] = []
     for codec in codecs:
-        axis_range = ranges.get(codec.name) if isinstance(quality_range, Mapping) else quality_range
-        axis = QualityAxis.for_codec(codec, axis_range)
-        if axis is None:
-            skipped.append(codec.name)
-            continue
         fixed = dict(by_codec.get(codec.name, {}))
         checked = codec.validate_params(fixed)
+        if codec.is_lossless(checked):  # one lossless candidate: PNG, or WebP with lossless=True
+            if codec.name in ranges:
+                raise InvalidParameterError(
+                    f"{codec.name}: these params encode losslessly ({dict(fixed)}); there is no quality axis to "
+                    "restrict with quality_range"
+                )
+            out.append(FormatAxis(codec, None, {**_LOSSLESS_DEFAULTS.get(codec.name, {}), **fixed}))
+            continue
+        axis_range = ranges.get(codec.name) if isinstance(quality_range, Mapping) else quality_range
+        axis = QualityAxis.for_codec(codec, axis_range)
+        if axis is None:  # pragma: no cover - every codec here is lossless or has a quality axis
+            raise InvalidParameterError(f"{codec.name} has neither a quality axis nor a lossless mode")
         if axis.param in fixed or checked[axis.param] != codec.defaults()[axis.param]:
             raise InvalidParameterError(
                 f"{codec.name}: {axis.param} is the axis the search scans; restrict it with quality_range "
                 f"instead of fixing it in params (got {dict(fixed)})"
             )
-        if codec.is_lossless(checked):
-            raise InvalidParameterError(
-                f"{codec.name}: these params encode losslessly ({dict(fixed)}), which leaves no quality to search"
-            )
         out.append(FormatAxis(codec, axis, fixed))
-    if not out:
-        raise InvalidParameterError(
-            f"none of the formats has a quality axis to search ({', '.join(skipped)}); try avif, webp, jpeg or jxl"
-        )
     return out
 
 
@@ -283,62 +389,3 @@ def _blocked(job: OutputJob, run: CompressRun) -> tuple[str, str] | None:
         if why is not None:
             return why
     return None
-
-
-def _reference_and_input(image: Image, transform: Transform | None) -> tuple[Image, Image]:
-    """(scoring reference, encoder input). A resize's reference uses a fixed high-quality filter."""
-    if transform is None or transform.is_identity:
-        return image, image
-    encoder_input = transform.apply(image)
-    if not transform.resizes:
-        return image, encoder_input
-    fixed = Transform(
-        width=transform.width,
-        height=transform.height,
-        scale=transform.scale,
-        filter="lanczos",
-        linear_light=transform.linear_light,
-    )
-    return fixed.apply(image), encoder_input
-
-
-def _compress_one(job: OutputJob, run: CompressRun) -> CompressResult:
-    started = time.perf_counter()
-    image = load_image(job.source, name=job.label, color=run.color)
-    reference, encoder_input = _reference_and_input(image, run.transform)
-    scorer = run.evaluator.for_reference(reference)
-    comparable = job.original is not None and (run.transform is None or not run.transform.resizes)
-    original_bytes = job.original.stat().st_size if comparable and job.original is not None else None
-
-    formats = run.formats
-    if encoder_input.has_alpha:  # transparent: formats that would flatten it only when no other was asked for
-        formats = [fmt for fmt in formats if fmt.codec.supports_alpha] or formats
-    searches = [FormatSearch(fmt, encoder_input, scorer, run) for fmt in formats]
-    # The previous image's winner goes first: its file size then lets the other formats stop early.
-    best_bytes: int | None = None
-    for search in sorted(searches, key=lambda s: s.format.name != run.last_winner):
-        search.run(best_bytes if run.prune else None)
-        winner = search.answer
-        if winner is not None and (best_bytes is None or len(winner.data) < best_bytes):
-            best_bytes = len(winner.data)
-
-    context = ImageWriter(
-        job, run, scorer, searches, original_bytes, encoder_input.width, encoder_input.height, started
-    )
-    while True:
-        live = [(len(s.answer.data), i, s, s.answer) for i, s in enumerate(searches) if s.answer is not None]
-        if not live:
-            break
-        _, _, search, candidate = min(live, key=lambda item: item[:2])
-        if run.keep_original_if_smaller and original_bytes is not None and original_bytes <= len(candidate.data):
-            reason = (
-                f"the original ({original_bytes:,} bytes) is no larger than the smallest encoding that "
-                f"meets the target ({candidate.label()}, {len(candidate.data):,} bytes); original kept"
-            )
-            return context.keep_original(met=True, reason=reason, chosen=search)
-        written = context.write_and_verify(candidate, search)
-        if written is not None:
-            run.last_winner = search.format.name
-            return written
-        search.walk_up(candidate)  # the written file failed its check: the next better setting that passes
-    return context.fallback()

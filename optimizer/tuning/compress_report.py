@@ -22,7 +22,13 @@ __all__ = ["CompressFailure", "CompressReport", "CompressResult", "FormatOutcome
 
 @dataclass(frozen=True)
 class FormatOutcome:
-    """What the search found in one format for one image."""
+    """What the search found in one format for one image.
+
+    ``probes`` counts every encode (on the proxy and at full size); ``full_size_encodes`` those of the whole
+    image and ``full_size_checks`` the files checked at full size from disk. ``bytes`` and ``quality`` are
+    full-size figures when the format's candidate was encoded at full size, else the search image's
+    (``searched_on``: ``"image"`` or ``"proxy"``). ``axis`` is ``"lossless"`` for a lossless candidate.
+    """
 
     format: str
     axis: str
@@ -34,6 +40,9 @@ class FormatOutcome:
     quality: float | None = None
     certified: bool = False
     note: str | None = None
+    searched_on: str = "image"
+    full_size_encodes: int = 0
+    full_size_checks: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +56,9 @@ class FormatOutcome:
             "quality": _json_float(self.quality),
             "certified": self.certified,
             "note": self.note,
+            "searched_on": self.searched_on,
+            "full_size_encodes": self.full_size_encodes,
+            "full_size_checks": self.full_size_checks,
         }
 
 
@@ -58,7 +70,9 @@ class CompressResult:
     too, checked from disk). ``kept_original`` says the original file was written instead of an encoding
     (smaller, or the fallback); ``reason`` explains that and every ``met=False``. ``minimal``: the setting
     one step worse was probed and failed, so under monotonicity no smaller setting of that format meets
-    the target.
+    the target. ``proxy`` describes the stand-in searched instead of a large image (None: searched at
+    full size); there ``minimal`` needs the step below checked at full size, which is rarely done, and
+    ``predicted_minimal`` says the proxy, corrected by the gap measured at full size, predicts it fails.
     """
 
     input: str
@@ -80,6 +94,8 @@ class CompressResult:
     seconds: float
     reason: str | None = None
     data: builtins.bytes | None = field(default=None, repr=False, compare=False)
+    proxy: str | None = None
+    predicted_minimal: bool = False
 
     @property
     def bits_per_pixel(self) -> float:
@@ -138,7 +154,15 @@ class CompressResult:
             "scores": {k: _json_float(v) for k, v in self.scores.items()},
             "seconds": self.seconds,
             "reason": self.reason,
+            "proxy": self.proxy,
+            "predicted_minimal": self.predicted_minimal,
+            "full_size_encodes": self.full_size_encodes,
         }
+
+    @property
+    def full_size_encodes(self) -> int:
+        """Encodes of the whole image (the expensive ones), all formats together."""
+        return sum(o.full_size_encodes for o in self.formats)
 
 
 @dataclass(frozen=True)
@@ -181,6 +205,7 @@ class CompressReport:
         original = sum(r.original_bytes or 0 for r in known)
         pixels = sum(r.width * r.height for r in results)
         probes = sum(r.total_probes for r in results)
+        full_size = sum(r.full_size_encodes for r in results)
         by_format: dict[str, int] = {}
         for r in results:
             for name, count in r.probes.items():
@@ -199,6 +224,7 @@ class CompressReport:
             "probes": probes,
             "probes_per_image": probes / len(results) if results else None,
             "probes_by_format": by_format,
+            "full_size_encodes": full_size,
             "chosen_formats": {
                 f: sum(1 for r in results if r.format == f) for f in sorted({r.format for r in results})
             },

@@ -1,35 +1,54 @@
-"""Writing one image's outcome: the chosen file checked from disk, the original kept, or the fallback.
+"""Writing one image's outcome: files checked from disk before they take their name, the original kept, or the
+fallback.
 
-Internal to ``compress`` (:mod:`optimizer.tuning.adaptive`). The file written is the exact bytes that
-were scored; it takes its final name only once read back from disk and scored again
-(:func:`~optimizer.tuning.outputs.write_output`).
+Internal to ``compress`` (:mod:`optimizer.tuning.adaptive`). A candidate is **checked** by writing its exact
+bytes to a temporary file next to the output, reading that file back, decoding it and scoring it at full
+size (:meth:`ImageWriter.check`); the file takes its final name only when it is chosen
+(:meth:`ImageWriter.commit`), and is removed otherwise. Nothing is ever written on the strength of a probe
+or a proxy. Without an output folder the in-memory bytes are decoded and scored the same way.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._files import commit_staged, discard_staged, source_times, stage_file
 from ..errors import InvalidParameterError, OptimizerError
 from ..evaluator import EvaluationResult, ReferenceScorer
 from ..imageio import load_image
-from .compress_report import CompressResult
-from .format_search import Candidate, CompressRun, FormatSearch, sort_margin
-from .outputs import OutputJob, output_path, write_output
+from .compress_memory import channel_first, return_freed_memory
+from .compress_report import CompressResult, FormatOutcome
+from .format_search import CompressRun
+from .outputs import OutputJob, output_path
 
-__all__ = ["ImageWriter", "format_of"]
+__all__ = ["Checked", "ImageWriter", "format_of"]
+
+
+@dataclass
+class Checked:
+    """Bytes written to a temporary file (``staged``; None without an output folder or when the file is the
+    input itself) and scored from disk."""
+
+    data: bytes
+    path: Path | None
+    staged: Path | None
+    result: EvaluationResult
+    value: float
+    passed: bool
 
 
 class ImageWriter:
-    """Writes, verifies and reports one image's outcome."""
+    """Checks, writes and reports one image's outcome."""
 
     def __init__(
         self,
         job: OutputJob,
         run: CompressRun,
-        scorer: ReferenceScorer,
-        searches: list[FormatSearch],
+        scorer: Callable[[], ReferenceScorer],
         original_bytes: int | None,
         width: int,
         height: int,
@@ -37,159 +56,122 @@ class ImageWriter:
     ) -> None:
         self.job = job
         self.run = run
-        self.scorer = scorer
-        self.searches = searches
+        self._scorer = scorer
         self.original_bytes = original_bytes
         self.width = width
         self.height = height
         self.started = started
+        self.checks = 0
 
     def _path(self, extension: str) -> Path | None:
         if self.run.out_dir is None:
             return None
         return output_path(self.run.out_dir, self.job, extension)
 
-    def _write_checked(
-        self, data: bytes, path: Path | None, *, must_meet: bool = False
-    ) -> tuple[EvaluationResult, bool]:
-        """Write ``data``, read the file back, decode and score those bytes: (scores, whether kept).
-
-        The file goes through a temporary name and takes its final name only once scored, and, with
-        ``must_meet``, only when it meets the target (otherwise nothing is left on disk). Without an output
-        folder the in-memory bytes are decoded and scored instead.
-        """
+    def check(self, data: bytes, extension: str) -> Checked:
+        """Stage ``data`` as the output with ``extension``, read it back from disk and score it at full size."""
+        self.checks += 1
         target = self.run.target
-
-        def acceptable(result: EvaluationResult) -> bool:
-            return not must_meet or target.is_met(target.value_of(result))
-
+        path = self._path(extension)
+        staged: Path | None = None
         if path is None:
-            result = self.scorer.score(load_image(data, name=self.job.label, color="keep"))
-            return result, acceptable(result)
-        original = self.job.original
-        if original is not None and path.resolve() == original.resolve():
-            if original.read_bytes() != data:
-                raise InvalidParameterError(
-                    f"refusing to overwrite the input {original} with its compressed version; "
-                    "choose another output folder"
-                )
-            result = self.scorer.score(load_image(path, color="keep"))
-            return result, acceptable(result)
-        scored: list[EvaluationResult] = []
+            source: Any = data
+        else:
+            original = self.job.original
+            if original is not None and path.resolve() == original.resolve():
+                if original.read_bytes() != data:
+                    raise InvalidParameterError(
+                        f"refusing to overwrite the input {original} with its compressed version; "
+                        "choose another output folder"
+                    )
+                source = path.read_bytes()
+            else:
+                times = source_times(original) if original is not None and self.run.preserve_times else None
+                staged = stage_file(path, data, times)
+                try:
+                    source = staged.read_bytes()  # the complete file, read back from disk
+                except BaseException:
+                    discard_staged(staged)
+                    raise
+        try:
+            decoded = channel_first(load_image(source, name=str(path) if path else self.job.label, color="keep"))
+            return_freed_memory()  # the decoder's buffers, before the score's own peak
+            result = self._scorer().score(decoded)
+            del decoded
+        except BaseException:
+            if staged is not None:
+                discard_staged(staged)
+            raise
+        value = target.value_of(result)
+        return Checked(data, path, staged, result, value, target.is_met(value))
 
-        def check(written: Path) -> bool:  # the complete temporary file, read back from disk
-            scored.append(self.scorer.score(load_image(written.read_bytes(), name=str(path), color="keep")))
-            return acceptable(scored[-1])
+    def discard(self, checked: Checked) -> None:
+        if checked.staged is not None:
+            discard_staged(checked.staged)
+            checked.staged = None
 
-        times_from = original if self.run.preserve_times else None
-        kept = write_output(path, data, check, times_from=times_from)
-        return scored[-1], kept
+    def commit(self, checked: Checked) -> None:
+        """Give a checked file its final name."""
+        if checked.staged is not None and checked.path is not None:
+            commit_staged(checked.staged, checked.path)
+            checked.staged = None
 
-    def write_and_verify(self, candidate: Candidate, search: FormatSearch) -> CompressResult | None:
-        """Write ``candidate`` if the written file meets the target; ``None`` (nothing written) otherwise."""
-        path = self._path(candidate.format.codec.extension)
-        result, kept = self._write_checked(candidate.data, path, must_meet=True)
-        if not kept:
-            return None
-        reason = None
-        if self.original_bytes is not None and len(candidate.data) > self.original_bytes:
-            reason = f"the output is larger than the original ({len(candidate.data):,} > {self.original_bytes:,} bytes)"
-        return self._result(
-            candidate.format.name,
-            dict(candidate.params),
-            candidate.data,
-            path,
-            result,
-            met=True,
-            kept_original=False,
-            reason=reason,
-            chosen=search,
-        )
-
-    def keep_original(self, *, met: bool, reason: str, chosen: FormatSearch | None) -> CompressResult:
+    def keep_original(
+        self, *, met: bool, reason: str, chosen: str | None, outcomes: tuple[FormatOutcome, ...]
+    ) -> CompressResult:
         original = self.job.original
         if original is None:  # pragma: no cover - callers check original_bytes first
             raise InvalidParameterError("there is no original file to keep")
         data = original.read_bytes()
-        path = self._path(original.suffix)
-        result, _ = self._write_checked(data, path)
-        return self._result(
-            format_of(original), {}, data, path, result, met=met, kept_original=True, reason=reason, chosen=chosen
+        checked = self.check(data, original.suffix)
+        self.commit(checked)
+        return self.result(
+            format_of(original), {}, checked, met=met, kept_original=True, reason=reason, outcomes=outcomes
         )
 
-    def fallback(self) -> CompressResult:
-        """Nothing met the target: keep the best-quality candidate, or the original, and say why."""
-        run = self.run
-        candidates = [c for s in self.searches for c in s.cache.values()]
-        best = max(candidates, key=lambda c: (sort_margin(c.margin), -len(c.data))) if candidates else None
-        notes = "; ".join(f"{s.format.name}: {s.note}" for s in self.searches if s.note)
-        head = f"no setting of {', '.join(s.format.name for s in self.searches)} met {run.target}"
-        if best is not None:
-            head += f" (best: {best.label()} scored {best.value:.4g})"
-        if notes:
-            head += f" [{notes}]"
-        owner = next((s for s in self.searches if best is not None and s.format is best.format), None)
-        use_original = self.original_bytes is not None and (
-            run.fallback == "original" or best is None or self.original_bytes <= len(best.data)
-        )
-        if use_original:
-            why = (
-                "the original was kept"
-                if run.fallback == "original" or best is None
-                else (f"the original was kept, being no larger ({self.original_bytes:,} bytes) than the best candidate")
-            )
-            return self.keep_original(met=False, reason=f"{head}; {why}", chosen=owner)
-        if best is None:  # pragma: no cover - every search probes at least once
-            raise InvalidParameterError(f"{self.job.label}: nothing was encoded")
-        path = self._path(best.format.codec.extension)
-        result, _ = self._write_checked(best.data, path)
-        return self._result(
-            best.format.name,
-            dict(best.params),
-            best.data,
-            path,
-            result,
-            met=False,
-            kept_original=False,
-            reason=f"{head}; the best-quality candidate was kept",
-            chosen=owner,
-        )
+    def write_unchecked_best(self, data: bytes, extension: str) -> Checked:
+        """Write the fallback (it failed the target; the score read back from disk is reported)."""
+        checked = self.check(data, extension)
+        self.commit(checked)
+        return checked
 
-    def _result(
+    def result(
         self,
         fmt: str,
         params: dict[str, Any],
-        data: bytes,
-        path: Path | None,
-        result: EvaluationResult,
+        checked: Checked,
         *,
         met: bool,
         kept_original: bool,
         reason: str | None,
-        chosen: FormatSearch | None,
+        outcomes: tuple[FormatOutcome, ...],
+        minimal: bool = False,
+        predicted_minimal: bool = False,
+        proxy: str | None = None,
     ) -> CompressResult:
-        outcomes = tuple(s.outcome() for s in self.searches)
-        minimal = bool(met and not kept_original and chosen is not None and chosen.outcome().certified)
+        data = checked.data
         return CompressResult(
             input=self.job.label,
-            output=str(path) if path is not None else None,
+            output=str(checked.path) if checked.path is not None else None,
             format=fmt,
             params=params,
             bytes=len(data),
             original_bytes=self.original_bytes,
             width=self.width,
             height=self.height,
-            quality=self.run.target.value_of(result),
+            quality=checked.value,
             target=str(self.run.target),
             met=met,
             kept_original=kept_original,
             minimal=minimal,
-            probes={s.format.name: s.probes for s in self.searches},
+            probes={o.format: o.probes for o in outcomes},
             formats=outcomes,
-            scores=dict(result.scores),
+            scores=dict(checked.result.scores),
             seconds=time.perf_counter() - self.started,
             reason=reason,
-            data=data if path is None else None,
+            data=data if checked.path is None else None,
+            proxy=proxy,
+            predicted_minimal=predicted_minimal,
         )
 
 
