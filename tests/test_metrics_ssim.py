@@ -13,8 +13,8 @@ from PIL import Image
 
 from optimizer.errors import ImageSizeMismatchError, InvalidImageError
 from optimizer.metrics import create_metric, get_spec
-from optimizer.metrics._gaussian import gaussian_taps, symmetric_pad, valid_filter
-from optimizer.metrics.ssim import MS_SSIM_WEIGHTS, MSSSIM, PSNR, SSIM, ms_ssim_scales
+from optimizer.metrics._gaussian import BandFilter, gaussian_taps
+from optimizer.metrics.ssim import MS_SSIM_WEIGHTS, MSSSIM, PSNR, SSIM, _reflected, ms_ssim_scales
 
 TOL = 1e-4
 KODAK = ("kodim01.png", "kodim04.png", "kodim13.png")  # 768x512, 512x768 (portrait), 768x512
@@ -123,20 +123,34 @@ def test_ssim_map_matches_skimage_full_map(crop) -> None:
     assert float(ssim_map[5:-5, 5:-5].mean(dtype=np.float64)) == pytest.approx(expected_score, abs=1e-6)
 
 
-def test_valid_filter_equals_cropped_reflect_filter() -> None:
-    """skimage's reflect-padded filter, cropped by the radius, is exactly the valid convolution."""
+@pytest.mark.parametrize("shape", [(40, 57), (11, 11), (75, 16), (26, 200)])
+def test_band_filter_equals_cropped_reflect_filter(shape: tuple[int, int]) -> None:
+    """skimage's reflect-padded filter, cropped by the radius, is exactly the valid convolution, which the
+    band matrices compute (any width: blocks of 16 columns with a partial last one)."""
     from scipy.ndimage import gaussian_filter
 
-    rng = np.random.default_rng(1)
-    plane = rng.random((40, 57))
+    rng = np.random.default_rng(sum(shape))
+    plane = rng.random(shape)
     taps = gaussian_taps(1.5, 3.5)
     assert len(taps) == 11 and sum(taps) == pytest.approx(1.0, abs=1e-6)
     reflect = gaussian_filter(plane, sigma=1.5, truncate=3.5, mode="reflect")[5:-5, 5:-5]
-    x = torch.from_numpy(plane).float()[None]
-    ours = valid_filter(x, taps, out=torch.empty(1, 30, 47), tmp=torch.empty(1, 30, 57))[0].numpy()
-    assert np.abs(ours - reflect).max() < 1e-6
-    padded = symmetric_pad(x, 5)[0].numpy()
-    assert np.array_equal(padded, np.pad(plane.astype(np.float32), 5, mode="symmetric"))
+    band = BandFilter(taps, left=0)
+    h, w = shape
+    rows = band.rows(h - 10)
+    src = torch.zeros((2, rows + 10, w))
+    src[:, :h] = torch.from_numpy(plane).float()
+    out = torch.empty((2, rows, band.stride(w)))
+    band(src, out=out, tmp=torch.full_like(out, float("nan")))  # scratch content never leaks in
+    ours = out[:, : h - 10, : w - 10].numpy()
+    assert np.abs(ours[0] - reflect).max() < 1e-6
+    assert np.array_equal(ours[0], ours[1])
+
+
+def test_reflected_indices_repeat_the_edge_sample() -> None:
+    plane = np.arange(7 * 9, dtype=np.float32).reshape(7, 9)
+    rows, cols = _reflected(7, 5, torch.device("cpu")), _reflected(9, 5, torch.device("cpu"))
+    padded = torch.from_numpy(plane).index_select(0, rows).index_select(1, cols).numpy()
+    assert np.array_equal(padded, np.pad(plane, 5, mode="symmetric"))
 
 
 # --------------------------------------------------------------------------------------- properties
@@ -212,9 +226,29 @@ def test_sharing_in_either_order(kodak) -> None:
             got = {m.name: m.compute(s, dist, pair_shared) for m, s in zip(metrics, states)}
             assert got == alone, order
             assert "gauss1.5:ssim_cs:scale0@cpu" in pair_shared
-        assert {f"gauss1.5:stats:scale{k}@cpu" for k in range(5)} <= set(ref_shared)
-    ssim_state, ms_state = SSIM().prepare(ref, ref_shared), MSSSIM().prepare(ref, ref_shared)
-    assert ms_state.scales[0] is ssim_state  # the full-resolution reference statistics are computed once
+        assert not ref_shared  # nothing per pixel is kept for the reference: memory stays bounded
+
+
+def test_shared_scale0_terms_are_used(kodak) -> None:
+    """MS-SSIM takes the full-resolution terms from the pair dict (SSIM computed them): altering them there
+    changes its value, which proves scale 0 is not filtered twice."""
+    ref, dist = _t(kodak["kodim01.png"]), _t(_jpeg(kodak["kodim01.png"], 35))
+    shared: dict = {}
+    SSIM().compute(SSIM().prepare(ref, {}), dist, shared)
+    metric = MSSSIM()
+    state = metric.prepare(ref, {})
+    honest = metric.compute(state, dist, dict(shared))
+    ssim_c, cs_c = shared["gauss1.5:ssim_cs:scale0@cpu"]
+    shared["gauss1.5:ssim_cs:scale0@cpu"] = (ssim_c, cs_c * 0.5)
+    assert metric.compute(state, dist, shared) == pytest.approx(honest * 0.5**0.0448, rel=1e-9)
+
+
+def test_prepared_state_keeps_no_copy(kodak) -> None:
+    ref = _t(kodak["kodim01.png"])
+    for cls in (SSIM, MSSSIM, PSNR):
+        state = cls().prepare(ref, {})
+        planes = state if isinstance(state, torch.Tensor) else state.image
+        assert planes.data_ptr() == ref.data_ptr(), cls.__name__
 
 
 def test_registry_builds_these_classes() -> None:

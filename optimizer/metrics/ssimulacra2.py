@@ -37,10 +37,18 @@ accumulate to a few 1e-6, and the SSIM' term, whose variances cancel against ``C
 noise into a small positive error (most visible near score 85). Replaying libjxl's float32 recursion
 operation by operation (far too slow to ship) brings the mean difference to 0.010. A float64 transcription
 of the C++ agrees with this module within about 0.001 points. The PyPI ``ssimulacra2`` package reads
-0.64 points lower on average (up to 2.5): its blur, padding and a transposed XYB plane differ.
+0.64 points lower on average (up to 2.5): its blur, padding and a transposed XYB plane differ. On large
+images the C++ tool's error grows along long rows (docs/metrics.md); this module's FIR blur has none.
 
-Pixels stay in float32; pooled values and the final weighting are float64, as in the C++. Maps whose two
-weights are both zero are skipped (about half of them), which changes nothing in the score.
+How it runs (docs/metrics.md has the measurements). Nothing is computed on whole planes: rows of both
+images stream through the six scales in stripes (:mod:`._stripes`). A scale converts the linear rows it
+receives to XYB straight into its window of blur inputs, blurs a full stripe with small matrix products
+(:class:`~._gaussian.BandFilter`), pools the stripe's maps into running float64 sums, and passes its rows,
+pooled 2x2, to the next scale. The working set is a few stripes per scale (tens of megabytes whatever the
+image size). The reference side is recomputed for every candidate rather than cached: caching it would
+cost ten full-resolution planes, and recomputing costs about a third of the time. Pixels stay in float32;
+pooled values and the final weighting are float64, as in the C++. Maps whose two weights are both zero are
+skipped (about half of them), which changes nothing in the score.
 """
 
 from __future__ import annotations
@@ -53,7 +61,9 @@ import numpy as np
 import torch
 
 from ..errors import ImageSizeMismatchError, InvalidImageError
-from ._recursive_gaussian import blur_padded, padded_planes
+from ._gaussian import Workspace
+from ._recursive_gaussian import band_filter
+from ._stripes import RowWindow, StreamedScale, stripe_rows
 from .base import Metric
 from .registry import get_spec
 
@@ -92,6 +102,18 @@ _M = np.array(
 )
 _BIAS = np.float32(0.0037930732552754493)
 _NEG_CBRT_BIAS = -float(np.cbrt(np.float64(_BIAS)))
+# From the cube roots m to SSIMULACRA 2.1's planes: X' = 7 (m0 - m1) + 0.42, Y' = (m0 + m1) / 2 - cbrt(bias)
+# + 0.01, B' = m2 - (m0 + m1) / 2 + 0.55 (the cube root of the bias cancels in X' and B').
+_XYB = np.array([[7.0, -7.0, 0.0], [0.5, 0.5, 0.0], [-0.5, -0.5, 1.0]], dtype=np.float32)
+_XYB_OFFSET = np.array([[0.42], [0.01 + _NEG_CBRT_BIAS], [0.55]], dtype=np.float32)
+
+# sRGB decoding without a per-sample branch: below the threshold the power branch is clamped to its value
+# there (_SRGB_KNEE) and above it the linear branch is clamped to the same value, so their sum minus that
+# value is whichever branch applies.
+_SRGB_THRESHOLD = 0.04045
+_SRGB_KNEE = _SRGB_THRESHOLD / 12.92
+
+_WORKSPACE = Workspace()
 
 #: The 108 SSIMULACRA 2.1 weights, in the C++ order: plane (X, Y, B), scale, norm (1, 4), then map
 #: (SSIM', artifact, detail lost) within each row.
@@ -134,47 +156,82 @@ WEIGHTS: tuple[float, ...] = (
     0.0005130064588990679, 0.0, 0.00010854057858411537,  # B 1:32 4-norm
 )  # fmt: skip
 
-
 # ----------------------------------------------------------------------------------------------------
 # Colour
 # ----------------------------------------------------------------------------------------------------
 
 
-def srgb_to_linear(srgb: torch.Tensor) -> torch.Tensor:
-    """The sRGB transfer curve inverted: ``v / 12.92`` up to 0.04045, ``((v + 0.055) / 1.055) ^ 2.4`` above."""
-    high = torch.add(srgb, 0.055).mul_(1.0 / 1.055).pow_(2.4)
-    return torch.where(srgb <= 0.04045, srgb / 12.92, high)
+def srgb_to_linear(srgb: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The sRGB transfer curve inverted: ``v / 12.92`` up to 0.04045, ``((v + 0.055) / 1.055) ^ 2.4`` above.
+
+    Written without a mask (``torch.where`` costs ten times an addition here) and with the power as
+    ``exp(2.4 log(.))`` (a quarter of ``pow``'s cost, within 1e-6 relative). ``out`` gets the result.
+    """
+    high = torch.clamp_min(srgb, _SRGB_THRESHOLD).add_(0.055).mul_(1.0 / 1.055).log_().mul_(2.4).exp_()
+    if out is None:
+        out = torch.empty_like(srgb, dtype=torch.float32)
+    torch.clamp_max(srgb, _SRGB_THRESHOLD, out=out).mul_(1.0 / 12.92)
+    return out.add_(high).sub_(_SRGB_KNEE)
 
 
 def linear_to_xyb(linear: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Linear RGB ``3 x H x W`` to SSIMULACRA 2.1's positive XYB ``3 x H x W`` (X', Y', B' - Y' rescaled).
+    """Linear RGB ``3k x H x W`` (``k`` images' planes) to SSIMULACRA 2.1's positive XYB, plane for plane.
 
     With ``m_i = cbrt(max(M rgb + bias, 0))``: ``X' = 7 (m0 - m1) + 0.42``,
     ``Y' = (m0 + m1) / 2 - cbrt(bias) + 0.01``, ``B' = m2 - (m0 + m1) / 2 + 0.55`` (the cube root of the
-    bias cancels in X' and B'). Differences are taken before scaling, so X' keeps full float32 precision.
-    ``out`` may be a strided view (the interior of a padded blur buffer).
+    bias cancels in X' and B'). Both linear maps are matrix products (block-diagonal over the images); the
+    cube root is ``exp(log(.) / 3)``, within 2e-7 relative. ``linear`` and ``out`` need contiguous rows
+    (``out`` may be rows of a taller buffer).
     """
-    _, h, w = linear.shape
-    opsin = torch.from_numpy(_M).to(linear.device)
-    mixed = torch.matmul(opsin, linear.reshape(3, h * w)).add_(float(_BIAS)).clamp_min_(0.0).pow_(1.0 / 3.0)
-    m0, m1, m2 = mixed.view(3, h, w).unbind(0)
-    half_sum = torch.add(m0, m1).mul_(0.5)
+    c, h, w = linear.shape
     if out is None:
-        out = torch.empty((3, h, w), dtype=linear.dtype, device=linear.device)
-    torch.sub(m0, m1, out=out[0]).mul_(7.0).add_(0.42)
-    torch.add(half_sum, 0.01 + _NEG_CBRT_BIAS, out=out[1])
-    torch.sub(m2, half_sum, out=out[2]).add_(0.55)
+        out = torch.empty((c, h, w), dtype=torch.float32, device=linear.device)
+    _xyb_from_roots(_cube_roots(linear), out)
     return out
 
 
-def _downsample(linear: torch.Tensor) -> torch.Tensor:
-    """2x2 box average; an odd last row or column is averaged with itself (index clamping in the C++)."""
-    _, h, w = linear.shape
-    if h % 2 or w % 2:
-        linear = torch.nn.functional.pad(linear[None], (0, w % 2, 0, h % 2), mode="replicate")[0]
-    out = linear[:, 0::2, 0::2] + linear[:, 0::2, 1::2]
-    out.add_(linear[:, 1::2, 0::2]).add_(linear[:, 1::2, 1::2])
-    return out.mul_(0.25)
+def _cube_roots(linear: torch.Tensor) -> torch.Tensor:
+    """``cbrt(max(M rgb + bias, 0))`` of ``3k x H x W`` linear planes, as a ``3k x (H W)`` matrix."""
+    c, h, w = linear.shape
+    opsin, bias, _, _ = _xyb_matrices(c // 3, linear.device)
+    return torch.addmm(bias, opsin, linear.reshape(c, h * w)).clamp_min_(0.0).log_().mul_(1.0 / 3.0).exp_()
+
+
+def _xyb_from_roots(roots: torch.Tensor, out: torch.Tensor) -> None:
+    """The XYB planes from (columns of) :func:`_cube_roots` straight into ``out`` (``3k x h x w``)."""
+    c, h, w = out.shape
+    _, _, to_xyb, offset = _xyb_matrices(c // 3, out.device)
+    torch.addmm(offset, to_xyb, roots, out=out.view(c, h * w) if out.is_contiguous() else _rows_as_matrix(out))
+
+
+def _rows_as_matrix(t: torch.Tensor) -> torch.Tensor:
+    """``c x h x w`` with contiguous ``h x w`` blocks (rows of a taller buffer) as a ``c x (h w)`` view."""
+    c, h, w = t.shape
+    if t.stride(2) != 1 or t.stride(1) != w:
+        raise ValueError(f"rows of shape {tuple(t.shape)} and strides {t.stride()} are not contiguous blocks")
+    return t.as_strided((c, h * w), (t.stride(0), 1), t.storage_offset())
+
+
+_XYB_MATRICES: dict[tuple[int, str, int | None], tuple[torch.Tensor, ...]] = {}
+
+
+def _xyb_matrices(images: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Block-diagonal opsin matrix, bias column, XYB matrix and offset column for ``images`` images."""
+    key = (images, device.type, device.index)
+    cached = _XYB_MATRICES.get(key)
+    if cached is None:
+        eye = np.eye(images, dtype=np.float32)
+        cached = tuple(
+            torch.from_numpy(np.ascontiguousarray(m)).to(device)
+            for m in (
+                np.kron(eye, _M),
+                np.full((3 * images, 1), _BIAS, dtype=np.float32),
+                np.kron(eye, _XYB),
+                np.tile(_XYB_OFFSET, (images, 1)),
+            )
+        )
+        _XYB_MATRICES[key] = cached
+    return cached
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -225,29 +282,195 @@ def _take(t: torch.Tensor, planes: tuple[int, ...], among: tuple[int, ...] = (0,
 
 
 # ----------------------------------------------------------------------------------------------------
-# Reference-side state and per-scale maps
+# One scale of the stream
+# ----------------------------------------------------------------------------------------------------
+
+
+def _power_sums(maps: torch.Tensor) -> torch.Tensor:
+    """``sum(d)`` then ``sum(d^4)`` of each ``h x w`` map in ``k x h x w``: ``2k`` float32 values."""
+    fourth = maps.square().square_()
+    return torch.cat([maps.sum(dim=(1, 2)), fourth.sum(dim=(1, 2))])
+
+
+@dataclass(frozen=True)
+class _Heat:
+    """Where :meth:`SSIMULACRA2.compute_map` collects the weighted maps: the full-resolution ``H x W`` map and
+    each map's weight, ``plane x scale x map`` (the two norms' weights summed)."""
+
+    total: torch.Tensor
+    weights: np.ndarray
+
+
+class _Scale(StreamedScale):
+    """One scale: the linear rows of both images come in, its pooled error maps accumulate.
+
+    Window planes, all XYB: ``[ref (3), dist (3), ref^2, dist^2, ref * dist]``, the last three for the
+    SSIM' planes of the plan only. Window row ``i`` holds image row ``top - R + i`` (``R`` the blur radius,
+    4), so the first stripe starts with ``R`` zero rows: libjxl's zero border above the image.
+    """
+
+    def __init__(
+        self,
+        index: int,
+        height: int,
+        width: int,
+        plan: _Plan,
+        next_scale: _Scale | None,
+        heat: _Heat | None,
+        device: torch.device,
+    ) -> None:
+        rows = stripe_rows(width, height)
+        super().__init__(
+            height=height,
+            width=width,
+            channels=6,
+            rows=rows,
+            next_scale=next_scale,
+            odd="replicate",
+            workspace=_WORKSPACE,
+            name=f"scale{index}",
+            device=device,
+        )
+        self.index = index
+        self.plan = plan
+        self.heat = heat
+        self.band = band_filter(_SIGMA)
+        self.radius = self.band.halo // 2
+        self.planes = 6 + 3 * len(plan.ssim)
+        buffer = _WORKSPACE.get(f"window{index}", (self.planes, rows + self.band.halo, width), device)
+        self.window = RowWindow(buffer, rows=rows, halo=self.band.halo)
+        self.window.zeros(self.radius)
+        self.top = 0  # first output row of the current stripe
+        # Running sums, float64: per plane of the plan, sum(d) and sum(d^4), SSIM' then edge planes
+        # (artifact max(d1, 0), then detail lost min(d1, 0)).
+        self.sums = torch.zeros(2 * len(plan.ssim) + 4 * len(plan.edge), dtype=torch.float64, device=device)
+
+    def _consume(self, rows: torch.Tensor) -> None:
+        n_ssim = len(self.plan.ssim)
+        roots = _cube_roots(rows)  # both images at once: 6 x (n width)
+        done, n, w = 0, rows.shape[1], self.width
+        while done < n:
+            m = min(n - done, self.window.free)
+            dst = self.window.take(m)
+            _xyb_from_roots(roots[:, done * w : (done + m) * w], dst[0:6])
+            if n_ssim:
+                a, b = _take(dst[0:3], self.plan.ssim), _take(dst[3:6], self.plan.ssim)
+                torch.mul(a, a, out=dst[6 : 6 + n_ssim])
+                torch.mul(b, b, out=dst[6 + n_ssim : 6 + 2 * n_ssim])
+                torch.mul(a, b, out=dst[6 + 2 * n_ssim :])
+            done += m
+            if self.window.full:
+                self._stripe(self.window.rows)
+                self.window.slide()
+
+    def _finish(self) -> None:
+        """Add the zero border below the image and score the last stripes."""
+        while self.top < self.height:
+            left = self.height - self.top  # output rows still to compute
+            needed = left + self.band.halo - self.window.filled  # zero rows until their blur is covered
+            self.window.zeros(min(needed, self.window.free))
+            if self.window.full:
+                self._stripe(self.window.rows)
+                self.window.slide()
+            else:
+                self._stripe(left)
+
+    def _stripe(self, count: int) -> None:
+        """Blur the window, compute the error maps of its first ``count`` output rows and pool them."""
+        plan, band, w = self.plan, self.band, self.width
+        rows = band.rows(count)
+        shape = (self.planes, rows, band.stride(w))
+        blurred = band(
+            self.window.buffer[:, : rows + band.halo],
+            out=_WORKSPACE.get("blurred", shape, self.device),
+            tmp=_WORKSPACE.get("blur_tmp", shape, self.device),
+        )[:, :count, :w]
+        xyb = self.window.buffer[:, self.radius : self.radius + count, :w]
+        mu1, mu2 = blurred[0:3], blurred[3:6]
+        sums: list[torch.Tensor] = []
+        maps: list[tuple[int, tuple[int, ...], torch.Tensor]] = []
+
+        n_ssim = len(plan.ssim)
+        if n_ssim:
+            # SSIM' without the luminance denominator, as the C++ computes it:
+            # d = 1 - (1 - (mu1 - mu2)^2) * (2 (s12 - mu1 mu2) + C2) / ((s11 - mu1^2) + (s22 - mu2^2) + C2)
+            m1, m2 = _take(mu1, plan.ssim), _take(mu2, plan.ssim)
+            s11 = blurred[6 : 6 + n_ssim]
+            s22 = blurred[6 + n_ssim : 6 + 2 * n_ssim]
+            s12 = blurred[6 + 2 * n_ssim :]
+            num_s = s12.sub_(m1 * m2).mul_(2.0).add_(_C2)
+            denom_s = s22.sub_(m2 * m2).add_(s11.sub_(m1 * m1)).add_(_C2)
+            ssim = torch.sub(m1, m2).square_().neg_().add_(1.0).mul_(num_s)
+            ssim.div_(denom_s).neg_().add_(1.0).clamp_min_(0.0)
+            sums.append(_power_sums(ssim))
+            maps.append((0, plan.ssim, ssim))
+
+        edge = plan.edge
+        if edge:
+            # (1 + |img2 - mu2|) / (1 + |img1 - mu1|) - 1, written as (e2 - e1) / (1 + e1).
+            e1 = torch.sub(_take(xyb[0:3], edge), _take(mu1, edge)).abs_()
+            d1 = torch.sub(_take(xyb[3:6], edge), _take(mu2, edge)).abs_()
+            d1.sub_(e1).div_(e1.add_(1.0))
+            # artifact: edges the original does not have; detail lost: edges the distorted lacks (its sums
+            # come out negated, and the 4th powers are the same).
+            artifact = torch.clamp_min(d1, 0.0)
+            detail = d1.clamp_max_(0.0)
+            sums += [_power_sums(artifact), _power_sums(detail)]
+            maps += [(1, edge, artifact), (2, edge, detail)]
+
+        self.sums += torch.cat(sums)
+        if self.heat is not None:
+            self._add_heat(self.heat, maps, count)
+        self.top += count
+
+    def _add_heat(self, heat: _Heat, maps: list[tuple[int, tuple[int, ...], torch.Tensor]], count: int) -> None:
+        """Add this stripe's weighted maps to the full-resolution heat map, upsampled by pixel replication."""
+        combined = torch.zeros((count, self.width), dtype=torch.float32, device=self.device)
+        for kind, planes, values in maps:
+            for i, plane in enumerate(planes):
+                weight = float(heat.weights[plane, self.index, kind])
+                if weight:
+                    # detail-lost values are held negated (min(d1, 0)); the map shows max(-d1, 0)
+                    combined.add_(values[i], alpha=-weight if kind == 2 else weight)
+        s = self.index
+        height, width = heat.total.shape
+        first, last = self.top << s, min((self.top + count) << s, height)
+        rows = (torch.arange(first, last, device=self.device) >> s) - self.top
+        cols = torch.arange(width, device=self.device) >> s
+        heat.total[first:last] += combined.index_select(0, rows).index_select(1, cols)
+
+    def pooled(self) -> torch.Tensor:
+        """``3 maps x 3 planes x 2 norms`` (1-norm, 4-norm), float64; zeros for maps the plan skips."""
+        plan = self.plan
+        n = float(self.height * self.width)
+        out = torch.zeros((3, 3, 2), dtype=torch.float64, device=self.device)
+        sums = self.sums.abs() / n  # detail-lost 1-norm sums are negated
+        k = 0
+        for kind, planes in ((0, plan.ssim), (1, plan.edge), (2, plan.edge)):
+            p = len(planes)
+            if p:
+                out[kind, list(planes), 0] = sums[k : k + p]
+                out[kind, list(planes), 1] = sums[k + p : k + 2 * p].sqrt().sqrt()
+                k += 2 * p
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reference-side state and the stream
 # ----------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _ScaleState:
-    """What scoring a candidate needs of the reference at one scale (``mu = blur(xyb)``), nothing more."""
-
-    plan: _Plan
-    xyb_ssim: torch.Tensor  # xyb of the SSIM planes
-    mu_ssim: torch.Tensor  # mu of the SSIM planes
-    variance: torch.Tensor  # blur(xyb^2) - mu^2 of the SSIM planes, as the SSIM' denominator uses it
-    edge: torch.Tensor  # |xyb - mu| of the edge planes
-    inv_edge: torch.Tensor  # 1 / (1 + edge) of the edge planes
-
-
-@dataclass(frozen=True)
 class SSIMULACRA2State:
-    """The reference side of SSIMULACRA 2, at every scale the C++ tool would compute."""
+    """The reference side of SSIMULACRA 2: its sRGB planes (the caller's tensor, not a copy) and size.
+
+    Nothing else is kept: the reference's XYB pyramid and blurs are recomputed stripe by stripe with each
+    candidate, so memory does not grow with the image. The tensor must not be modified while prepared.
+    """
 
     height: int
     width: int
-    scales: tuple[_ScaleState, ...]
+    planes: torch.Tensor  # 3 x H x W sRGB
 
 
 def _check_tensor(t: torch.Tensor, what: str) -> None:
@@ -270,117 +493,47 @@ def _scale_sizes(height: int, width: int) -> list[tuple[int, int]]:
     return sizes
 
 
-def _prepare(reference: torch.Tensor) -> SSIMULACRA2State:
+def _prepare(reference: torch.Tensor, device: torch.device) -> SSIMULACRA2State:
     _check_tensor(reference, "reference")
     h, w = (int(v) for v in reference.shape[-2:])
-    plans = _plans(len(_scale_sizes(h, w)))
-    linear = srgb_to_linear(reference[0].float())
-    scales: list[_ScaleState] = []
-    for scale, plan in enumerate(plans):
-        if scale:
-            linear = _downsample(linear)
-        n_ssim = len(plan.ssim)
-        padded, interior = padded_planes(3 + n_ssim, linear.shape[1], linear.shape[2], sigma=_SIGMA, like=linear)
-        xyb = linear_to_xyb(linear, out=interior[:3])
-        xyb_ssim = _take(xyb, plan.ssim).contiguous()
-        torch.mul(xyb_ssim, xyb_ssim, out=interior[3:])
-        blurred = blur_padded(padded, _SIGMA)
-        mu, sigma_sq = blurred[:3], blurred[3:]
-        mu_ssim = _take(mu, plan.ssim).clone()  # a copy, so the state does not keep the whole blur buffer
-        edge = torch.sub(_take(xyb, plan.edge), _take(mu, plan.edge)).abs_()
-        scales.append(
-            _ScaleState(
-                plan=plan,
-                xyb_ssim=xyb_ssim,
-                mu_ssim=mu_ssim,
-                variance=sigma_sq - mu_ssim * mu_ssim,
-                edge=edge,
-                inv_edge=torch.reciprocal(edge + 1.0),
-            )
-        )
-    return SSIMULACRA2State(height=h, width=w, scales=tuple(scales))
+    planes = reference[0].to(device=device, dtype=torch.float32)
+    return SSIMULACRA2State(height=h, width=w, planes=planes)
 
 
-def _norms(maps: torch.Tensor) -> torch.Tensor:
-    """1-norm and 4-norm of each ``h x w`` map in ``... x h x w``: ``... x 2``, float64.
+def _subscores(state: SSIMULACRA2State, distorted: torch.Tensor, heat: torch.Tensor | None = None) -> torch.Tensor:
+    """Pooled values of every scale: ``scales x 3 maps x 3 planes x 2 norms``, float64.
 
-    Sums run in float32 (torch sums float32 pairwise, so the relative error stays near 1e-7, far below
-    what moves a score); converting the maps to float64 first would cost more than the rest of the pooling.
+    With ``heat`` (``H x W`` float32 zeros), also adds each scale's weighted maps into it.
     """
-    flat = maps.flatten(-2)
-    n = flat.shape[-1]
-    mean = flat.sum(dim=-1).double() / n
-    fourth = flat.square().square_().sum(dim=-1).double() / n
-    return torch.stack([mean, fourth.sqrt().sqrt()], dim=-1)
-
-
-def _scale_maps(ref: _ScaleState, linear: torch.Tensor, keep_maps: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Pooled error maps of one scale (``3 maps x 3 planes x 2 norms``, float64; maps: SSIM', artifact,
-    detail lost) and, when asked, the maps themselves (``3 x 3 x h x w``; zeros where the plan skips)."""
-    plan = ref.plan
-    ssim_planes, edge_planes = plan.ssim, plan.edge
-    n_ssim = len(ssim_planes)
-    _, h, w = linear.shape
-
-    # One buffer, one blur: [xyb (3 planes), xyb^2 and xyb * reference of the SSIM planes].
-    padded, interior = padded_planes(3 + 2 * n_ssim, h, w, sigma=_SIGMA, like=linear)
-    xyb = linear_to_xyb(linear, out=interior[:3])
-    xyb_ssim = _take(xyb, ssim_planes)
-    torch.mul(xyb_ssim, xyb_ssim, out=interior[3 : 3 + n_ssim])
-    torch.mul(ref.xyb_ssim, xyb_ssim, out=interior[3 + n_ssim :])
-    blurred = blur_padded(padded, _SIGMA)
-    mu2 = blurred[:3]
-
-    pooled = torch.zeros((3, 3, 2), dtype=torch.float64, device=linear.device)
-    kept = torch.zeros((3, 3, h, w), dtype=linear.dtype, device=linear.device) if keep_maps else None
-
-    if n_ssim:
-        # SSIM' without the luminance denominator, as the C++ computes it:
-        # d = 1 - (1 - (mu1 - mu2)^2) * (2 (s12 - mu1 mu2) + C2) / ((s11 - mu1^2) + (s22 - mu2^2) + C2)
-        mu1, mu2s = ref.mu_ssim, _take(mu2, ssim_planes)
-        sigma22 = blurred[3 : 3 + n_ssim]
-        sigma12 = blurred[3 + n_ssim :]
-        num_s = sigma12.sub_(mu1 * mu2s).mul_(2.0).add_(_C2)
-        denom_s = sigma22.sub_(mu2s * mu2s).add_(ref.variance).add_(_C2)
-        ssim = torch.sub(mu1, mu2s).square_().neg_().add_(1.0).mul_(num_s)
-        ssim.div_(denom_s).neg_().add_(1.0).clamp_min_(0.0)
-        pooled[0, list(ssim_planes)] = _norms(ssim)
-        if kept is not None:
-            kept[0, list(ssim_planes)] = ssim
-
-    if edge_planes:
-        # (1 + |img2 - mu2|) / (1 + |img1 - mu1|) - 1, written as (e2 - e1) / (1 + e1).
-        d1 = torch.sub(_take(xyb, edge_planes), _take(mu2, edge_planes)).abs_()
-        d1.sub_(ref.edge).mul_(ref.inv_edge)
-        for kind, planes, sign in ((1, plan.artifact, 1.0), (2, plan.detail, -1.0)):
-            if not planes:
-                continue
-            # artifact: edges the original does not have; detail lost: edges the distorted lacks.
-            part = torch.mul(_take(d1, planes, edge_planes), sign).clamp_min_(0.0)
-            pooled[kind, list(planes)] = _norms(part)
-            if kept is not None:
-                kept[kind, list(planes)] = part
-    return pooled, kept
-
-
-def _subscores(
-    state: SSIMULACRA2State, distorted: torch.Tensor, keep_maps: bool = False
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
     _check_tensor(distorted, "distorted")
     h, w = (int(v) for v in distorted.shape[-2:])
     if (h, w) != (state.height, state.width):
         raise ImageSizeMismatchError(f"expected equal sizes, got {state.width}x{state.height} and {w}x{h}")
-    linear = srgb_to_linear(distorted[0].float())
-    pooled: list[torch.Tensor] = []
-    kept: list[torch.Tensor] = []
-    for scale, ref in enumerate(state.scales):
-        if scale:
-            linear = _downsample(linear)
-        p, maps = _scale_maps(ref, linear, keep_maps)
-        pooled.append(p)
-        if maps is not None:
-            kept.append(maps)
-    return torch.stack(pooled), kept  # scales x 3 maps x 3 planes x 2 norms
+    device = state.planes.device
+    dist = distorted[0].to(device=device, dtype=torch.float32)
+    sizes = _scale_sizes(h, w)
+    plans = _plans(len(sizes))
+    collect = None
+    if heat is not None:
+        weights = np.asarray(WEIGHTS[: 18 * len(sizes)]).reshape(3, len(sizes), 2, 3).sum(axis=2)
+        collect = _Heat(total=heat, weights=weights)
+    scales: list[_Scale] = []
+    nxt: _Scale | None = None
+    for index in reversed(range(len(sizes))):
+        nxt = _Scale(index, *sizes[index], plans[index], nxt, collect, device)
+        scales.append(nxt)
+    scales.reverse()
+    first = scales[0]
+    top = 0
+    while top < h:
+        n = min(first.free, h - top)
+        rows = first.take(n)
+        srgb_to_linear(state.planes[:, top : top + n], out=rows[0:3])
+        srgb_to_linear(dist[:, top : top + n], out=rows[3:6])
+        first.commit()
+        top += n
+    first.finish()
+    return torch.stack([s.pooled() for s in scales])
 
 
 def _ordered(pooled: torch.Tensor) -> np.ndarray:
@@ -399,25 +552,6 @@ def score_from_subscores(values: np.ndarray | list[float]) -> float:
     return 100.0
 
 
-def _weight_map(state: SSIMULACRA2State, kept: list[torch.Tensor]) -> np.ndarray:
-    """Full-resolution local error: every scale's maps, weighted and upsampled by pixel replication."""
-    n_scales = len(kept)
-    weights = np.asarray(WEIGHTS[: 18 * n_scales]).reshape(3, n_scales, 2, 3)  # plane, scale, norm, map
-    per_map = weights.sum(axis=2)  # both norms of a (plane, scale, map) weigh its per-pixel values
-    h, w = state.height, state.width
-    device = kept[0].device
-    total = torch.zeros((h, w), dtype=torch.float32, device=device)
-    for scale, maps in enumerate(kept):
-        wt = torch.tensor(per_map[:, scale, :].T.copy(), dtype=torch.float32, device=device)  # map x plane
-        combined = (maps * wt[:, :, None, None]).sum(dim=(0, 1))
-        if scale:
-            rows = torch.arange(h, device=device) >> scale
-            cols = torch.arange(w, device=device) >> scale
-            combined = combined[rows][:, cols]
-        total += combined
-    return total.cpu().numpy()
-
-
 # ----------------------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------------------
@@ -429,22 +563,22 @@ def ssimulacra2(reference: torch.Tensor, distorted: torch.Tensor) -> float:
     100 means identical; 90 visually lossless, 80 high, 70 medium, 50 low quality; it can go negative.
     """
     with torch.inference_mode():
-        pooled, _ = _subscores(_prepare(reference), distorted)
+        pooled = _subscores(_prepare(reference, reference.device), distorted)
         return score_from_subscores(_ordered(pooled))
 
 
 class SSIMULACRA2(Metric):
-    """SSIMULACRA 2.1 with the reference side (XYB pyramid, its blurred means and squares) cached."""
+    """SSIMULACRA 2.1, streamed in stripes (see the module docstring); the prepared state is the reference."""
 
     spec = get_spec("ssimulacra2")
 
     def prepare(self, reference: torch.Tensor, shared: dict[str, Any]) -> SSIMULACRA2State:
         with torch.inference_mode():
-            return _prepare(reference.to(self.device))
+            return _prepare(reference, self.device)
 
     def compute(self, state: SSIMULACRA2State, distorted: torch.Tensor, shared: dict[str, Any]) -> float:
         with torch.inference_mode():
-            pooled, _ = _subscores(state, distorted.to(self.device))
+            pooled = _subscores(state, distorted)
             return score_from_subscores(_ordered(pooled))
 
     def compute_map(self, state: SSIMULACRA2State, distorted: torch.Tensor, shared: dict[str, Any]) -> np.ndarray:
@@ -455,5 +589,6 @@ class SSIMULACRA2(Metric):
         summed over scales. A picture of where the score's error comes from, not a per-pixel score.
         """
         with torch.inference_mode():
-            _, kept = _subscores(state, distorted.to(self.device), keep_maps=True)
-            return _weight_map(state, kept)
+            heat = torch.zeros((state.height, state.width), dtype=torch.float32, device=state.planes.device)
+            _subscores(state, distorted, heat=heat)
+            return heat.cpu().numpy()
