@@ -137,13 +137,13 @@ def test_band_filter_equals_cropped_reflect_filter(shape: tuple[int, int]) -> No
     band = BandFilter(taps, left=0)
     h, w = shape
     rows = band.rows(h - 10)
-    src = torch.zeros((2, rows + 10, w))
-    src[:, :h] = torch.from_numpy(plane).float()
-    out = torch.empty((2, rows, band.stride(w)))
+    src = torch.zeros((rows + 10, 2, band.stride(w)))  # rows x planes x stride, zero padding columns
+    src[:h, :, :w] = torch.from_numpy(plane).float()[:, None]
+    out = torch.empty((rows, 2, band.stride(w)))
     band(src, out=out, tmp=torch.full_like(out, float("nan")))  # scratch content never leaks in
-    ours = out[:, : h - 10, : w - 10].numpy()
-    assert np.abs(ours[0] - reflect).max() < 1e-6
-    assert np.array_equal(ours[0], ours[1])
+    ours = out[: h - 10, :, : w - 10].numpy()
+    assert np.abs(ours[:, 0] - reflect).max() < 1e-6
+    assert np.array_equal(ours[:, 0], ours[:, 1])
 
 
 def test_reflected_indices_repeat_the_edge_sample() -> None:

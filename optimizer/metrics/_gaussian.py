@@ -12,7 +12,9 @@ shift-and-add passes:
   columns of the previous one) times two small matrices. Rows are laid out with a stride of whole blocks
   and at least one block of zero padding, so viewing a stripe as one tall ``(rows * blocks) x B`` matrix
   makes the neighbouring blocks the neighbouring matrix rows: three products filter every row at once.
-  Only this intermediate has the padded layout: inputs and outputs are ordinary rows.
+
+Stripes interleave their planes row by row (``rows x planes x stride``), so that the vertical pass is a single
+batched product over all planes, reading the overlapping row blocks in place.
 
 On CPU the products run in BLAS at a fraction of the cost of ``2n`` memory-bound passes (about 0.7 ns per
 sample and plane for both passes against 3 ns on the 2-core machines; see benchmarks/RESULTS.md). The
@@ -112,31 +114,26 @@ class BandFilter:
         return mats
 
     def __call__(self, src: torch.Tensor, *, out: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
-        """Filter ``P x (R + halo) x W`` rows into ``out`` (``P x R x S``, contiguous), through ``tmp`` (same).
+        """Filter ``(R + halo) x P x S`` rows into ``out`` (``R x P x S``), through ``tmp`` (the same shape).
 
-        ``R`` is a whole number of blocks and ``S`` is :meth:`stride` of ``W``. ``src`` may be any view whose
-        rows are contiguous, and must be finite. Output columns from ``W`` on are meaningless. Returns ``out``.
+        Rows are interleaved: row ``i`` of every plane, then row ``i + 1``, so one batched product filters
+        all planes. ``R`` is a whole number of blocks and ``S`` a :meth:`stride`; ``src`` must be contiguous
+        (it may be the top rows of a taller buffer), finite, and zero in its padding columns (from the
+        image width up to ``S``), which then hold meaningless values in ``out``. Returns ``out``.
         """
         import torch
 
         vertical, within, after, before = self._band(src.device)
-        planes, rows, width = src.shape[0], out.shape[1], src.shape[2]
-        stride = out.shape[2]
+        rows, planes, stride = out.shape
         b, n = self.block, len(self.taps)
-        if rows % b or stride != self.stride(width) or src.shape[1] != rows + n - 1 or src.stride(2) != 1:
+        if rows % b or stride % b or src.shape != (rows + n - 1, planes, stride) or not src.is_contiguous():
             raise ValueError(
                 f"stripe shapes do not fit the band filter: src {tuple(src.shape)}, out {tuple(out.shape)}"
             )
-        # Vertical: blocks of b output rows, each from the b + n - 1 input rows under it (overlapping views),
-        # written into the first `width` columns of tmp; its padding columns must be zeros.
-        blocks = src.as_strided(
-            (planes, rows // b, b + n - 1, width),
-            (src.stride(0), b * src.stride(1), src.stride(1), 1),
-            src.storage_offset(),
-        )
-        padded = tmp.view(planes, rows, stride)
-        padded[:, :, width:].zero_()
-        torch.matmul(vertical, blocks, out=padded.view(planes, rows // b, b, stride)[..., :width])
+        # Vertical: blocks of b output rows, each from the b + n - 1 input rows under it (overlapping views).
+        row = planes * stride
+        blocks = src.as_strided((rows // b, b + n - 1, row), (b * row, row, 1), src.storage_offset())
+        torch.bmm(vertical.expand(rows // b, b, b + n - 1), blocks, out=tmp.view(rows // b, b, row))
         # Horizontal: every row as consecutive blocks of b columns; the next matrix row is the next block.
         a = tmp.view(-1, b)
         o = out.view(-1, b)

@@ -150,8 +150,8 @@ def fir_blur(x: "torch.Tensor", sigma: float = 1.5) -> "torch.Tensor":
     planes, height, width = x.shape
     r = band.halo // 2
     rows, stride = band.rows(height), band.stride(width)
-    src = torch.zeros((planes, rows + band.halo, width), dtype=torch.float32, device=x.device)
-    src[:, r : r + height] = x
-    out = torch.empty((planes, rows, stride), dtype=torch.float32, device=x.device)
+    src = torch.zeros((rows + band.halo, planes, stride), dtype=torch.float32, device=x.device)
+    src[r : r + height, :, :width] = x.permute(1, 0, 2)
+    out = torch.empty((rows, planes, stride), dtype=torch.float32, device=x.device)
     band(src, out=out, tmp=torch.empty_like(out))
-    return out[:, :height, :width].to(x.dtype)
+    return out[:height, :, :width].permute(1, 0, 2).to(x.dtype)

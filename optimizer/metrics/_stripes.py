@@ -63,21 +63,23 @@ def pool_pairs(top: torch.Tensor, bottom: torch.Tensor, out: torch.Tensor, odd: 
 
 
 class RowWindow:
-    """The filter inputs of one stripe: ``P`` planes of ``rows + halo`` rows.
+    """The filter inputs of one stripe: ``rows + halo`` rows of ``P`` planes (rows interleaved: ``rows x P x
+    stride``, as :class:`~._gaussian.BandFilter` takes them).
 
-    Image rows enter at the bottom (:meth:`take` returns the ``P x n x width`` view to write them into);
+    Image rows enter at the bottom (:meth:`take` returns the ``n x P x width`` view to write them into);
     when the window is :attr:`full`, the owner filters the stripe and calls :meth:`slide`, which moves the
-    last ``halo`` rows to the top. The buffer is zero-filled at the start, so rows not yet written are
-    zeros (finite, as :class:`~._gaussian.BandFilter` requires of every row it reads).
+    last ``halo`` rows to the top. The buffer is zero-filled at the start, so its padding columns (from
+    ``width`` to the stride) and rows not yet written are zeros.
     """
 
-    def __init__(self, buffer: torch.Tensor, *, rows: int, halo: int) -> None:
-        if buffer.shape[1] != rows + halo or halo > rows:
-            raise ValueError(f"window buffer {tuple(buffer.shape)} does not fit {rows}+{halo} rows")
+    def __init__(self, buffer: torch.Tensor, *, rows: int, halo: int, width: int) -> None:
+        if buffer.shape[0] != rows + halo or halo > rows or buffer.shape[2] < width:
+            raise ValueError(f"window buffer {tuple(buffer.shape)} does not fit {rows}+{halo} rows of {width}")
         buffer.zero_()
         self.buffer = buffer
         self.rows = rows
         self.halo = halo
+        self.width = width
         self.filled = 0
 
     @property
@@ -89,10 +91,10 @@ class RowWindow:
         return self.filled == self.rows + self.halo
 
     def take(self, n: int) -> torch.Tensor:
-        """The next ``n`` rows (``P x n x width``) to write image rows into."""
+        """The next ``n`` rows (``n x P x width``) to write image rows into."""
         if not 0 < n <= self.free:
             raise ValueError(f"cannot take {n} rows, {self.free} free")
-        view = self.buffer[:, self.filled : self.filled + n]
+        view = self.buffer[self.filled : self.filled + n, :, : self.width]
         self.filled += n
         return view
 
@@ -104,7 +106,7 @@ class RowWindow:
     def slide(self) -> None:
         """Keep the last ``halo`` rows as the top of the next stripe."""
         if self.halo:
-            self.buffer[:, : self.halo].copy_(self.buffer[:, self.rows : self.rows + self.halo])
+            self.buffer[: self.halo].copy_(self.buffer[self.rows : self.rows + self.halo])
         self.filled = self.halo
 
 

@@ -122,7 +122,8 @@ def ms_ssim_scales(height: int, width: int) -> int:
 class _Scale(StreamedScale):
     """One SSIM scale: ``2C`` planes come in (reference then distorted), per-channel sums accumulate.
 
-    Window planes: ``[x (C), y (C), x^2, y^2, x y]``. Window row ``i`` holds image row ``top + i``, where
+    Window planes (rows interleaved): ``[x (C), y (C), x^2, y^2, x y]``. Window row ``i`` holds image row
+    ``top + i``, where
     ``top`` is the first valid output row of the stripe (the filter is valid-region only, so there is no
     border). ``compute=False`` only pools the rows on to the next scale (scale 0 when its terms are shared);
     with ``heat``, the stripe's SSIM map (mean over channels) is written into its rows.
@@ -164,8 +165,8 @@ class _Scale(StreamedScale):
         self.top = 0
         self.window: RowWindow | None = None
         if compute:
-            buffer = _WORKSPACE.get(f"window{index}", (5 * channels, rows + _BAND.halo, width), device)
-            self.window = RowWindow(buffer, rows=rows, halo=_BAND.halo)
+            buffer = _WORKSPACE.get(f"window{index}", (rows + _BAND.halo, 5 * channels, _BAND.stride(width)), device)
+            self.window = RowWindow(buffer, rows=rows, halo=_BAND.halo, width=width)
         # float64 running sums per channel: contrast-structure, then SSIM
         self.sums = torch.zeros(2 * channels, dtype=torch.float64, device=device)
 
@@ -180,11 +181,11 @@ class _Scale(StreamedScale):
         while done < n:
             m = min(n - done, window.free)
             dst = window.take(m)
-            dst[: 2 * c].copy_(rows[:, done : done + m])
-            x, y = dst[:c], dst[c : 2 * c]
-            torch.mul(x, x, out=dst[2 * c : 3 * c])
-            torch.mul(y, y, out=dst[3 * c : 4 * c])
-            torch.mul(x, y, out=dst[4 * c :])
+            dst[:, : 2 * c].copy_(rows[:, done : done + m].permute(1, 0, 2))
+            x, y = dst[:, :c], dst[:, c : 2 * c]
+            torch.mul(x, x, out=dst[:, 2 * c : 3 * c])
+            torch.mul(y, y, out=dst[:, 3 * c : 4 * c])
+            torch.mul(x, y, out=dst[:, 4 * c :])
             done += m
             if window.full:
                 self._stripe(window.rows)
@@ -205,26 +206,24 @@ class _Scale(StreamedScale):
         assert self.window is not None
         c = self.channels
         rows = _BAND.rows(count)
-        shape = (5 * c, rows, _BAND.stride(self.width))
+        shape = (rows, 5 * c, _BAND.stride(self.width))
         filtered = _BAND(
-            self.window.buffer[:, : rows + _BAND.halo],
+            self.window.buffer[: rows + _BAND.halo],
             out=_WORKSPACE.get("filtered", shape, self.device),
             tmp=_WORKSPACE.get("filter_tmp", shape, self.device),
-        )[:, :count, : self.out_width]
-        mu_x, mu_y, e_xx, e_yy, e_xy = (filtered[k * c : (k + 1) * c] for k in range(5))
-        mu_xy = mu_x * mu_y
-        mu_xx = mu_x.square()
-        mu_yy = mu_y.square_()
-        # contrast-structure: (2 cov_xy + C2) / (var_x + var_y + C2)
-        cs = e_xy.sub_(mu_xy).mul_(2.0).add_(C2)
-        cs.div_(e_yy.sub_(mu_yy).add_(e_xx.sub_(mu_xx)).add_(C2))
-        self.sums[:c] += cs.sum(dim=(1, 2))
+        )[:count, :, : self.out_width]
+        mu_x, mu_y, e_xx, e_yy, e_xy = (filtered[:, k * c : (k + 1) * c] for k in range(5))
+        # contrast-structure: (2 cov_xy + C2) / (var_x + var_y + C2), the three (co)variances computed alike
+        cs = e_xy.addcmul_(mu_x, mu_y, value=-1.0).mul_(2.0).add_(C2)
+        cs.div_(e_xx.addcmul_(mu_x, mu_x, value=-1.0).add_(e_yy.addcmul_(mu_y, mu_y, value=-1.0)).add_(C2))
+        self.sums[:c] += cs.sum(dim=(0, 2))
         if self.luminance:
             # luminance: (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1), times cs
-            ssim = mu_xy.mul_(2.0).add_(C1).div_(mu_yy.add_(mu_xx).add_(C1)).mul_(cs)
-            self.sums[c:] += ssim.sum(dim=(1, 2))
+            ssim = torch.mul(mu_x, mu_y).mul_(2.0).add_(C1)
+            ssim.div_(mu_x.square_().add_(mu_y.square_()).add_(C1)).mul_(cs)
+            self.sums[c:] += ssim.sum(dim=(0, 2))
             if self.heat is not None:
-                torch.mean(ssim, dim=0, out=self.heat[self.top : self.top + count])
+                torch.mean(ssim, dim=1, out=self.heat[self.top : self.top + count])
         self.top += count
 
     def means(self) -> tuple["torch.Tensor", "torch.Tensor"]:

@@ -107,11 +107,7 @@ _NEG_CBRT_BIAS = -float(np.cbrt(np.float64(_BIAS)))
 _XYB = np.array([[7.0, -7.0, 0.0], [0.5, 0.5, 0.0], [-0.5, -0.5, 1.0]], dtype=np.float32)
 _XYB_OFFSET = np.array([[0.42], [0.01 + _NEG_CBRT_BIAS], [0.55]], dtype=np.float32)
 
-# sRGB decoding without a per-sample branch: below the threshold the power branch is clamped to its value
-# there (_SRGB_KNEE) and above it the linear branch is clamped to the same value, so their sum minus that
-# value is whichever branch applies.
 _SRGB_THRESHOLD = 0.04045
-_SRGB_KNEE = _SRGB_THRESHOLD / 12.92
 
 _WORKSPACE = Workspace()
 
@@ -167,11 +163,26 @@ def srgb_to_linear(srgb: torch.Tensor, out: torch.Tensor | None = None) -> torch
     Written without a mask (``torch.where`` costs ten times an addition here) and with the power as
     ``exp(2.4 log(.))`` (a quarter of ``pow``'s cost, within 1e-6 relative). ``out`` gets the result.
     """
-    high = torch.clamp_min(srgb, _SRGB_THRESHOLD).add_(0.055).mul_(1.0 / 1.055).log_().mul_(2.4).exp_()
     if out is None:
-        out = torch.empty_like(srgb, dtype=torch.float32)
-    torch.clamp_max(srgb, _SRGB_THRESHOLD, out=out).mul_(1.0 / 12.92)
-    return out.add_(high).sub_(_SRGB_KNEE)
+        out = torch.empty(srgb.shape, dtype=torch.float32, device=srgb.device)
+    _decode_srgb([srgb], out)
+    return out
+
+
+def _decode_srgb(sources: list[torch.Tensor], out: torch.Tensor) -> None:
+    """:func:`srgb_to_linear` of several ``C x n x W`` tensors into consecutive planes of ``out``: one chain
+    of operations for all of them. Below the threshold the power branch is clamped to its value there (the
+    knee, ``0.04045 / 12.92``) and above it the linear branch is clamped to the same value, so
+    ``knee + power(max(v, t)) - knee + (min(v, t) - t) / 12.92`` is whichever branch applies."""
+    high = _WORKSPACE.get("srgb_high", tuple(out.shape), out.device)
+    k = 0
+    for src in sources:
+        c = src.shape[0]
+        torch.clamp_min(src, _SRGB_THRESHOLD, out=high[k : k + c])
+        torch.clamp_max(src, _SRGB_THRESHOLD, out=out[k : k + c])
+        k += c
+    high.add_(0.055).mul_(1.0 / 1.055).log_().mul_(2.4).exp_()
+    torch.add(high, out.sub_(_SRGB_THRESHOLD), alpha=1.0 / 12.92, out=out)
 
 
 def linear_to_xyb(linear: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -180,14 +191,12 @@ def linear_to_xyb(linear: torch.Tensor, out: torch.Tensor | None = None) -> torc
     With ``m_i = cbrt(max(M rgb + bias, 0))``: ``X' = 7 (m0 - m1) + 0.42``,
     ``Y' = (m0 + m1) / 2 - cbrt(bias) + 0.01``, ``B' = m2 - (m0 + m1) / 2 + 0.55`` (the cube root of the
     bias cancels in X' and B'). Both linear maps are matrix products (block-diagonal over the images); the
-    cube root is ``exp(log(.) / 3)``, within 2e-7 relative. ``linear`` and ``out`` need contiguous rows
-    (``out`` may be rows of a taller buffer).
+    cube root is ``exp(log(.) / 3)``, within 2e-7 relative. ``linear`` needs contiguous rows.
     """
     c, h, w = linear.shape
-    if out is None:
-        out = torch.empty((c, h, w), dtype=torch.float32, device=linear.device)
-    _xyb_from_roots(_cube_roots(linear), out)
-    return out
+    xyb = torch.empty((c, h, w), dtype=torch.float32, device=linear.device)
+    _xyb_from_roots(_cube_roots(linear), xyb)
+    return xyb if out is None else out.copy_(xyb)
 
 
 def _cube_roots(linear: torch.Tensor) -> torch.Tensor:
@@ -198,18 +207,10 @@ def _cube_roots(linear: torch.Tensor) -> torch.Tensor:
 
 
 def _xyb_from_roots(roots: torch.Tensor, out: torch.Tensor) -> None:
-    """The XYB planes from (columns of) :func:`_cube_roots` straight into ``out`` (``3k x h x w``)."""
+    """The XYB planes from :func:`_cube_roots` into ``out`` (contiguous ``3k x h x w``)."""
     c, h, w = out.shape
     _, _, to_xyb, offset = _xyb_matrices(c // 3, out.device)
-    torch.addmm(offset, to_xyb, roots, out=out.view(c, h * w) if out.is_contiguous() else _rows_as_matrix(out))
-
-
-def _rows_as_matrix(t: torch.Tensor) -> torch.Tensor:
-    """``c x h x w`` with contiguous ``h x w`` blocks (rows of a taller buffer) as a ``c x (h w)`` view."""
-    c, h, w = t.shape
-    if t.stride(2) != 1 or t.stride(1) != w:
-        raise ValueError(f"rows of shape {tuple(t.shape)} and strides {t.stride()} are not contiguous blocks")
-    return t.as_strided((c, h * w), (t.stride(0), 1), t.storage_offset())
+    torch.addmm(offset, to_xyb, roots, out=out.view(c, h * w))
 
 
 _XYB_MATRICES: dict[tuple[int, str, int | None], tuple[torch.Tensor, ...]] = {}
@@ -273,23 +274,18 @@ def _plans(n_scales: int) -> tuple[_Plan, ...]:
 
 
 def _take(t: torch.Tensor, planes: tuple[int, ...], among: tuple[int, ...] = (0, 1, 2)) -> torch.Tensor:
-    """Planes ``planes`` of ``t``, whose planes are ``among``; a view when they are consecutive."""
+    """Planes ``planes`` of ``t`` (``rows x planes x width``), whose planes are ``among``; a view when they
+    are consecutive."""
     pos = [among.index(p) for p in planes]
     if not pos or pos == list(range(pos[0], pos[0] + len(pos))):
         start = pos[0] if pos else 0
-        return t[start : start + len(pos)]
-    return t[pos]
+        return t[:, start : start + len(pos)]
+    return t[:, pos]
 
 
 # ----------------------------------------------------------------------------------------------------
 # One scale of the stream
 # ----------------------------------------------------------------------------------------------------
-
-
-def _power_sums(maps: torch.Tensor) -> torch.Tensor:
-    """``sum(d)`` then ``sum(d^4)`` of each ``h x w`` map in ``k x h x w``: ``2k`` float32 values."""
-    fourth = maps.square().square_()
-    return torch.cat([maps.sum(dim=(1, 2)), fourth.sum(dim=(1, 2))])
 
 
 @dataclass(frozen=True)
@@ -306,7 +302,8 @@ class _Scale(StreamedScale):
 
     Window planes, all XYB: ``[ref (3), dist (3), ref^2, dist^2, ref * dist]``, the last three for the
     SSIM' planes of the plan only. Window row ``i`` holds image row ``top - R + i`` (``R`` the blur radius,
-    4), so the first stripe starts with ``R`` zero rows: libjxl's zero border above the image.
+    4), so the first stripe starts with ``R`` zero rows: libjxl's zero border above the image. The zero
+    padding columns of the window are the zero border at the right (and, through the band matrices, left).
     """
 
     def __init__(
@@ -337,27 +334,29 @@ class _Scale(StreamedScale):
         self.band = band_filter(_SIGMA)
         self.radius = self.band.halo // 2
         self.planes = 6 + 3 * len(plan.ssim)
-        buffer = _WORKSPACE.get(f"window{index}", (self.planes, rows + self.band.halo, width), device)
-        self.window = RowWindow(buffer, rows=rows, halo=self.band.halo)
+        stride = self.band.stride(width)
+        buffer = _WORKSPACE.get(f"window{index}", (rows + self.band.halo, self.planes, stride), device)
+        self.window = RowWindow(buffer, rows=rows, halo=self.band.halo, width=width)
         self.window.zeros(self.radius)
         self.top = 0  # first output row of the current stripe
-        # Running sums, float64: per plane of the plan, sum(d) and sum(d^4), SSIM' then edge planes
-        # (artifact max(d1, 0), then detail lost min(d1, 0)).
-        self.sums = torch.zeros(2 * len(plan.ssim) + 4 * len(plan.edge), dtype=torch.float64, device=device)
+        # Running sums, float64: sum(d) and sum(d^4) of each plane of the stripe's maps (see _kinds).
+        self.sums = torch.zeros((2, len(plan.ssim) + 2 * len(plan.edge)), dtype=torch.float64, device=device)
 
     def _consume(self, rows: torch.Tensor) -> None:
         n_ssim = len(self.plan.ssim)
-        roots = _cube_roots(rows)  # both images at once: 6 x (n width)
-        done, n, w = 0, rows.shape[1], self.width
+        n = rows.shape[1]
+        xyb = _WORKSPACE.get("xyb", (6, n, self.width), self.device)
+        _xyb_from_roots(_cube_roots(rows), xyb)  # both images at once
+        done = 0
         while done < n:
             m = min(n - done, self.window.free)
             dst = self.window.take(m)
-            _xyb_from_roots(roots[:, done * w : (done + m) * w], dst[0:6])
+            dst[:, 0:6].copy_(xyb[:, done : done + m].permute(1, 0, 2))
             if n_ssim:
-                a, b = _take(dst[0:3], self.plan.ssim), _take(dst[3:6], self.plan.ssim)
-                torch.mul(a, a, out=dst[6 : 6 + n_ssim])
-                torch.mul(b, b, out=dst[6 + n_ssim : 6 + 2 * n_ssim])
-                torch.mul(a, b, out=dst[6 + 2 * n_ssim :])
+                a, b = _take(dst[:, 0:3], self.plan.ssim), _take(dst[:, 3:6], self.plan.ssim)
+                torch.mul(a, a, out=dst[:, 6 : 6 + n_ssim])
+                torch.mul(b, b, out=dst[:, 6 + n_ssim : 6 + 2 * n_ssim])
+                torch.mul(a, b, out=dst[:, 6 + 2 * n_ssim :])
             done += m
             if self.window.full:
                 self._stripe(self.window.rows)
@@ -379,59 +378,62 @@ class _Scale(StreamedScale):
         """Blur the window, compute the error maps of its first ``count`` output rows and pool them."""
         plan, band, w = self.plan, self.band, self.width
         rows = band.rows(count)
-        shape = (self.planes, rows, band.stride(w))
+        shape = (rows, self.planes, band.stride(w))
         blurred = band(
-            self.window.buffer[:, : rows + band.halo],
+            self.window.buffer[: rows + band.halo],
             out=_WORKSPACE.get("blurred", shape, self.device),
             tmp=_WORKSPACE.get("blur_tmp", shape, self.device),
-        )[:, :count, :w]
-        xyb = self.window.buffer[:, self.radius : self.radius + count, :w]
-        mu1, mu2 = blurred[0:3], blurred[3:6]
-        sums: list[torch.Tensor] = []
-        maps: list[tuple[int, tuple[int, ...], torch.Tensor]] = []
+        )[:count, :, :w]
+        xyb = self.window.buffer[self.radius : self.radius + count, :, :w]
+        mu1, mu2 = blurred[:, 0:3], blurred[:, 3:6]
+        n_ssim, n_edge = len(plan.ssim), len(plan.edge)
+        # Every map of the stripe, side by side: SSIM' planes, artifact planes, detail-lost planes.
+        maps = _WORKSPACE.get("maps", (count, n_ssim + 2 * n_edge, w), self.device)
 
-        n_ssim = len(plan.ssim)
         if n_ssim:
             # SSIM' without the luminance denominator, as the C++ computes it:
             # d = 1 - (1 - (mu1 - mu2)^2) * (2 (s12 - mu1 mu2) + C2) / ((s11 - mu1^2) + (s22 - mu2^2) + C2)
+            # The three covariance terms are computed alike (addcmul), so identical images give d = 0 exactly.
             m1, m2 = _take(mu1, plan.ssim), _take(mu2, plan.ssim)
-            s11 = blurred[6 : 6 + n_ssim]
-            s22 = blurred[6 + n_ssim : 6 + 2 * n_ssim]
-            s12 = blurred[6 + 2 * n_ssim :]
-            num_s = s12.sub_(m1 * m2).mul_(2.0).add_(_C2)
-            denom_s = s22.sub_(m2 * m2).add_(s11.sub_(m1 * m1)).add_(_C2)
-            ssim = torch.sub(m1, m2).square_().neg_().add_(1.0).mul_(num_s)
-            ssim.div_(denom_s).neg_().add_(1.0).clamp_min_(0.0)
-            sums.append(_power_sums(ssim))
-            maps.append((0, plan.ssim, ssim))
+            s11 = blurred[:, 6 : 6 + n_ssim]
+            s22 = blurred[:, 6 + n_ssim : 6 + 2 * n_ssim]
+            s12 = blurred[:, 6 + 2 * n_ssim :]
+            ratio = s12.addcmul_(m1, m2, value=-1.0).mul_(2.0).add_(_C2)
+            ratio.div_(s11.addcmul_(m1, m1, value=-1.0).add_(s22.addcmul_(m2, m2, value=-1.0)).add_(_C2))
+            # 1 - (1 - dm) ratio, as 1 - (ratio - ratio dm)
+            ratio.addcmul_(ratio, torch.sub(m1, m2).square_(), value=-1.0).neg_().add_(1.0)
+            torch.clamp_min(ratio, 0.0, out=maps[:, :n_ssim])
 
-        edge = plan.edge
-        if edge:
+        if n_edge:
             # (1 + |img2 - mu2|) / (1 + |img1 - mu1|) - 1, written as (e2 - e1) / (1 + e1).
-            e1 = torch.sub(_take(xyb[0:3], edge), _take(mu1, edge)).abs_()
-            d1 = torch.sub(_take(xyb[3:6], edge), _take(mu2, edge)).abs_()
+            e1 = torch.sub(_take(xyb[:, 0:3], plan.edge), _take(mu1, plan.edge)).abs_()
+            d1 = torch.sub(_take(xyb[:, 3:6], plan.edge), _take(mu2, plan.edge)).abs_()
             d1.sub_(e1).div_(e1.add_(1.0))
-            # artifact: edges the original does not have; detail lost: edges the distorted lacks (its sums
-            # come out negated, and the 4th powers are the same).
-            artifact = torch.clamp_min(d1, 0.0)
-            detail = d1.clamp_max_(0.0)
-            sums += [_power_sums(artifact), _power_sums(detail)]
-            maps += [(1, edge, artifact), (2, edge, detail)]
+            # artifact: edges the original does not have; detail lost: edges the distorted lacks (kept as
+            # min(d1, 0): its sums come out negated, and the 4th powers are the same).
+            torch.clamp_min(d1, 0.0, out=maps[:, n_ssim : n_ssim + n_edge])
+            torch.clamp_max(d1, 0.0, out=maps[:, n_ssim + n_edge :])
 
-        self.sums += torch.cat(sums)
         if self.heat is not None:
             self._add_heat(self.heat, maps, count)
+        # 1-norm and 4-norm sums, float32 within the stripe, float64 across stripes
+        self.sums[0] += maps.sum(dim=(0, 2))
+        self.sums[1] += maps.square_().square_().sum(dim=(0, 2))
         self.top += count
 
-    def _add_heat(self, heat: _Heat, maps: list[tuple[int, tuple[int, ...], torch.Tensor]], count: int) -> None:
+    def _kinds(self) -> list[tuple[int, int]]:
+        """(map kind, plane) of each plane of the stripe's maps: SSIM', artifact, detail lost."""
+        plan = self.plan
+        return [(0, p) for p in plan.ssim] + [(1, p) for p in plan.edge] + [(2, p) for p in plan.edge]
+
+    def _add_heat(self, heat: _Heat, maps: torch.Tensor, count: int) -> None:
         """Add this stripe's weighted maps to the full-resolution heat map, upsampled by pixel replication."""
         combined = torch.zeros((count, self.width), dtype=torch.float32, device=self.device)
-        for kind, planes, values in maps:
-            for i, plane in enumerate(planes):
-                weight = float(heat.weights[plane, self.index, kind])
-                if weight:
-                    # detail-lost values are held negated (min(d1, 0)); the map shows max(-d1, 0)
-                    combined.add_(values[i], alpha=-weight if kind == 2 else weight)
+        for i, (kind, plane) in enumerate(self._kinds()):
+            weight = float(heat.weights[plane, self.index, kind])
+            if weight:
+                # detail-lost values are held negated (min(d1, 0)); the map shows max(-d1, 0)
+                combined.add_(maps[:, i], alpha=-weight if kind == 2 else weight)
         s = self.index
         height, width = heat.total.shape
         first, last = self.top << s, min((self.top + count) << s, height)
@@ -441,17 +443,12 @@ class _Scale(StreamedScale):
 
     def pooled(self) -> torch.Tensor:
         """``3 maps x 3 planes x 2 norms`` (1-norm, 4-norm), float64; zeros for maps the plan skips."""
-        plan = self.plan
         n = float(self.height * self.width)
         out = torch.zeros((3, 3, 2), dtype=torch.float64, device=self.device)
-        sums = self.sums.abs() / n  # detail-lost 1-norm sums are negated
-        k = 0
-        for kind, planes in ((0, plan.ssim), (1, plan.edge), (2, plan.edge)):
-            p = len(planes)
-            if p:
-                out[kind, list(planes), 0] = sums[k : k + p]
-                out[kind, list(planes), 1] = sums[k + p : k + 2 * p].sqrt().sqrt()
-                k += 2 * p
+        means = self.sums / n
+        for i, (kind, plane) in enumerate(self._kinds()):
+            out[kind, plane, 0] = means[0, i].abs()  # detail-lost sums are negated
+            out[kind, plane, 1] = means[1, i].sqrt().sqrt()
         return out
 
 
@@ -527,9 +524,7 @@ def _subscores(state: SSIMULACRA2State, distorted: torch.Tensor, heat: torch.Ten
     top = 0
     while top < h:
         n = min(first.free, h - top)
-        rows = first.take(n)
-        srgb_to_linear(state.planes[:, top : top + n], out=rows[0:3])
-        srgb_to_linear(dist[:, top : top + n], out=rows[3:6])
+        _decode_srgb([state.planes[:, top : top + n], dist[:, top : top + n]], first.take(n))
         first.commit()
         top += n
     first.finish()
