@@ -251,6 +251,24 @@ def test_prepared_state_keeps_no_copy(kodak) -> None:
         assert planes.data_ptr() == ref.data_ptr(), cls.__name__
 
 
+def test_stripe_height_does_not_change_values(kodak, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stripes of one block (16 rows) against one stripe per scale, on odd sizes: the same values up to float32
+    summation order, and the same full-size SSIM map."""
+    from optimizer.metrics import _stripes
+
+    ref = kodak["kodim04.png"][13:290, 7:222]  # 215 x 277
+    dist = _jpeg(ref, 30)
+    x, y = _t(ref), _t(dist)
+    metrics = (SSIM(), MSSSIM(), PSNR())
+    whole = [m(x, y) for m in metrics]
+    ssim_map = SSIM().compute_map(SSIM().prepare(x, {}), y, {})
+    monkeypatch.setattr(_stripes, "STRIPE_SAMPLES", 1)
+    thin = [m(x, y) for m in metrics]
+    assert thin == pytest.approx(whole, abs=1e-7)
+    assert np.abs(SSIM().compute_map(SSIM().prepare(x, {}), y, {}) - ssim_map).max() < 1e-6
+    assert thin[1] == pytest.approx(_pytorch_msssim(ref, dist), abs=TOL)
+
+
 def test_registry_builds_these_classes() -> None:
     for name, cls in (("psnr", PSNR), ("ssim", SSIM), ("ms_ssim", MSSSIM)):
         metric = create_metric(name)

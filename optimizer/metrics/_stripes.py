@@ -33,9 +33,11 @@ STRIPE_SAMPLES = 1 << 16
 Odd = Literal["replicate", "zero_first"]
 
 
-def stripe_rows(width: int, height: int, samples: int = STRIPE_SAMPLES) -> int:
-    """Output rows per stripe for a scale ``width`` wide: about ``samples`` per plane, whole blocks, and no
-    more than the scale needs (so small images and coarse scales are one stripe)."""
+def stripe_rows(width: int, height: int, samples: int | None = None) -> int:
+    """Output rows per stripe for a scale ``width`` wide: about ``samples`` (default :data:`STRIPE_SAMPLES`)
+    per plane, whole blocks, and no more than the scale needs (so small images and coarse scales are one
+    stripe)."""
+    samples = STRIPE_SAMPLES if samples is None else samples
     rows = max(BLOCK, samples // max(width, 1) // BLOCK * BLOCK)
     return min(rows, -(-height // BLOCK) * BLOCK)
 
