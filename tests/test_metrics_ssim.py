@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from optimizer.errors import ImageSizeMismatchError, InvalidImageError
+from optimizer.errors import ImageSizeMismatchError, InvalidImageError, InvalidParameterError
 from optimizer.metrics import create_metric, get_spec
 from optimizer.metrics._gaussian import BandFilter, gaussian_taps
 from optimizer.metrics.ssim import MS_SSIM_WEIGHTS, MSSSIM, PSNR, SSIM, _reflected, ms_ssim_scales
@@ -226,7 +226,8 @@ def test_sharing_in_either_order(kodak) -> None:
             got = {m.name: m.compute(s, dist, pair_shared) for m, s in zip(metrics, states)}
             assert got == alone, order
             assert "gauss1.5:ssim_cs:scale0@cpu" in pair_shared
-        assert not ref_shared  # nothing per pixel is kept for the reference: memory stays bounded
+        caches = ref_shared["gauss1.5:cache@cpu"]  # the reference side, kept once for both (it fits the budget)
+        assert all(a is b for state in states for a, b in zip(state.caches, caches))
 
 
 def test_shared_scale0_terms_are_used(kodak) -> None:
@@ -267,6 +268,26 @@ def test_stripe_height_does_not_change_values(kodak, monkeypatch: pytest.MonkeyP
     assert thin == pytest.approx(whole, abs=1e-7)
     assert np.abs(SSIM().compute_map(SSIM().prepare(x, {}), y, {}) - ssim_map).max() < 1e-6
     assert thin[1] == pytest.approx(_pytorch_msssim(ref, dist), abs=TOL)
+
+
+def test_reference_cache_within_budget_gives_the_streamed_values(kodak) -> None:
+    """A reference whose statistics fit the budget is prepared once (shared by SSIM and MS-SSIM); one that
+    does not is recomputed with each candidate. Both give the same values, bitwise, and identity stays 1."""
+    ref = _t(kodak["kodim01.png"][:301, :411])
+    shared: dict = {}
+    cached = [SSIM(), MSSSIM()]
+    streamed = [SSIM(reference_cache_bytes=0), MSSSIM(reference_cache_bytes=0)]
+    kept = [m.prepare(ref, shared) for m in cached]
+    fresh = [m.prepare(ref, {}) for m in streamed]
+    assert all(s.caches is not None for s in kept) and all(s.caches is None for s in fresh)
+    assert len(kept[1].caches) == 5 and kept[0].caches[0] is kept[1].caches[0]
+    for dist in (_t(_jpeg(kodak["kodim01.png"][:301, :411], 20)), _t(_noisy(kodak["kodim01.png"][:301, :411], 0.05))):
+        assert [m.compute(s, dist, {}) for m, s in zip(cached, kept)] == [
+            m.compute(s, dist, {}) for m, s in zip(streamed, fresh)
+        ]
+    assert [m.compute(s, ref.clone(), {}) for m, s in zip(cached, kept)] == [1.0, 1.0]
+    with pytest.raises(InvalidParameterError, match="reference_cache_bytes must be >= 0"):
+        MSSSIM(reference_cache_bytes=-5)
 
 
 def test_registry_builds_these_classes() -> None:

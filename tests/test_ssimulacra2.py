@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from optimizer.errors import ImageSizeMismatchError, InvalidImageError
+from optimizer.errors import ImageSizeMismatchError, InvalidImageError, InvalidParameterError
 from optimizer.imageio import load_image
 from optimizer.metrics import _stripes as stripes
 from optimizer.metrics import create_metric, get_spec
@@ -345,6 +345,30 @@ def test_workspace_is_bounded_whatever_the_image_height() -> None:
         sizes.append(ssim2._WORKSPACE.nbytes())
     assert sizes[1] < 1.25 * sizes[0], sizes
     assert sizes[1] < 40 * 2**20, sizes  # against 6000 x 1024 x 12 bytes = 74 MB for one float32 image
+
+
+def test_reference_cache_within_budget_gives_the_streamed_scores(odd_crop: torch.Tensor) -> None:
+    """A reference that fits the budget is prepared once (its side of every map kept per scale); one that
+    does not is recomputed with each candidate. Both give the same scores and maps, bitwise, and identical
+    images still score exactly 100."""
+    cached, streamed = SSIMULACRA2(), SSIMULACRA2(reference_cache_bytes=0)
+    kept, fresh = cached.prepare(odd_crop, {}), streamed.prepare(odd_crop, {})
+    assert kept.caches is not None and fresh.caches is None
+    assert sum(c.numel() * 4 for c in kept.caches) == ssim2.cache_bytes(251, 333)
+    assert ssim2.cache_bytes(251, 333) == pytest.approx(40 * 251 * 333, rel=0.2)
+    for q in (15, 60, 95):
+        dist = _jpeg(odd_crop, q)
+        assert cached.compute(kept, dist, {}) == streamed.compute(fresh, dist, {})
+    dist = _jpeg(odd_crop, 40)
+    np.testing.assert_array_equal(cached.compute_map(kept, dist, {}), streamed.compute_map(fresh, dist, {}))
+    assert cached.compute(kept, odd_crop.clone(), {}) == 100.0
+    just_too_small = SSIMULACRA2(reference_cache_bytes=ssim2.cache_bytes(251, 333) - 1)
+    assert just_too_small.prepare(odd_crop, {}).caches is None
+
+
+def test_negative_cache_budget_is_refused() -> None:
+    with pytest.raises(InvalidParameterError, match="reference_cache_bytes must be >= 0, got -1"):
+        SSIMULACRA2(reference_cache_bytes=-1)
 
 
 def test_tiled_image_scores_like_a_single_one(kodak_dir: Path) -> None:

@@ -24,11 +24,16 @@ from ._gaussian import BLOCK, Workspace
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["STRIPE_SAMPLES", "RowWindow", "StreamedScale", "pool_pairs", "stripe_rows"]
+__all__ = ["REFERENCE_CACHE_BYTES", "STRIPE_SAMPLES", "RowWindow", "StreamedScale", "pool_pairs", "stripe_rows"]
 
 #: Samples per plane in one stripe. Large enough that each tensor operation amortises its dispatch and
 #: thread start-up (a few microseconds), small enough that a stripe's dozen planes stay in the L2 cache.
 STRIPE_SAMPLES = 1 << 16
+
+#: Default budget, per metric, for keeping the reference's side of the error maps between candidates.
+#: Small references (the usual tuning corpus) fit and each candidate costs a third less; photo-size ones do
+#: not, and are recomputed with every candidate so that memory stays bounded.
+REFERENCE_CACHE_BYTES = 64 << 20
 
 Odd = Literal["replicate", "zero_first"]
 

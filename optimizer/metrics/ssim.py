@@ -38,11 +38,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from ..errors import ImageSizeMismatchError, InvalidImageError
+from ..errors import ImageSizeMismatchError, InvalidImageError, InvalidParameterError
 from ._gaussian import BandFilter, Workspace, gaussian_taps
-from ._stripes import RowWindow, StreamedScale, stripe_rows
+from ._stripes import REFERENCE_CACHE_BYTES, RowWindow, StreamedScale, stripe_rows
 from .base import Metric
 from .registry import get_spec
 
@@ -119,14 +119,42 @@ def ms_ssim_scales(height: int, width: int) -> int:
 # --------------------------------------------------------------------------------------- the stream
 
 
-class _Scale(StreamedScale):
-    """One SSIM scale: ``2C`` planes come in (reference then distorted), per-channel sums accumulate.
+Role = Literal["pair", "reference", "distorted"]
 
-    Window planes (rows interleaved): ``[x (C), y (C), x^2, y^2, x y]``. Window row ``i`` holds image row
-    ``top + i``, where
-    ``top`` is the first valid output row of the stripe (the filter is valid-region only, so there is no
-    border). ``compute=False`` only pools the rows on to the next scale (scale 0 when its terms are shared);
-    with ``heat``, the stripe's SSIM map (mean over channels) is written into its rows.
+
+@dataclass(frozen=True, eq=False)
+class _ScaleCache:
+    """The reference at one scale: its planes (``C x H x W``; None at full resolution, where the reference
+    itself serves) and, over the valid region, its local mean and variance (``h x 2C x w``, rows
+    interleaved: ``[mu_x (C), var_x (C)]``)."""
+
+    image: "torch.Tensor | None"
+    stats: "torch.Tensor"
+
+
+def _cache_bytes(channels: int, sizes: list[tuple[int, int]]) -> int:
+    """Bytes of the reference caches at these scale sizes (about 36 per pixel for RGB)."""
+    total = 0
+    for k, (h, w) in enumerate(sizes):
+        total += 4 * 2 * channels * (h - WIN_SIZE + 1) * (w - WIN_SIZE + 1)
+        if k:
+            total += 4 * channels * h * w
+    return total
+
+
+class _Scale(StreamedScale):
+    """One SSIM scale, in one of three roles; per-channel sums of its terms accumulate.
+
+    ``pair``: ``2C`` planes come in (reference then distorted). ``reference``: the reference alone, at
+    prepare time, filling ``cache`` (its planes at this scale, its local mean and variance). ``distorted``:
+    the distorted image alone, its terms completed from ``cache`` and ``ref_planes``.
+
+    Window planes (rows interleaved), by role: pair ``[x (C), y (C), x^2, y^2, x y]``; distorted
+    ``[y, y^2, x y]``; reference ``[x, x^2, unused]`` (the same slots as a distorted image's, so that identical
+    images get identical statistics). Window row ``i`` holds image row ``top + i``, where ``top`` is the
+    first valid output row of the stripe (the filter is valid-region only, so there is no border).
+    ``compute=False`` only pools the rows on to the next scale (scale 0 when its terms are shared); with
+    ``heat``, the stripe's SSIM map (mean over channels) is written into its rows.
     """
 
     def __init__(
@@ -137,9 +165,12 @@ class _Scale(StreamedScale):
         channels: int,
         next_scale: "_Scale | None",
         *,
-        compute: bool,
-        luminance: bool,
-        heat: "torch.Tensor | None",
+        role: Role = "pair",
+        cache: _ScaleCache | None = None,
+        ref_planes: "torch.Tensor | None" = None,
+        compute: bool = True,
+        luminance: bool = True,
+        heat: "torch.Tensor | None" = None,
         device: "torch.device",
     ) -> None:
         import torch
@@ -150,7 +181,7 @@ class _Scale(StreamedScale):
         super().__init__(
             height=height,
             width=width,
-            channels=2 * channels,
+            channels=2 * channels if role == "pair" else channels,
             rows=rows,
             next_scale=next_scale,
             odd="zero_first",
@@ -159,33 +190,66 @@ class _Scale(StreamedScale):
             device=device,
         )
         self.channels = channels
+        self.role = role
+        self.cache = cache
+        self.ref_planes = ref_planes
         self.compute = compute
         self.luminance = luminance
         self.heat = heat
         self.top = 0
+        self.row_in = 0  # image rows consumed so far
+        c = channels
+        # window slots (first plane of each group), None where the role has no such group
+        slots: tuple[int | None, int | None, int | None, int | None, int | None]
+        if role == "pair":
+            slots = (0, c, 2 * c, 3 * c, 4 * c)
+        elif role == "distorted":
+            slots = (None, 0, None, c, 2 * c)
+        else:
+            slots = (0, None, c, None, None)
+        self.x: int | None = slots[0]
+        self.y: int | None = slots[1]
+        self.xx: int | None = slots[2]
+        self.yy: int | None = slots[3]
+        self.xy: int | None = slots[4]
+        self.planes = 5 * c if role == "pair" else 3 * c
         self.window: RowWindow | None = None
         if compute:
-            buffer = _WORKSPACE.get(f"window{index}", (rows + _BAND.halo, 5 * channels, _BAND.stride(width)), device)
-            self.window = RowWindow(buffer, rows=rows, halo=_BAND.halo, width=width)
+            shape = (rows + _BAND.halo, self.planes, _BAND.stride(width))
+            self.window = RowWindow(
+                _WORKSPACE.get(f"window{index}", shape, device), rows=rows, halo=_BAND.halo, width=width
+            )
         # float64 running sums per channel: contrast-structure, then SSIM
         self.sums = torch.zeros(2 * channels, dtype=torch.float64, device=device)
 
     def _consume(self, rows: "torch.Tensor") -> None:
         import torch
 
+        c, n = self.channels, rows.shape[1]
+        if self.role == "reference" and self.cache is not None and self.cache.image is not None:
+            self.cache.image[:, self.row_in : self.row_in + n].copy_(rows)  # the pooled reference, kept
         window = self.window
         if window is None:
+            self.row_in += n
             return
-        c = self.channels
-        done, n = 0, rows.shape[1]
+        done = 0
         while done < n:
             m = min(n - done, window.free)
             dst = window.take(m)
-            dst[:, : 2 * c].copy_(rows[:, done : done + m].permute(1, 0, 2))
-            x, y = dst[:, :c], dst[:, c : 2 * c]
-            torch.mul(x, x, out=dst[:, 2 * c : 3 * c])
-            torch.mul(y, y, out=dst[:, 3 * c : 4 * c])
-            torch.mul(x, y, out=dst[:, 4 * c :])
+            dst[:, : rows.shape[0]].copy_(rows[:, done : done + m].permute(1, 0, 2))
+            if self.x is not None and self.xx is not None:
+                x = dst[:, self.x : self.x + c]
+                torch.mul(x, x, out=dst[:, self.xx : self.xx + c])
+            if self.y is not None and self.yy is not None and self.xy is not None:
+                y = dst[:, self.y : self.y + c]
+                torch.mul(y, y, out=dst[:, self.yy : self.yy + c])
+                if self.x is not None:
+                    x = dst[:, self.x : self.x + c]
+                else:
+                    assert self.ref_planes is not None
+                    x = self.ref_planes[:, self.row_in : self.row_in + m].permute(1, 0, 2)
+                torch.mul(x, y, out=dst[:, self.xy : self.xy + c])
+            self.row_in += m
             done += m
             if window.full:
                 self._stripe(window.rows)
@@ -196,7 +260,8 @@ class _Scale(StreamedScale):
             self._stripe(self.out_height - self.top)
 
     def _stripe(self, count: int) -> None:
-        """Filter the window and add the SSIM terms of its first ``count`` valid rows to the sums.
+        """Filter the window and add the SSIM terms of its first ``count`` valid rows to the sums (or, for the
+        reference role, keep the reference's statistics).
 
         The arithmetic is ordered so that ``y == x`` gives terms of exactly 1: every term is a sum of two
         equal values or twice a value, which float rounding preserves.
@@ -206,21 +271,36 @@ class _Scale(StreamedScale):
         assert self.window is not None
         c = self.channels
         rows = _BAND.rows(count)
-        shape = (rows, 5 * c, _BAND.stride(self.width))
+        shape = (rows, self.planes, _BAND.stride(self.width))
         filtered = _BAND(
             self.window.buffer[: rows + _BAND.halo],
             out=_WORKSPACE.get("filtered", shape, self.device),
             tmp=_WORKSPACE.get("filter_tmp", shape, self.device),
         )[:count, :, : self.out_width]
-        mu_x, mu_y, e_xx, e_yy, e_xy = (filtered[:, k * c : (k + 1) * c] for k in range(5))
+        if self.x is not None and self.xx is not None:
+            mu_x = filtered[:, self.x : self.x + c]
+            var_x = filtered[:, self.xx : self.xx + c].addcmul_(mu_x, mu_x, value=-1.0)
+            if self.role == "reference":
+                assert self.cache is not None
+                stats = self.cache.stats[self.top : self.top + count]
+                stats[:, :c].copy_(mu_x)
+                stats[:, c:].copy_(var_x)
+                self.top += count
+                return
+        else:
+            assert self.cache is not None
+            stats = self.cache.stats[self.top : self.top + count]
+            mu_x, var_x = stats[:, :c], stats[:, c:]
+        assert self.y is not None and self.yy is not None and self.xy is not None
+        mu_y, e_yy, e_xy = filtered[:, self.y : self.y + c], filtered[:, self.yy : self.yy + c], filtered[:, self.xy :]
         # contrast-structure: (2 cov_xy + C2) / (var_x + var_y + C2), the three (co)variances computed alike
         cs = e_xy.addcmul_(mu_x, mu_y, value=-1.0).mul_(2.0).add_(C2)
-        cs.div_(e_xx.addcmul_(mu_x, mu_x, value=-1.0).add_(e_yy.addcmul_(mu_y, mu_y, value=-1.0)).add_(C2))
+        cs.div_(e_yy.addcmul_(mu_y, mu_y, value=-1.0).add_(var_x).add_(C2))
         self.sums[:c] += cs.sum(dim=(0, 2))
         if self.luminance:
             # luminance: (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1), times cs
             ssim = torch.mul(mu_x, mu_y).mul_(2.0).add_(C1)
-            ssim.div_(mu_x.square_().add_(mu_y.square_()).add_(C1)).mul_(cs)
+            ssim.div_(torch.square(mu_x).add_(mu_y.square_()).add_(C1)).mul_(cs)
             self.sums[c:] += ssim.sum(dim=(0, 2))
             if self.heat is not None:
                 torch.mean(ssim, dim=1, out=self.heat[self.top : self.top + count])
@@ -232,34 +312,47 @@ class _Scale(StreamedScale):
         return self.sums[self.channels :] / n, self.sums[: self.channels] / n
 
 
+def _scale_sizes(height: int, width: int, scales: int) -> list[tuple[int, int]]:
+    """Sizes of ``scales`` MS-SSIM scales: each side halved, rounded up (odd sides are padded, then pooled)."""
+    sizes = [(height, width)]
+    for _ in range(scales - 1):
+        sizes.append(((sizes[-1][0] + 1) // 2, (sizes[-1][1] + 1) // 2))
+    return sizes
+
+
 def _stream(
     ref: "torch.Tensor",
-    dist: "torch.Tensor",
+    dist: "torch.Tensor | None",
     scales: int,
     *,
     first: bool = True,
+    caches: "tuple[_ScaleCache, ...] | None" = None,
     heat: "torch.Tensor | None" = None,
     pad: int = 0,
 ) -> list[_Scale]:
     """Stream ``C x H x W`` planes through ``scales`` scales; scale 0 computes its terms when ``first``.
 
-    ``pad`` reflects the images by that many samples first (scipy's ``'reflect'``, which repeats the edge
-    sample), row by row: the full-size SSIM map is the valid map of the padded images.
+    Roles: with ``dist`` and no ``caches``, both images (pair); with ``dist`` and ``caches``, the distorted
+    image against them; without ``dist``, the reference alone, filling ``caches``. ``pad`` reflects the
+    images by that many samples first (scipy's ``'reflect'``, which repeats the edge sample), row by row:
+    the full-size SSIM map is the valid map of the padded images (pair role only).
     """
-
     c, h, w = ref.shape
     device = ref.device
-    sizes = [(h + 2 * pad, w + 2 * pad)]
-    for _ in range(scales - 1):
-        sizes.append(((sizes[-1][0] + 1) // 2, (sizes[-1][1] + 1) // 2))
+    role: Role = "reference" if dist is None else ("distorted" if caches is not None else "pair")
+    sizes = _scale_sizes(h + 2 * pad, w + 2 * pad, scales)
     chain: list[_Scale] = []
     nxt: _Scale | None = None
     for k in reversed(range(scales)):
+        cache = None if caches is None else caches[k]
         nxt = _Scale(
             k,
             *sizes[k],
             c,
             nxt,
+            role=role,
+            cache=cache,
+            ref_planes=ref if cache is None or cache.image is None else cache.image,
             compute=first or k > 0,
             luminance=k == 0 or k == scales - 1,
             heat=heat if k == 0 else None,
@@ -275,17 +368,49 @@ def _stream(
     while top < height:
         n = min(top_scale.free, height - top)
         rows = top_scale.take(n)
-        if row_index is not None and col_index is not None:
-            index = row_index[top : top + n]
-            rows[:c].copy_(ref.index_select(1, index).index_select(2, col_index))
-            rows[c:].copy_(dist.index_select(1, index).index_select(2, col_index))
-        else:
-            rows[:c].copy_(ref[:, top : top + n])
-            rows[c:].copy_(dist[:, top : top + n])
+        sources = [ref, dist] if role == "pair" else [ref if dist is None else dist]
+        for k, planes in enumerate(s for s in sources if s is not None):
+            if row_index is not None and col_index is not None:
+                index = row_index[top : top + n]
+                rows[k * c : (k + 1) * c].copy_(planes.index_select(1, index).index_select(2, col_index))
+            else:
+                rows[k * c : (k + 1) * c].copy_(planes[:, top : top + n])
         top_scale.commit()
         top += n
     top_scale.finish()
     return chain
+
+
+def _reference_cache(
+    image: "torch.Tensor", scales: int, shared: dict[str, Any], budget: int
+) -> "tuple[_ScaleCache, ...] | None":
+    """The reference's caches for ``scales`` scales, through ``shared`` (SSIM and MS-SSIM build them once
+    between them), or None when they would take more than ``budget`` bytes."""
+    import torch
+
+    c, h, w = image.shape
+    sizes = _scale_sizes(h, w, scales)
+    if _cache_bytes(c, sizes) > budget:
+        return None
+    key = f"{_NS}:cache@{image.device}"
+    hit = shared.get(key)
+    known: tuple[_ScaleCache, ...] = ()
+    if isinstance(hit, tuple) and hit and hit[0].stats.shape[0] == h - WIN_SIZE + 1:
+        known = hit
+        if len(known) >= scales:
+            return known[:scales]
+    caches = known + tuple(
+        _ScaleCache(
+            image=None if k == 0 else torch.empty((c, sh, sw), dtype=torch.float32, device=image.device),
+            stats=torch.empty((sh - WIN_SIZE + 1, 2 * c, sw - WIN_SIZE + 1), dtype=torch.float32, device=image.device),
+        )
+        for k, (sh, sw) in enumerate(sizes)
+        if k >= len(known)
+    )
+    # With scale 0 already cached (by SSIM), it only pools its rows on; coarser scales are (re)computed.
+    _stream(image, None, scales, first=not known, caches=caches)
+    shared[key] = caches
+    return caches
 
 
 def _reflected(size: int, radius: int, device: "torch.device") -> "torch.Tensor":
@@ -304,13 +429,13 @@ def _reflected(size: int, radius: int, device: "torch.device") -> "torch.Tensor"
 
 
 def _full_scale_terms(
-    ref: "torch.Tensor", dist: "torch.Tensor", shared: dict[str, Any]
+    ref: "torch.Tensor", dist: "torch.Tensor", caches: "tuple[_ScaleCache, ...] | None", shared: dict[str, Any]
 ) -> tuple["torch.Tensor", "torch.Tensor"]:
     """Scale-0 per-channel (SSIM, cs) means, computed once per candidate and shared via ``shared``."""
     key = f"{_NS}:ssim_cs:scale0@{ref.device}"
     hit = shared.get(key)
     if hit is None:
-        hit = _stream(ref, dist, 1)[0].means()
+        hit = _stream(ref, dist, 1, caches=None if caches is None else caches[:1])[0].means()
         shared[key] = hit
     return cast("tuple[torch.Tensor, torch.Tensor]", hit)
 
@@ -356,34 +481,56 @@ class PSNR(Metric):
         return math.inf if mse == 0.0 else -10.0 * math.log10(mse)
 
 
+def _check_budget(value: int) -> int:
+    if value < 0:
+        raise InvalidParameterError(f"reference_cache_bytes must be >= 0, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class _SSIMState:
+    image: "torch.Tensor"  # the reference planes (the caller's tensor, not a copy)
+    caches: "tuple[_ScaleCache, ...] | None"
+
+
 class SSIM(Metric):
-    """SSIM, Gaussian window sigma 1.5, mean over RGB channels (see the module docstring)."""
+    """SSIM, Gaussian window sigma 1.5, mean over RGB channels (see the module docstring).
+
+    ``reference_cache_bytes``: the reference's local means and variances are kept between candidates when
+    they take at most this many bytes (24 per pixel; shared with MS-SSIM); 0 never keeps them.
+    """
 
     spec = get_spec("ssim")
 
-    def prepare(self, reference: "torch.Tensor", shared: dict[str, Any]) -> "torch.Tensor":
+    def __init__(
+        self, device: "torch.device | str | None" = None, *, reference_cache_bytes: int = REFERENCE_CACHE_BYTES
+    ) -> None:
+        super().__init__(device)
+        self.reference_cache_bytes = _check_budget(reference_cache_bytes)
+
+    def prepare(self, reference: "torch.Tensor", shared: dict[str, Any]) -> _SSIMState:
         import torch
 
         with torch.inference_mode():
             x = _as_planes(reference, self.device, "reference")
             _check_window_fits(x, "SSIM")
-            return x
+            return _SSIMState(image=x, caches=_reference_cache(x, 1, shared, self.reference_cache_bytes))
 
-    def _distorted(self, state: "torch.Tensor", distorted: "torch.Tensor") -> "torch.Tensor":
+    def _distorted(self, state: _SSIMState, distorted: "torch.Tensor") -> "torch.Tensor":
         y = _as_planes(distorted, self.device, "distorted image")
-        _check_same_size(state, y)
+        _check_same_size(state.image, y)
         return y
 
-    def compute(self, state: "torch.Tensor", distorted: "torch.Tensor", shared: dict[str, Any]) -> float:
+    def compute(self, state: _SSIMState, distorted: "torch.Tensor", shared: dict[str, Any]) -> float:
         import torch
 
         with torch.inference_mode():
             y = self._distorted(state, distorted)
-            ssim_c, _ = _full_scale_terms(state, y, shared)
+            ssim_c, _ = _full_scale_terms(state.image, y, state.caches, shared)
             values: list[float] = ssim_c.cpu().tolist()
         return sum(values) / len(values)
 
-    def compute_map(self, state: "torch.Tensor", distorted: "torch.Tensor", shared: dict[str, Any]) -> "np.ndarray":
+    def compute_map(self, state: _SSIMState, distorted: "torch.Tensor", shared: dict[str, Any]) -> "np.ndarray":
         """The full ``H x W`` SSIM map, mean over channels (float32), as skimage's ``full=True`` gives it.
 
         The border uses skimage's reflect padding; its valid interior is what the score averages.
@@ -392,9 +539,9 @@ class SSIM(Metric):
 
         with torch.inference_mode():
             y = self._distorted(state, distorted)
-            h, w = state.shape[-2:]
-            heat = torch.empty((h, w), dtype=torch.float32, device=state.device)
-            _stream(state, y, 1, heat=heat, pad=_RADIUS)
+            h, w = state.image.shape[-2:]
+            heat = torch.empty((h, w), dtype=torch.float32, device=state.image.device)
+            _stream(state.image, y, 1, heat=heat, pad=_RADIUS)
             return heat.cpu().numpy()
 
 
@@ -402,20 +549,30 @@ class SSIM(Metric):
 class _MSSSIMState:
     image: "torch.Tensor"
     weights: tuple[float, ...]
+    caches: "tuple[_ScaleCache, ...] | None"
 
 
 class MSSSIM(Metric):
     """MS-SSIM (Wang, Simoncelli, Bovik 2003), mean over RGB channels (see the module docstring).
 
     ``allow_fewer_scales=False`` makes images with a side of 160 pixels or less an error instead of being
-    scored on fewer scales with renormalised weights.
+    scored on fewer scales with renormalised weights. ``reference_cache_bytes``: the reference's pyramid and
+    local statistics are kept between candidates when they take at most this many bytes (about 36 per pixel;
+    shared with SSIM); 0 never keeps them.
     """
 
     spec = get_spec("ms_ssim")
 
-    def __init__(self, device: "torch.device | str | None" = None, *, allow_fewer_scales: bool = True) -> None:
+    def __init__(
+        self,
+        device: "torch.device | str | None" = None,
+        *,
+        allow_fewer_scales: bool = True,
+        reference_cache_bytes: int = REFERENCE_CACHE_BYTES,
+    ) -> None:
         super().__init__(device)
         self.allow_fewer_scales = allow_fewer_scales
+        self.reference_cache_bytes = _check_budget(reference_cache_bytes)
 
     def _weights(self, image: "torch.Tensor") -> tuple[float, ...]:
         h, w = image.shape[-2:]
@@ -438,7 +595,9 @@ class MSSSIM(Metric):
 
         with torch.inference_mode():
             x = _as_planes(reference, self.device, "reference")
-            return _MSSSIMState(image=x, weights=self._weights(x))
+            weights = self._weights(x)
+            caches = _reference_cache(x, len(weights), shared, self.reference_cache_bytes)
+            return _MSSSIMState(image=x, weights=weights, caches=caches)
 
     def compute(self, state: _MSSSIMState, distorted: "torch.Tensor", shared: dict[str, Any]) -> float:
         import torch
@@ -450,7 +609,7 @@ class MSSSIM(Metric):
             n = len(state.weights)
             key = f"{_NS}:ssim_cs:scale0@{x.device}"
             known = shared.get(key)
-            chain = _stream(x, y, n, first=known is None)
+            chain = _stream(x, y, n, first=known is None, caches=state.caches)
             if known is None:
                 known = chain[0].means()
                 shared[key] = known
