@@ -26,9 +26,12 @@ if TYPE_CHECKING:
 
 __all__ = ["REFERENCE_CACHE_BYTES", "STRIPE_SAMPLES", "RowWindow", "StreamedScale", "pool_pairs", "stripe_rows"]
 
-#: Samples per plane in one stripe. Large enough that each tensor operation amortises its dispatch and
-#: thread start-up (a few microseconds), small enough that a stripe's dozen planes stay in the L2 cache.
-STRIPE_SAMPLES = 1 << 16
+#: Samples per plane in one stripe at full resolution; each coarser scale gets half as many (it has a quarter
+#: of the rows, so it still needs only half as many stripes). Large stripes mean few tensor operations, which
+#: is what counts most: every operation pays a dispatch, and on a busy machine each parallel one may wait for
+#: a descheduled thread. Memory is the limit: the scratch buffers of the `default` profile come to about
+#: 550 bytes per sample of a full-resolution stripe (about 150 MB at this setting), whatever the image size.
+STRIPE_SAMPLES = 1 << 18
 
 #: Default budget, per metric, for keeping the reference's side of the error maps between candidates.
 #: Small references (the usual tuning corpus) fit and each candidate costs a third less; photo-size ones do
@@ -38,11 +41,11 @@ REFERENCE_CACHE_BYTES = 64 << 20
 Odd = Literal["replicate", "zero_first"]
 
 
-def stripe_rows(width: int, height: int, samples: int | None = None) -> int:
-    """Output rows per stripe for a scale ``width`` wide: about ``samples`` (default :data:`STRIPE_SAMPLES`)
-    per plane, whole blocks, and no more than the scale needs (so small images and coarse scales are one
-    stripe)."""
-    samples = STRIPE_SAMPLES if samples is None else samples
+def stripe_rows(width: int, height: int, scale: int = 0, samples: int | None = None) -> int:
+    """Output rows per stripe for a scale ``width`` wide: about ``samples`` (default :data:`STRIPE_SAMPLES`,
+    halved for each ``scale`` below full resolution) per plane, whole blocks, and no more than the scale
+    needs (so small images and coarse scales are one stripe)."""
+    samples = (STRIPE_SAMPLES if samples is None else samples) >> scale
     rows = max(BLOCK, samples // max(width, 1) // BLOCK * BLOCK)
     return min(rows, -(-height // BLOCK) * BLOCK)
 

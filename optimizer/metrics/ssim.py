@@ -177,7 +177,7 @@ class _Scale(StreamedScale):
 
         self.out_height = height - WIN_SIZE + 1
         self.out_width = width - WIN_SIZE + 1
-        rows = stripe_rows(self.out_width, self.out_height)
+        rows = stripe_rows(self.out_width, self.out_height, index)
         super().__init__(
             height=height,
             width=width,

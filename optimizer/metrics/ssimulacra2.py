@@ -331,7 +331,7 @@ class _Scale(StreamedScale):
         heat: _Heat | None,
         device: torch.device,
     ) -> None:
-        rows = stripe_rows(width, height)
+        rows = stripe_rows(width, height, index)
         super().__init__(
             height=height,
             width=width,
