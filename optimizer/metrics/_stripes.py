@@ -30,8 +30,9 @@ __all__ = ["REFERENCE_CACHE_BYTES", "STRIPE_SAMPLES", "RowWindow", "StreamedScal
 #: of the rows, so it still needs only half as many stripes). Large stripes mean few tensor operations, which
 #: is what counts most: every operation pays a dispatch, and on a busy machine each parallel one may wait for
 #: a descheduled thread. Memory is the limit: the scratch buffers of the `default` profile come to about
-#: 550 bytes per sample of a full-resolution stripe (about 150 MB at this setting), whatever the image size.
-STRIPE_SAMPLES = 1 << 18
+#: 55 MiB at this setting for a 5120-pixel-wide image (16-row stripes), whatever its height; twice the
+#: setting roughly doubles them.
+STRIPE_SAMPLES = 1 << 17
 
 #: Default budget, per metric, for keeping the reference's side of the error maps between candidates.
 #: Small references (the usual tuning corpus) fit and each candidate costs a third less; photo-size ones do
