@@ -13,7 +13,7 @@ Conventions (data range 1, inputs ``1 x C x H x W`` in ``[0, 1]``; C is 3 for RG
   between scales, the same window as SSIM. Per channel, then the mean over channels. Negative terms are
   clipped to 0 before the power (as pytorch-msssim does), so a value is always in [0, 1] and never NaN.
   Equals ``pytorch_msssim.ms_ssim(X, Y, data_range=1, win_size=11, win_sigma=1.5)``, pooling convention
-  for odd sides included (see :func:`~optimizer.metrics._gaussian.downsample2`).
+  for odd sides included (see :func:`~optimizer.metrics._stripes.pool_pairs`).
 
   Small images: five scales need the coarsest scale to hold one 11-pixel window, i.e. both sides larger
   than 160 pixels. Below that, MS-SSIM uses as many scales as fit (the first ``n`` weights, renormalised
@@ -26,8 +26,11 @@ How it runs. Nothing is computed on whole planes: rows of both images stream thr
 stripes (:mod:`._stripes`); each scale filters ``x, y, x^2, y^2, xy`` of one stripe at a time with small
 matrix products (:class:`~._gaussian.BandFilter`), adds the stripe's SSIM and contrast-structure sums to
 running float64 totals, and passes its rows, pooled 2x2, to the next scale. The working set is a few
-stripes per scale, whatever the image size. The reference side is recomputed with every candidate (caching
-its local statistics would cost fifteen full-resolution planes). Per candidate, the full-resolution
+stripes per scale, whatever the image size. The reference's pyramid and local means and variances (about
+36 bytes per pixel for RGB) are kept between candidates when they fit the metric's
+``reference_cache_bytes`` (64 MiB by default); SSIM and MS-SSIM build them once between them through the
+reference-side ``shared`` dict under ``"gauss1.5:cache@{device}"``. Larger references are recomputed with
+every candidate; both paths give bitwise the same values. Per candidate, the full-resolution
 per-channel SSIM and contrast-structure means land in the pair-side ``shared`` dict under
 ``"gauss1.5:ssim_cs:scale0@{device}"``: whichever of SSIM and MS-SSIM runs second gets scale 0, the most
 expensive by far, for free (MS-SSIM then only pools it on to the coarser scales). Results are identical
@@ -448,8 +451,9 @@ class _PSNRState:
     image: "torch.Tensor"
 
 
-#: Samples per PSNR stripe: the squared differences are summed a stripe at a time.
-_PSNR_STRIPE = 1 << 18
+#: Samples per PSNR stripe (all channels): the squared differences are summed a stripe at a time, so the
+#: temporary is 4 MB whatever the image size.
+_PSNR_STRIPE = 1 << 20
 
 
 class PSNR(Metric):
