@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from optimizer.errors import ImageSizeMismatchError, InvalidImageError
+from optimizer.errors import ImageSizeMismatchError, InvalidImageError, InvalidParameterError
 from optimizer.metrics import create_metric, get_spec
-from optimizer.metrics._gaussian import gaussian_taps, symmetric_pad, valid_filter
-from optimizer.metrics.ssim import MS_SSIM_WEIGHTS, MSSSIM, PSNR, SSIM, ms_ssim_scales
+from optimizer.metrics._gaussian import BandFilter, gaussian_taps
+from optimizer.metrics.ssim import MS_SSIM_WEIGHTS, MSSSIM, PSNR, SSIM, _reflected, ms_ssim_scales
 
 TOL = 1e-4
 KODAK = ("kodim01.png", "kodim04.png", "kodim13.png")  # 768x512, 512x768 (portrait), 768x512
@@ -123,20 +123,34 @@ def test_ssim_map_matches_skimage_full_map(crop) -> None:
     assert float(ssim_map[5:-5, 5:-5].mean(dtype=np.float64)) == pytest.approx(expected_score, abs=1e-6)
 
 
-def test_valid_filter_equals_cropped_reflect_filter() -> None:
-    """skimage's reflect-padded filter, cropped by the radius, is exactly the valid convolution."""
+@pytest.mark.parametrize("shape", [(40, 57), (11, 11), (75, 16), (26, 200)])
+def test_band_filter_equals_cropped_reflect_filter(shape: tuple[int, int]) -> None:
+    """skimage's reflect-padded filter, cropped by the radius, is exactly the valid convolution, which the
+    band matrices compute (any width: blocks of 16 columns with a partial last one)."""
     from scipy.ndimage import gaussian_filter
 
-    rng = np.random.default_rng(1)
-    plane = rng.random((40, 57))
+    rng = np.random.default_rng(sum(shape))
+    plane = rng.random(shape)
     taps = gaussian_taps(1.5, 3.5)
     assert len(taps) == 11 and sum(taps) == pytest.approx(1.0, abs=1e-6)
     reflect = gaussian_filter(plane, sigma=1.5, truncate=3.5, mode="reflect")[5:-5, 5:-5]
-    x = torch.from_numpy(plane).float()[None]
-    ours = valid_filter(x, taps, out=torch.empty(1, 30, 47), tmp=torch.empty(1, 30, 57))[0].numpy()
-    assert np.abs(ours - reflect).max() < 1e-6
-    padded = symmetric_pad(x, 5)[0].numpy()
-    assert np.array_equal(padded, np.pad(plane.astype(np.float32), 5, mode="symmetric"))
+    band = BandFilter(taps, left=0)
+    h, w = shape
+    rows = band.rows(h - 10)
+    src = torch.zeros((rows + 10, 2, band.stride(w)))  # rows x planes x stride, zero padding columns
+    src[:h, :, :w] = torch.from_numpy(plane).float()[:, None]
+    out = torch.empty((rows, 2, band.stride(w)))
+    band(src, out=out, tmp=torch.full_like(out, float("nan")))  # scratch content never leaks in
+    ours = out[: h - 10, :, : w - 10].numpy()
+    assert np.abs(ours[:, 0] - reflect).max() < 1e-6
+    assert np.array_equal(ours[:, 0], ours[:, 1])
+
+
+def test_reflected_indices_repeat_the_edge_sample() -> None:
+    plane = np.arange(7 * 9, dtype=np.float32).reshape(7, 9)
+    rows, cols = _reflected(7, 5, torch.device("cpu")), _reflected(9, 5, torch.device("cpu"))
+    padded = torch.from_numpy(plane).index_select(0, rows).index_select(1, cols).numpy()
+    assert np.array_equal(padded, np.pad(plane, 5, mode="symmetric"))
 
 
 # --------------------------------------------------------------------------------------- properties
@@ -212,9 +226,68 @@ def test_sharing_in_either_order(kodak) -> None:
             got = {m.name: m.compute(s, dist, pair_shared) for m, s in zip(metrics, states)}
             assert got == alone, order
             assert "gauss1.5:ssim_cs:scale0@cpu" in pair_shared
-        assert {f"gauss1.5:stats:scale{k}@cpu" for k in range(5)} <= set(ref_shared)
-    ssim_state, ms_state = SSIM().prepare(ref, ref_shared), MSSSIM().prepare(ref, ref_shared)
-    assert ms_state.scales[0] is ssim_state  # the full-resolution reference statistics are computed once
+        caches = ref_shared["gauss1.5:cache@cpu"]  # the reference side, kept once for both (it fits the budget)
+        assert all(a is b for state in states for a, b in zip(state.caches, caches))
+
+
+def test_shared_scale0_terms_are_used(kodak) -> None:
+    """MS-SSIM takes the full-resolution terms from the pair dict (SSIM computed them): altering them there
+    changes its value, which proves scale 0 is not filtered twice."""
+    ref, dist = _t(kodak["kodim01.png"]), _t(_jpeg(kodak["kodim01.png"], 35))
+    shared: dict = {}
+    SSIM().compute(SSIM().prepare(ref, {}), dist, shared)
+    metric = MSSSIM()
+    state = metric.prepare(ref, {})
+    honest = metric.compute(state, dist, dict(shared))
+    ssim_c, cs_c = shared["gauss1.5:ssim_cs:scale0@cpu"]
+    shared["gauss1.5:ssim_cs:scale0@cpu"] = (ssim_c, cs_c * 0.5)
+    assert metric.compute(state, dist, shared) == pytest.approx(honest * 0.5**0.0448, rel=1e-9)
+
+
+def test_prepared_state_keeps_no_copy(kodak) -> None:
+    ref = _t(kodak["kodim01.png"])
+    for cls in (SSIM, MSSSIM, PSNR):
+        state = cls().prepare(ref, {})
+        planes = state if isinstance(state, torch.Tensor) else state.image
+        assert planes.data_ptr() == ref.data_ptr(), cls.__name__
+
+
+def test_stripe_height_does_not_change_values(kodak, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stripes of one block (16 rows) against one stripe per scale, on odd sizes: the same values up to float32
+    summation order, and the same full-size SSIM map."""
+    from optimizer.metrics import _stripes
+
+    ref = kodak["kodim04.png"][13:290, 7:222]  # 215 x 277
+    dist = _jpeg(ref, 30)
+    x, y = _t(ref), _t(dist)
+    metrics = (SSIM(), MSSSIM(), PSNR())
+    whole = [m(x, y) for m in metrics]
+    ssim_map = SSIM().compute_map(SSIM().prepare(x, {}), y, {})
+    monkeypatch.setattr(_stripes, "STRIPE_SAMPLES", 1)
+    thin = [m(x, y) for m in metrics]
+    assert thin == pytest.approx(whole, abs=1e-7)
+    assert np.abs(SSIM().compute_map(SSIM().prepare(x, {}), y, {}) - ssim_map).max() < 1e-6
+    assert thin[1] == pytest.approx(_pytorch_msssim(ref, dist), abs=TOL)
+
+
+def test_reference_cache_within_budget_gives_the_streamed_values(kodak) -> None:
+    """A reference whose statistics fit the budget is prepared once (shared by SSIM and MS-SSIM); one that
+    does not is recomputed with each candidate. Both give the same values, bitwise, and identity stays 1."""
+    ref = _t(kodak["kodim01.png"][:301, :411])
+    shared: dict = {}
+    cached = [SSIM(), MSSSIM()]
+    streamed = [SSIM(reference_cache_bytes=0), MSSSIM(reference_cache_bytes=0)]
+    kept = [m.prepare(ref, shared) for m in cached]
+    fresh = [m.prepare(ref, {}) for m in streamed]
+    assert all(s.caches is not None for s in kept) and all(s.caches is None for s in fresh)
+    assert len(kept[1].caches) == 5 and kept[0].caches[0] is kept[1].caches[0]
+    for dist in (_t(_jpeg(kodak["kodim01.png"][:301, :411], 20)), _t(_noisy(kodak["kodim01.png"][:301, :411], 0.05))):
+        assert [m.compute(s, dist, {}) for m, s in zip(cached, kept)] == [
+            m.compute(s, dist, {}) for m, s in zip(streamed, fresh)
+        ]
+    assert [m.compute(s, ref.clone(), {}) for m, s in zip(cached, kept)] == [1.0, 1.0]
+    with pytest.raises(InvalidParameterError, match="reference_cache_bytes must be >= 0"):
+        MSSSIM(reference_cache_bytes=-5)
 
 
 def test_registry_builds_these_classes() -> None:

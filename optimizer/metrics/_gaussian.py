@@ -1,20 +1,25 @@
-"""Separable Gaussian filtering, the MS-SSIM pyramid step and reusable scratch buffers.
+"""Short separable filters run as small matrix products, their Gaussian taps, and reusable scratch buffers.
 
-The filter works on the *valid* region only: an ``H x W`` plane comes out ``(H - 2r) x (W - 2r)`` for a
-window of radius ``r``. That single convention serves both references SSIM is checked against:
+Both blurs the metrics need are short separable FIR filters: SSIM's Gaussian (sigma 1.5, 11 taps, valid
+region) and SSIMULACRA 2's recursive Gaussian (9 taps, zero borders; see :mod:`._recursive_gaussian`).
+:class:`BandFilter` applies one to a stripe of rows with four small matrix products instead of ``2n``
+shift-and-add passes:
 
-* pytorch-msssim convolves without padding, which is the valid region by definition;
-* skimage filters with ``mode='reflect'`` and then crops ``(win_size - 1) // 2`` pixels from every side
-  before averaging. With ``truncate=3.5`` and sigma 1.5 the window has radius 5 and 11 taps, so the crop
-  equals the radius and every kept pixel's window lies wholly inside the image: the padding never enters.
+* vertically, every block of ``B`` output rows is a ``B x (B + n - 1)`` band matrix times the ``B + n - 1``
+  input rows under it (one batched product over all blocks and planes);
+* horizontally, a row is cut into blocks of ``B`` columns; an output block is its own input block times a
+  ``B x B`` band matrix, plus the first columns of the next block (and, for a centred filter, the last
+  columns of the previous one) times two small matrices. Rows are laid out with a stride of whole blocks
+  and at least one block of zero padding, so viewing a stripe as one tall ``(rows * blocks) x B`` matrix
+  makes the neighbouring blocks the neighbouring matrix rows: three products filter every row at once.
 
-So the valid maps computed once serve SSIM and MS-SSIM alike. Only the full-size SSIM heat map needs the
-padding, which :func:`symmetric_pad` reproduces (scipy's ``'reflect'`` repeats the edge sample:
-``d c b a | a b c d | d c b a``; torch's ``'reflect'`` does not).
+Stripes interleave their planes row by row (``rows x planes x stride``), so that the vertical pass is a single
+batched product over all planes, reading the overlapping row blocks in place.
 
-The filter is written as shift-and-add over strided views rather than a depthwise convolution: for an
-11-tap kernel on a few full-size float32 planes it runs several times faster than ``conv2d`` on CPU and
-needs no im2col buffers.
+On CPU the products run in BLAS at a fraction of the cost of ``2n`` memory-bound passes (about 0.7 ns per
+sample and plane for both passes against 3 ns on the 2-core machines; see benchmarks/RESULTS.md). The
+result is the same FIR filter up to float32 summation order (a few 1e-7). Band matrices are mostly zeros:
+the zeros multiply finite data (every buffer is zero-filled before use), so they add exact zeros.
 """
 
 from __future__ import annotations
@@ -22,26 +27,23 @@ from __future__ import annotations
 import functools
 import math
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = [
-    "Workspace",
-    "downsample2",
-    "gaussian_taps",
-    "symmetric_pad",
-    "valid_filter",
-]
+__all__ = ["BLOCK", "BandFilter", "Workspace", "gaussian_taps"]
+
+#: Rows and columns per block of the band matrices; stripes are a whole number of blocks tall.
+BLOCK = 16
 
 
 @functools.lru_cache(maxsize=16)
 def gaussian_taps(sigma: float = 1.5, truncate: float = 3.5) -> tuple[float, ...]:
     """Normalised 1-D Gaussian weights with scipy's radius ``int(truncate * sigma + 0.5)``.
 
-    Computed in float64 and rounded to float32 once, because the filter runs in float32 and torch would
-    round each ``alpha`` the same way.
+    Computed in float64 and rounded to float32 once, because the filter runs in float32.
     """
     import numpy as np
 
@@ -54,89 +56,109 @@ def gaussian_taps(sigma: float = 1.5, truncate: float = 3.5) -> tuple[float, ...
     return tuple(float(v) for v in g.astype(np.float32))
 
 
-def valid_filter(
-    planes: "torch.Tensor",
-    taps: tuple[float, ...],
-    *,
-    out: "torch.Tensor",
-    tmp: "torch.Tensor",
-) -> "torch.Tensor":
-    """Filter ``P x H x W`` planes separably with ``taps`` (vertical then horizontal), valid region only.
+class BandFilter:
+    """The separable filter ``out[i, c] = sum_a sum_b k[a] k[b] src[i + a, c + b - left]`` on row stripes.
 
-    ``tmp`` must be ``P x (H - n + 1) x W`` and ``out`` ``P x (H - n + 1) x (W - n + 1)`` for ``n`` taps;
-    both are overwritten. The vertical pass goes first: its shifted views are contiguous row blocks, and the
-    horizontal pass then runs on fewer rows. Returns ``out``.
+    ``left`` is how many taps reach left of the output column: 0 for a valid-region filter (output column
+    ``c`` reads input columns ``c .. c + n - 1``), ``n // 2`` for a centred one over zero-bordered rows.
+    Vertically the filter is always valid: a stripe of ``R`` output rows reads ``R + halo`` input rows, and a
+    caller that wants zero borders puts zero rows above and below the image.
     """
-    import torch
 
-    n = len(taps)
-    h = planes.shape[-2] - n + 1
-    w = planes.shape[-1] - n + 1
-    torch.mul(planes[:, 0:h], taps[0], out=tmp)
-    for i in range(1, n):
-        tmp.add_(planes[:, i : i + h], alpha=taps[i])
-    torch.mul(tmp[:, :, 0:w], taps[0], out=out)
-    for i in range(1, n):
-        out.add_(tmp[:, :, i : i + w], alpha=taps[i])
-    return out
+    def __init__(self, taps: Sequence[float], *, left: int, block: int = BLOCK) -> None:
+        n = len(taps)
+        if n < 1 or not 0 <= left < n or block < n:
+            raise ValueError(f"need 0 <= left < taps <= block, got {n} taps, left {left}, block {block}")
+        self.taps = tuple(float(t) for t in taps)
+        self.left = left
+        self.block = block
+        self.halo = n - 1
+        self._matrices: dict[tuple[str, int | None], tuple[torch.Tensor, ...]] = {}
+        self._lock = threading.Lock()
 
+    def stride(self, width: int) -> int:
+        """Row stride of stripes ``width`` samples wide: whole blocks, the last one (at least) all padding."""
+        return (-(-width // self.block) + 1) * self.block
 
-def downsample2(image: "torch.Tensor") -> "torch.Tensor":
-    """One MS-SSIM pyramid step: 2x2 average pooling of ``C x H x W`` planes.
+    def rows(self, count: int) -> int:
+        """``count`` output rows rounded up to whole blocks: what :meth:`__call__` computes."""
+        return -(-count // self.block) * self.block
 
-    Odd sides follow pytorch-msssim, the implementation MS-SSIM is checked against (``avg_pool2d`` with
-    ``padding=side % 2``): a zero row (column) is put before the first one and counted in the average, so
-    the output side is ``ceil(side / 2)``. Even sides, the usual case, are a plain 2x2 mean. Written as two
-    strided adds, which on CPU runs several times faster than ``avg_pool2d``.
-    """
-    import torch
-    import torch.nn.functional as F
+    def _band(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        key = (device.type, device.index)
+        cached = self._matrices.get(key)
+        if cached is not None:
+            return cached
+        import numpy as np
+        import torch
 
-    h, w = image.shape[-2:]
-    if h % 2 or w % 2:
-        image = F.pad(image, (w % 2, 0, h % 2, 0))
-    rows = image[..., 0::2, :] + image[..., 1::2, :]
-    return torch.add(rows[..., 0::2], rows[..., 1::2]).mul_(0.25)
+        k, n, b, left = self.taps, len(self.taps), self.block, self.left
+        vertical = np.zeros((b, b + n - 1), dtype=np.float32)
+        within = np.zeros((b, b), dtype=np.float32)
+        after = np.zeros((max(n - 1 - left, 1), b), dtype=np.float32)
+        before = np.zeros((max(left, 1), b), dtype=np.float32)
+        for i in range(b):
+            vertical[i, i : i + n] = k
+        for c in range(b):  # output column c of a block reads input columns c - left .. c - left + n - 1
+            for j in range(n):
+                t = c + j - left
+                if t < 0:
+                    before[t + left, c] = k[j]  # last `left` columns of the previous block
+                elif t < b:
+                    within[t, c] = k[j]
+                else:
+                    after[t - b, c] = k[j]  # first columns of the next block
+        mats = tuple(torch.from_numpy(m).to(device) for m in (vertical, within, after, before))
+        with self._lock:
+            self._matrices[key] = mats
+        return mats
 
+    def __call__(self, src: torch.Tensor, *, out: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
+        """Filter ``(R + halo) x P x S`` rows into ``out`` (``R x P x S``), through ``tmp`` (the same shape).
 
-def symmetric_pad(image: "torch.Tensor", radius: int) -> "torch.Tensor":
-    """Pad the last two dims by ``radius`` repeating the edge sample (scipy ``mode='reflect'``)."""
-    import torch
+        Rows are interleaved: row ``i`` of every plane, then row ``i + 1``, so one batched product filters
+        all planes. ``R`` is a whole number of blocks and ``S`` a :meth:`stride`; ``src`` must be contiguous
+        (it may be the top rows of a taller buffer), finite, and zero in its padding columns (from the
+        image width up to ``S``), which then hold meaningless values in ``out``. Returns ``out``.
+        """
+        import torch
 
-    h, w = image.shape[-2:]
-    if radius > min(h, w):
-        raise ValueError(f"cannot pad a {w}x{h} image by {radius} with one reflection")
-    dev = image.device
-    rows = torch.cat(
-        [
-            torch.arange(radius - 1, -1, -1, device=dev),
-            torch.arange(h, device=dev),
-            torch.arange(h - 1, h - 1 - radius, -1, device=dev),
-        ]
-    )
-    cols = torch.cat(
-        [
-            torch.arange(radius - 1, -1, -1, device=dev),
-            torch.arange(w, device=dev),
-            torch.arange(w - 1, w - 1 - radius, -1, device=dev),
-        ]
-    )
-    return image.index_select(-2, rows).index_select(-1, cols)
+        vertical, within, after, before = self._band(src.device)
+        rows, planes, stride = out.shape
+        b, n = self.block, len(self.taps)
+        if rows % b or stride % b or src.shape != (rows + n - 1, planes, stride) or not src.is_contiguous():
+            raise ValueError(
+                f"stripe shapes do not fit the band filter: src {tuple(src.shape)}, out {tuple(out.shape)}"
+            )
+        # Vertical: blocks of b output rows, each from the b + n - 1 input rows under it (overlapping views).
+        row = planes * stride
+        blocks = src.as_strided((rows // b, b + n - 1, row), (b * row, row, 1), src.storage_offset())
+        torch.bmm(vertical.expand(rows // b, b, b + n - 1), blocks, out=tmp.view(rows // b, b, row))
+        # Horizontal: every row as consecutive blocks of b columns; the next matrix row is the next block.
+        a = tmp.view(-1, b)
+        o = out.view(-1, b)
+        torch.mm(a, within, out=o)
+        if n - 1 - self.left > 0:
+            o[:-1].addmm_(a[1:, : n - 1 - self.left], after)
+        if self.left > 0:
+            o[1:].addmm_(a[:-1, b - self.left :], before)
+        return out
 
 
 class Workspace:
     """Float32 scratch buffers reused across calls, one set per thread and device.
 
-    Every trial scores candidates of the same size, and allocating (and page-faulting) tens of megabytes
-    of fresh planes per call costs as much as some of the arithmetic. A buffer only ever grows, to the
-    largest image seen, and callers get a view of the size they ask for. Views are valid until the next
-    request under the same name in the same thread: never return one or store it.
+    Every trial scores candidates of the same size, and allocating (and page-faulting) megabytes of fresh
+    stripes per call costs as much as some of the arithmetic. A buffer only ever grows, to the largest
+    request seen (stripes are bounded, so it stays bounded whatever the image size), and callers get a view
+    of the size they ask for. Views are valid until the next request under the same name in the same
+    thread: never return one or store it beyond the call.
     """
 
     def __init__(self) -> None:
         self._local = threading.local()
 
-    def get(self, name: str, shape: tuple[int, ...], device: "torch.device") -> "torch.Tensor":
+    def get(self, name: str, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
         import torch
 
         pool: dict[tuple[str, torch.device], torch.Tensor] = self._local.__dict__.setdefault("pool", {})
@@ -148,6 +170,11 @@ class Workspace:
             buf = torch.empty(n, dtype=torch.float32, device=device)
             pool[key] = buf
         return buf[:n].view(shape)
+
+    def nbytes(self) -> int:
+        """Bytes held by this thread's buffers."""
+        pool = self._local.__dict__.get("pool", {})
+        return sum(int(b.numel()) * b.element_size() for b in pool.values())
 
     def clear(self) -> None:
         """Drop this thread's buffers (memory comes back on the next garbage collection)."""

@@ -11,8 +11,9 @@ second-order resonators fed with ``x[n - N - 1] + x[n + N - 1]``::
 started at ``n = -N + 1`` with zero state. The filter is linear and shift-invariant on the zero-padded
 signal, so it equals a convolution with its impulse response, and that response is finite: the paired
 inputs make the truncated cosines cancel after ``2N - 1`` taps (9 taps for sigma 1.5, ``N = 5``). A
-per-row recursion in Python would be hopelessly slow; a 9-tap separable FIR in torch is fast and, with
-zero padding, has exactly the C++ border semantics (outputs near the border are darker, as in the C++).
+per-row recursion in Python would be hopelessly slow; a 9-tap separable FIR (run as small matrix products,
+:class:`~._gaussian.BandFilter`) is fast and, with zero padding, has exactly the C++ border semantics
+(outputs near the border are darker, as in the C++).
 
 The taps come from running the recursion on a delta in float64 with the coefficients rounded to float32
 as libjxl stores them. With those rounded coefficients the cancellation is not quite exact: a tail of at
@@ -30,15 +31,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ._gaussian import BandFilter
+
 if TYPE_CHECKING:
     import torch
 
 __all__ = [
     "RecursiveGaussian",
-    "blur_padded",
+    "band_filter",
     "fir_blur",
     "gaussian_kernel",
-    "padded_planes",
     "recursive_gaussian",
 ]
 
@@ -120,77 +122,36 @@ def gaussian_kernel(sigma: float = 1.5) -> np.ndarray:
     return np.array(_kernel(float(sigma)))
 
 
-def padded_planes(
-    planes: int, height: int, width: int, *, sigma: float = 1.5, like: "torch.Tensor"
-) -> tuple["torch.Tensor", "torch.Tensor"]:
-    """A zero-bordered ``planes x (H + 2R) x (W + 2R)`` buffer and its ``planes x H x W`` interior view.
-
-    Writing the planes to blur straight into the interior (``torch.mul(a, b, out=interior[i])``) saves
-    the copy that padding would otherwise make. Only the border is zeroed.
-    """
-    import torch
-
-    r = len(_kernel(float(sigma))) // 2
-    padded = torch.empty((planes, height + 2 * r, width + 2 * r), dtype=like.dtype, device=like.device)
-    if r:
-        padded[:, :r].zero_()
-        padded[:, height + r :].zero_()
-        padded[:, r : height + r, :r].zero_()
-        padded[:, r : height + r, width + r :].zero_()
-    return padded, padded[:, r : height + r, r : width + r]
+def band_filter(sigma: float = 1.5) -> BandFilter:
+    """The blur as a :class:`~._gaussian.BandFilter`: ``2N - 1`` taps centred on the output sample, over rows
+    with ``N - 1`` zero samples (columns by the filter, rows by the caller) on each side."""
+    return _band_filter(float(sigma))
 
 
-#: Largest strip blurred at once, in samples (8 MB of float32).
-_STRIP_SAMPLES = 1 << 21
-
-
-def blur_padded(
-    padded: "torch.Tensor",
-    sigma: float = 1.5,
-    *,
-    out: "torch.Tensor | None" = None,
-    rows_per_chunk: int | None = None,
-) -> "torch.Tensor":
-    """Blur a buffer from :func:`padded_planes` (zero border of ``R`` samples); returns ``P x H x W``.
-
-    Horizontal pass then vertical pass (the order of libjxl's ``FastGaussian``), each a shift-and-add of
-    ``2N - 1`` shifted slices. Large inputs are processed in horizontal strips (``rows_per_chunk`` output
-    rows; by default as many as fit in 8 MB) so the intermediate stays in cache. Strips are kept large on
-    purpose: every tensor operation is a parallel region, and on a busy machine each one can wait for a
-    descheduled thread, so small strips (many operations) were up to 5x slower there.
-    """
-    import torch
-
-    taps = _kernel(float(sigma))
-    k = len(taps)
-    r = k // 2
-    planes, height, width = padded.shape[0], padded.shape[1] - 2 * r, padded.shape[2] - 2 * r
-    if out is None:
-        out = torch.empty((planes, height, width), dtype=padded.dtype, device=padded.device)
-    if rows_per_chunk is None:
-        rows_per_chunk = max(16, _STRIP_SAMPLES // max(1, planes * (width + 2 * r)) - 2 * r)
-    rows = max(1, min(rows_per_chunk, height))
-    tmp = torch.empty((planes, rows + 2 * r, width), dtype=padded.dtype, device=padded.device)
-    for r0 in range(0, height, rows):
-        n = min(rows, height - r0)
-        src = padded[:, r0 : r0 + n + 2 * r]
-        horiz = tmp[:, : n + 2 * r]
-        torch.mul(src[..., 0:width], taps[0], out=horiz)
-        for j in range(1, k):
-            horiz.add_(src[..., j : j + width], alpha=taps[j])
-        dst = out[:, r0 : r0 + n]
-        torch.mul(horiz[:, 0:n], taps[0], out=dst)
-        for j in range(1, k):
-            dst.add_(horiz[:, j : j + n], alpha=taps[j])
-    return out
+@lru_cache(maxsize=8)
+def _band_filter(sigma: float) -> BandFilter:
+    taps = _kernel(sigma)
+    return BandFilter(taps, left=len(taps) // 2)
 
 
 def fir_blur(x: "torch.Tensor", sigma: float = 1.5) -> "torch.Tensor":
-    """Blur the last two dimensions of ``x`` (``P x H x W``, float32) with zero borders, as libjxl does."""
+    """Blur the last two dimensions of ``x`` (``P x H x W``) with zero borders, as libjxl does.
+
+    The whole image as one stripe, in float32 whatever the input type: a reference for tests and small
+    planes; the metric itself blurs stripe by stripe.
+    """
+    import torch
+
     from ..errors import InvalidParameterError
 
     if x.dim() != 3:
         raise InvalidParameterError(f"fir_blur expects a P x H x W tensor, got shape {tuple(x.shape)}")
-    padded, interior = padded_planes(x.shape[0], x.shape[1], x.shape[2], sigma=sigma, like=x)
-    interior.copy_(x)
-    return blur_padded(padded, sigma)
+    band = band_filter(sigma)
+    planes, height, width = x.shape
+    r = band.halo // 2
+    rows, stride = band.rows(height), band.stride(width)
+    src = torch.zeros((rows + band.halo, planes, stride), dtype=torch.float32, device=x.device)
+    src[r : r + height, :, :width] = x.permute(1, 0, 2)
+    out = torch.empty((rows, planes, stride), dtype=torch.float32, device=x.device)
+    band(src, out=out, tmp=torch.empty_like(out))
+    return out[:height, :, :width].permute(1, 0, 2).to(x.dtype)

@@ -8,7 +8,8 @@ inside the metric, never outside.
 Scoring is split in two so the evaluator can score hundreds of candidates against one reference:
 
 * :meth:`Metric.prepare` takes the reference once and returns whatever it wants to keep (filtered
-  statistics, network features...).
+  statistics, network features...). The state may refer to the reference tensor itself rather than copy
+  it (a photo-size float32 copy is hundreds of megabytes): the tensor must not change while prepared.
 * :meth:`Metric.compute` scores one distorted image against that prepared state.
 
 Both receive a ``shared`` dict. The reference-side dict lives as long as the prepared reference; the
@@ -118,7 +119,8 @@ class Metric(ABC):
 
     @abstractmethod
     def prepare(self, reference: "torch.Tensor", shared: dict[str, Any]) -> Any:
-        """Compute and return the reference-side state (called once per reference)."""
+        """Compute and return the reference-side state (called once per reference; it may keep ``reference``
+        itself, which must then stay unchanged)."""
 
     @abstractmethod
     def compute(self, state: Any, distorted: "torch.Tensor", shared: dict[str, Any]) -> float:

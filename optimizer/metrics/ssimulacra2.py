@@ -37,23 +37,35 @@ accumulate to a few 1e-6, and the SSIM' term, whose variances cancel against ``C
 noise into a small positive error (most visible near score 85). Replaying libjxl's float32 recursion
 operation by operation (far too slow to ship) brings the mean difference to 0.010. A float64 transcription
 of the C++ agrees with this module within about 0.001 points. The PyPI ``ssimulacra2`` package reads
-0.64 points lower on average (up to 2.5): its blur, padding and a transposed XYB plane differ.
+0.64 points lower on average (up to 2.5): its blur, padding and a transposed XYB plane differ. On large
+images the C++ tool's error grows along long rows (docs/metrics.md); this module's FIR blur has none.
 
-Pixels stay in float32; pooled values and the final weighting are float64, as in the C++. Maps whose two
-weights are both zero are skipped (about half of them), which changes nothing in the score.
+How it runs (docs/metrics.md has the measurements). Nothing is computed on whole planes: rows of both
+images stream through the six scales in stripes (:mod:`._stripes`). A scale converts the linear rows it
+receives to XYB straight into its window of blur inputs, blurs a full stripe with small matrix products
+(:class:`~._gaussian.BandFilter`), pools the stripe's maps into running float64 sums, and passes its rows,
+pooled 2x2, to the next scale. The working set is a few stripes per scale (tens of megabytes whatever the
+image size). The reference's side of the maps (about 40 bytes per pixel) is kept between candidates when it
+fits the metric's ``reference_cache_bytes`` (64 MiB by default, references up to about 1.6 MP), which makes
+each candidate about a third cheaper; larger references are recomputed stripe by stripe with every
+candidate. Both paths give bitwise the same scores. Pixels stay in float32; pooled values and the final
+weighting are float64, as in the C++. Maps whose two weights are both zero are skipped (about half of
+them), which changes nothing in the score.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from ..errors import ImageSizeMismatchError, InvalidImageError
-from ._recursive_gaussian import blur_padded, padded_planes
+from ..errors import ImageSizeMismatchError, InvalidImageError, InvalidParameterError
+from ._gaussian import Workspace
+from ._recursive_gaussian import band_filter
+from ._stripes import REFERENCE_CACHE_BYTES, RowWindow, StreamedScale, stripe_rows
 from .base import Metric
 from .registry import get_spec
 
@@ -62,6 +74,7 @@ __all__ = [
     "NUM_SCALES",
     "SSIMULACRA2",
     "WEIGHTS",
+    "cache_bytes",
     "linear_to_xyb",
     "score_from_subscores",
     "srgb_to_linear",
@@ -92,6 +105,14 @@ _M = np.array(
 )
 _BIAS = np.float32(0.0037930732552754493)
 _NEG_CBRT_BIAS = -float(np.cbrt(np.float64(_BIAS)))
+# From the cube roots m to SSIMULACRA 2.1's planes: X' = 7 (m0 - m1) + 0.42, Y' = (m0 + m1) / 2 - cbrt(bias)
+# + 0.01, B' = m2 - (m0 + m1) / 2 + 0.55 (the cube root of the bias cancels in X' and B').
+_XYB = np.array([[7.0, -7.0, 0.0], [0.5, 0.5, 0.0], [-0.5, -0.5, 1.0]], dtype=np.float32)
+_XYB_OFFSET = np.array([[0.42], [0.01 + _NEG_CBRT_BIAS], [0.55]], dtype=np.float32)
+
+_SRGB_THRESHOLD = 0.04045
+
+_WORKSPACE = Workspace()
 
 #: The 108 SSIMULACRA 2.1 weights, in the C++ order: plane (X, Y, B), scale, norm (1, 4), then map
 #: (SSIM', artifact, detail lost) within each row.
@@ -134,47 +155,87 @@ WEIGHTS: tuple[float, ...] = (
     0.0005130064588990679, 0.0, 0.00010854057858411537,  # B 1:32 4-norm
 )  # fmt: skip
 
-
 # ----------------------------------------------------------------------------------------------------
 # Colour
 # ----------------------------------------------------------------------------------------------------
 
 
-def srgb_to_linear(srgb: torch.Tensor) -> torch.Tensor:
-    """The sRGB transfer curve inverted: ``v / 12.92`` up to 0.04045, ``((v + 0.055) / 1.055) ^ 2.4`` above."""
-    high = torch.add(srgb, 0.055).mul_(1.0 / 1.055).pow_(2.4)
-    return torch.where(srgb <= 0.04045, srgb / 12.92, high)
+def srgb_to_linear(srgb: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The sRGB transfer curve inverted: ``v / 12.92`` up to 0.04045, ``((v + 0.055) / 1.055) ^ 2.4`` above.
 
-
-def linear_to_xyb(linear: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Linear RGB ``3 x H x W`` to SSIMULACRA 2.1's positive XYB ``3 x H x W`` (X', Y', B' - Y' rescaled).
-
-    With ``m_i = cbrt(max(M rgb + bias, 0))``: ``X' = 7 (m0 - m1) + 0.42``,
-    ``Y' = (m0 + m1) / 2 - cbrt(bias) + 0.01``, ``B' = m2 - (m0 + m1) / 2 + 0.55`` (the cube root of the
-    bias cancels in X' and B'). Differences are taken before scaling, so X' keeps full float32 precision.
-    ``out`` may be a strided view (the interior of a padded blur buffer).
+    Written without a mask (``torch.where`` costs ten times an addition here) and with the power as
+    ``exp(2.4 log(.))`` (a quarter of ``pow``'s cost, within 1e-6 relative). ``out`` gets the result.
     """
-    _, h, w = linear.shape
-    opsin = torch.from_numpy(_M).to(linear.device)
-    mixed = torch.matmul(opsin, linear.reshape(3, h * w)).add_(float(_BIAS)).clamp_min_(0.0).pow_(1.0 / 3.0)
-    m0, m1, m2 = mixed.view(3, h, w).unbind(0)
-    half_sum = torch.add(m0, m1).mul_(0.5)
     if out is None:
-        out = torch.empty((3, h, w), dtype=linear.dtype, device=linear.device)
-    torch.sub(m0, m1, out=out[0]).mul_(7.0).add_(0.42)
-    torch.add(half_sum, 0.01 + _NEG_CBRT_BIAS, out=out[1])
-    torch.sub(m2, half_sum, out=out[2]).add_(0.55)
+        out = torch.empty(srgb.shape, dtype=torch.float32, device=srgb.device)
+    _decode_srgb([srgb], out)
     return out
 
 
-def _downsample(linear: torch.Tensor) -> torch.Tensor:
-    """2x2 box average; an odd last row or column is averaged with itself (index clamping in the C++)."""
-    _, h, w = linear.shape
-    if h % 2 or w % 2:
-        linear = torch.nn.functional.pad(linear[None], (0, w % 2, 0, h % 2), mode="replicate")[0]
-    out = linear[:, 0::2, 0::2] + linear[:, 0::2, 1::2]
-    out.add_(linear[:, 1::2, 0::2]).add_(linear[:, 1::2, 1::2])
-    return out.mul_(0.25)
+def _decode_srgb(sources: list[torch.Tensor], out: torch.Tensor) -> None:
+    """:func:`srgb_to_linear` of several ``C x n x W`` tensors into consecutive planes of ``out``: one chain
+    of operations for all of them. Below the threshold the power branch is clamped to its value there (the
+    knee, ``0.04045 / 12.92``) and above it the linear branch is clamped to the same value, so
+    ``knee + power(max(v, t)) - knee + (min(v, t) - t) / 12.92`` is whichever branch applies."""
+    high = _WORKSPACE.get("srgb_high", tuple(out.shape), out.device)
+    k = 0
+    for src in sources:
+        c = src.shape[0]
+        torch.clamp_min(src, _SRGB_THRESHOLD, out=high[k : k + c])
+        torch.clamp_max(src, _SRGB_THRESHOLD, out=out[k : k + c])
+        k += c
+    high.add_(0.055).mul_(1.0 / 1.055).log_().mul_(2.4).exp_()
+    torch.add(high, out.sub_(_SRGB_THRESHOLD), alpha=1.0 / 12.92, out=out)
+
+
+def linear_to_xyb(linear: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Linear RGB ``3k x H x W`` (``k`` images' planes) to SSIMULACRA 2.1's positive XYB, plane for plane.
+
+    With ``m_i = cbrt(max(M rgb + bias, 0))``: ``X' = 7 (m0 - m1) + 0.42``,
+    ``Y' = (m0 + m1) / 2 - cbrt(bias) + 0.01``, ``B' = m2 - (m0 + m1) / 2 + 0.55`` (the cube root of the
+    bias cancels in X' and B'). Both linear maps are matrix products (block-diagonal over the images); the
+    cube root is ``exp(log(.) / 3)``, within 2e-7 relative. ``linear`` needs contiguous rows.
+    """
+    c, h, w = linear.shape
+    xyb = torch.empty((c, h, w), dtype=torch.float32, device=linear.device)
+    _xyb_from_roots(_cube_roots(linear), xyb)
+    return xyb if out is None else out.copy_(xyb)
+
+
+def _cube_roots(linear: torch.Tensor) -> torch.Tensor:
+    """``cbrt(max(M rgb + bias, 0))`` of ``3k x H x W`` linear planes, as a ``3k x (H W)`` matrix."""
+    c, h, w = linear.shape
+    opsin, bias, _, _ = _xyb_matrices(c // 3, linear.device)
+    return torch.addmm(bias, opsin, linear.reshape(c, h * w)).clamp_min_(0.0).log_().mul_(1.0 / 3.0).exp_()
+
+
+def _xyb_from_roots(roots: torch.Tensor, out: torch.Tensor) -> None:
+    """The XYB planes from :func:`_cube_roots` into ``out`` (contiguous ``3k x h x w``)."""
+    c, h, w = out.shape
+    _, _, to_xyb, offset = _xyb_matrices(c // 3, out.device)
+    torch.addmm(offset, to_xyb, roots, out=out.view(c, h * w))
+
+
+_XYB_MATRICES: dict[tuple[int, str, int | None], tuple[torch.Tensor, ...]] = {}
+
+
+def _xyb_matrices(images: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Block-diagonal opsin matrix, bias column, XYB matrix and offset column for ``images`` images."""
+    key = (images, device.type, device.index)
+    cached = _XYB_MATRICES.get(key)
+    if cached is None:
+        eye = np.eye(images, dtype=np.float32)
+        cached = tuple(
+            torch.from_numpy(np.ascontiguousarray(m)).to(device)
+            for m in (
+                np.kron(eye, _M),
+                np.full((3 * images, 1), _BIAS, dtype=np.float32),
+                np.kron(eye, _XYB),
+                np.tile(_XYB_OFFSET, (images, 1)),
+            )
+        )
+        _XYB_MATRICES[key] = cached
+    return cached
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -216,38 +277,278 @@ def _plans(n_scales: int) -> tuple[_Plan, ...]:
 
 
 def _take(t: torch.Tensor, planes: tuple[int, ...], among: tuple[int, ...] = (0, 1, 2)) -> torch.Tensor:
-    """Planes ``planes`` of ``t``, whose planes are ``among``; a view when they are consecutive."""
+    """Planes ``planes`` of ``t`` (``rows x planes x width``), whose planes are ``among``; a view when they
+    are consecutive."""
     pos = [among.index(p) for p in planes]
     if not pos or pos == list(range(pos[0], pos[0] + len(pos))):
         start = pos[0] if pos else 0
-        return t[start : start + len(pos)]
-    return t[pos]
+        return t[:, start : start + len(pos)]
+    return t[:, pos]
 
 
 # ----------------------------------------------------------------------------------------------------
-# Reference-side state and per-scale maps
+# One scale of the stream
 # ----------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _ScaleState:
-    """What scoring a candidate needs of the reference at one scale (``mu = blur(xyb)``), nothing more."""
+class _Heat:
+    """Where :meth:`SSIMULACRA2.compute_map` collects the weighted maps: the full-resolution ``H x W`` map and
+    each map's weight, ``plane x scale x map`` (the two norms' weights summed)."""
 
-    plan: _Plan
-    xyb_ssim: torch.Tensor  # xyb of the SSIM planes
-    mu_ssim: torch.Tensor  # mu of the SSIM planes
-    variance: torch.Tensor  # blur(xyb^2) - mu^2 of the SSIM planes, as the SSIM' denominator uses it
-    edge: torch.Tensor  # |xyb - mu| of the edge planes
-    inv_edge: torch.Tensor  # 1 / (1 + edge) of the edge planes
+    total: torch.Tensor
+    weights: np.ndarray
+
+
+Role = Literal["pair", "reference", "distorted"]
+
+
+class _Scale(StreamedScale):
+    """One scale of the stream, in one of three roles.
+
+    ``pair``: the linear rows of both images come in and the pooled error maps accumulate.
+    ``reference``: the reference alone, at prepare time; its side of every map (its XYB and blurred XYB on
+    the SSIM' planes, its variance there, its edge magnitude ``|img1 - mu1|``) goes into ``cache``, a
+    ``height x planes x width`` tensor kept for the scale (see :func:`_cache_planes`).
+    ``distorted``: the distorted image alone, its maps completed from ``cache``.
+
+    Window planes, all XYB, by role: pair ``[ref (3), dist (3), ref^2, dist^2, ref * dist]``; distorted
+    ``[dist (3), dist^2, ref * dist]``; reference ``[ref (3), ref^2, unused]`` (the squares land in the same
+    slots and the blur does the same products as for a distorted image, so identical images get identical
+    statistics). Squares and products are of the SSIM' planes of the plan only. Window row ``i`` holds image
+    row ``top - R + i`` (``R`` the blur radius, 4), so the first stripe starts with ``R`` zero rows: libjxl's
+    zero border above the image. The zero padding columns of the window are the zero border at the right
+    (and, through the band matrices, at the left).
+    """
+
+    def __init__(
+        self,
+        index: int,
+        height: int,
+        width: int,
+        plan: _Plan,
+        next_scale: _Scale | None,
+        *,
+        role: Role,
+        cache: torch.Tensor | None,
+        heat: _Heat | None,
+        device: torch.device,
+    ) -> None:
+        rows = stripe_rows(width, height, index)
+        super().__init__(
+            height=height,
+            width=width,
+            channels=6 if role == "pair" else 3,
+            rows=rows,
+            next_scale=next_scale,
+            odd="replicate",
+            workspace=_WORKSPACE,
+            name=f"scale{index}",
+            device=device,
+        )
+        self.index = index
+        self.plan = plan
+        self.role = role
+        self.cache = cache
+        self.heat = heat
+        self.band = band_filter(_SIGMA)
+        self.radius = self.band.halo // 2
+        ns = len(plan.ssim)
+        # window slots (first plane of each group), None where the role has no such group
+        slots: tuple[int | None, int | None, int | None, int | None, int | None]
+        if role == "pair":
+            slots = (0, 3, 6, 6 + ns, 6 + 2 * ns)
+        elif role == "distorted":
+            slots = (None, 0, None, 3, 3 + ns)
+        else:
+            slots = (0, None, 3, None, None)
+        self.ref: int | None = slots[0]
+        self.dist: int | None = slots[1]
+        self.ref_sq: int | None = slots[2]
+        self.dist_sq: int | None = slots[3]
+        self.cross: int | None = slots[4]
+        self.planes = 6 + 3 * ns if role == "pair" else 3 + 2 * ns
+        stride = self.band.stride(width)
+        buffer = _WORKSPACE.get(f"window{index}", (rows + self.band.halo, self.planes, stride), device)
+        self.window = RowWindow(buffer, rows=rows, halo=self.band.halo, width=width)
+        self.window.zeros(self.radius)
+        self.top = 0  # first output row of the current stripe
+        self.row_in = 0  # image rows written into the window so far
+        # Running sums, float64: sum(d) and sum(d^4) of each plane of the stripe's maps (see _kinds).
+        self.sums = torch.zeros((2, ns + 2 * len(plan.edge)), dtype=torch.float64, device=device)
+
+    def _consume(self, rows: torch.Tensor) -> None:
+        ssim, ns = self.plan.ssim, len(self.plan.ssim)
+        c, n = rows.shape[0], rows.shape[1]
+        xyb = _WORKSPACE.get("xyb", (c, n, self.width), self.device)
+        _xyb_from_roots(_cube_roots(rows), xyb)  # both images at once in the pair role
+        done = 0
+        while done < n:
+            m = min(n - done, self.window.free)
+            dst = self.window.take(m)
+            dst[:, 0:c].copy_(xyb[:, done : done + m].permute(1, 0, 2))
+            if ns:
+                if self.ref is not None and self.ref_sq is not None:
+                    a = _take(dst[:, self.ref : self.ref + 3], ssim)
+                    torch.mul(a, a, out=dst[:, self.ref_sq : self.ref_sq + ns])
+                if self.dist is not None and self.dist_sq is not None and self.cross is not None:
+                    b = _take(dst[:, self.dist : self.dist + 3], ssim)
+                    torch.mul(b, b, out=dst[:, self.dist_sq : self.dist_sq + ns])
+                    if self.ref is not None:
+                        a = _take(dst[:, self.ref : self.ref + 3], ssim)
+                    else:
+                        assert self.cache is not None
+                        a = self.cache[self.row_in : self.row_in + m, 0:ns]
+                    torch.mul(a, b, out=dst[:, self.cross : self.cross + ns])
+            self.row_in += m
+            done += m
+            if self.window.full:
+                self._stripe(self.window.rows)
+                self.window.slide()
+
+    def _finish(self) -> None:
+        """Add the zero border below the image and score the last stripes."""
+        while self.top < self.height:
+            left = self.height - self.top  # output rows still to compute
+            needed = left + self.band.halo - self.window.filled  # zero rows until their blur is covered
+            self.window.zeros(min(needed, self.window.free))
+            if self.window.full:
+                self._stripe(self.window.rows)
+                self.window.slide()
+            else:
+                self._stripe(left)
+
+    def _stripe(self, count: int) -> None:
+        """Blur the window and compute (or, for the reference role, cache) the first ``count`` output rows."""
+        band, w = self.band, self.width
+        rows = band.rows(count)
+        shape = (rows, self.planes, band.stride(w))
+        blurred = band(
+            self.window.buffer[: rows + band.halo],
+            out=_WORKSPACE.get("blurred", shape, self.device),
+            tmp=_WORKSPACE.get("blur_tmp", shape, self.device),
+        )[:count, :, :w]
+        xyb = self.window.buffer[self.radius : self.radius + count, :, :w]
+        if self.role == "reference":
+            self._cache_stripe(xyb, blurred, count)
+        else:
+            self._maps(xyb, blurred, count)
+        self.top += count
+
+    def _reference_side(
+        self, xyb: torch.Tensor, blurred: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The reference's SSIM' planes' mean and variance, its edge planes' mean and ``|img1 - mu1|``, from
+        the window (ref slots), fresh tensors or views of the blur output."""
+        assert self.ref is not None and self.ref_sq is not None
+        plan, ns = self.plan, len(self.plan.ssim)
+        mu1 = blurred[:, self.ref : self.ref + 3]
+        m1 = _take(mu1, plan.ssim)
+        var1 = blurred[:, self.ref_sq : self.ref_sq + ns].addcmul_(m1, m1, value=-1.0)
+        e1 = torch.sub(_take(xyb[:, self.ref : self.ref + 3], plan.edge), _take(mu1, plan.edge)).abs_()
+        return m1, var1, _take(mu1, plan.edge), e1
+
+    def _cache_stripe(self, xyb: torch.Tensor, blurred: torch.Tensor, count: int) -> None:
+        assert self.cache is not None and self.ref is not None
+        ns = len(self.plan.ssim)
+        rows = self.cache[self.top : self.top + count]
+        m1, var1, _, e1 = self._reference_side(xyb, blurred)
+        rows[:, 0:ns].copy_(_take(xyb[:, self.ref : self.ref + 3], self.plan.ssim))
+        rows[:, ns : 2 * ns].copy_(m1)
+        rows[:, 2 * ns : 3 * ns].copy_(var1)
+        rows[:, 3 * ns :].copy_(e1)
+
+    def _maps(self, xyb: torch.Tensor, blurred: torch.Tensor, count: int) -> None:
+        """The stripe's SSIM', artifact and detail-lost maps, pooled into the running sums."""
+        assert self.dist is not None and self.dist_sq is not None and self.cross is not None
+        plan, w = self.plan, self.width
+        n_ssim, n_edge = len(plan.ssim), len(plan.edge)
+        if self.cache is not None:
+            cached = self.cache[self.top : self.top + count]
+            m1, var1, e1 = cached[:, n_ssim : 2 * n_ssim], cached[:, 2 * n_ssim : 3 * n_ssim], cached[:, 3 * n_ssim :]
+        else:
+            m1, var1, _, e1 = self._reference_side(xyb, blurred)
+        mu2 = blurred[:, self.dist : self.dist + 3]
+        # Every map of the stripe, side by side: SSIM' planes, artifact planes, detail-lost planes.
+        maps = _WORKSPACE.get("maps", (count, n_ssim + 2 * n_edge, w), self.device)
+
+        if n_ssim:
+            # SSIM' without the luminance denominator, as the C++ computes it:
+            # d = 1 - (1 - (mu1 - mu2)^2) * (2 (s12 - mu1 mu2) + C2) / ((s11 - mu1^2) + (s22 - mu2^2) + C2)
+            # The three covariance terms are computed alike (addcmul), so identical images give d = 0 exactly.
+            m2 = _take(mu2, plan.ssim)
+            s22 = blurred[:, self.dist_sq : self.dist_sq + n_ssim]
+            s12 = blurred[:, self.cross : self.cross + n_ssim]
+            ratio = s12.addcmul_(m1, m2, value=-1.0).mul_(2.0).add_(_C2)
+            ratio.div_(s22.addcmul_(m2, m2, value=-1.0).add_(var1).add_(_C2))
+            # 1 - (1 - dm) ratio, as 1 - (ratio - ratio dm)
+            ratio.addcmul_(ratio, torch.sub(m1, m2).square_(), value=-1.0).neg_().add_(1.0)
+            torch.clamp_min(ratio, 0.0, out=maps[:, :n_ssim])
+
+        if n_edge:
+            # (1 + |img2 - mu2|) / (1 + |img1 - mu1|) - 1, written as (e2 - e1) / (1 + e1).
+            d1 = torch.sub(_take(xyb[:, self.dist : self.dist + 3], plan.edge), _take(mu2, plan.edge)).abs_()
+            d1.sub_(e1).div_(torch.add(e1, 1.0))
+            # artifact: edges the original does not have; detail lost: edges the distorted lacks (kept as
+            # min(d1, 0): its sums come out negated, and the 4th powers are the same).
+            torch.clamp_min(d1, 0.0, out=maps[:, n_ssim : n_ssim + n_edge])
+            torch.clamp_max(d1, 0.0, out=maps[:, n_ssim + n_edge :])
+
+        if self.heat is not None:
+            self._add_heat(self.heat, maps, count)
+        # 1-norm and 4-norm sums, float32 within the stripe, float64 across stripes
+        self.sums[0] += maps.sum(dim=(0, 2))
+        self.sums[1] += maps.square_().square_().sum(dim=(0, 2))
+
+    def _kinds(self) -> list[tuple[int, int]]:
+        """(map kind, plane) of each plane of the stripe's maps: SSIM', artifact, detail lost."""
+        plan = self.plan
+        return [(0, p) for p in plan.ssim] + [(1, p) for p in plan.edge] + [(2, p) for p in plan.edge]
+
+    def _add_heat(self, heat: _Heat, maps: torch.Tensor, count: int) -> None:
+        """Add this stripe's weighted maps to the full-resolution heat map, upsampled by pixel replication."""
+        combined = torch.zeros((count, self.width), dtype=torch.float32, device=self.device)
+        for i, (kind, plane) in enumerate(self._kinds()):
+            weight = float(heat.weights[plane, self.index, kind])
+            if weight:
+                # detail-lost values are held negated (min(d1, 0)); the map shows max(-d1, 0)
+                combined.add_(maps[:, i], alpha=-weight if kind == 2 else weight)
+        s = self.index
+        height, width = heat.total.shape
+        first, last = self.top << s, min((self.top + count) << s, height)
+        rows = (torch.arange(first, last, device=self.device) >> s) - self.top
+        cols = torch.arange(width, device=self.device) >> s
+        heat.total[first:last] += combined.index_select(0, rows).index_select(1, cols)
+
+    def pooled(self) -> torch.Tensor:
+        """``3 maps x 3 planes x 2 norms`` (1-norm, 4-norm), float64; zeros for maps the plan skips."""
+        n = float(self.height * self.width)
+        out = torch.zeros((3, 3, 2), dtype=torch.float64, device=self.device)
+        means = self.sums / n
+        for i, (kind, plane) in enumerate(self._kinds()):
+            out[kind, plane, 0] = means[0, i].abs()  # detail-lost sums are negated
+            out[kind, plane, 1] = means[1, i].sqrt().sqrt()
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reference-side state and the stream
+# ----------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class SSIMULACRA2State:
-    """The reference side of SSIMULACRA 2, at every scale the C++ tool would compute."""
+    """The reference side of SSIMULACRA 2: its sRGB planes (the caller's tensor, not a copy), its size, and,
+    when they fit the metric's cache budget, its per-scale caches (see :class:`_Scale`).
+
+    Without caches, the reference's side of every map is recomputed stripe by stripe with each candidate, so
+    memory does not grow with the image. The tensor must not be modified while prepared.
+    """
 
     height: int
     width: int
-    scales: tuple[_ScaleState, ...]
+    planes: torch.Tensor  # 3 x H x W sRGB
+    caches: tuple[torch.Tensor, ...] | None = None
 
 
 def _check_tensor(t: torch.Tensor, what: str) -> None:
@@ -270,117 +571,100 @@ def _scale_sizes(height: int, width: int) -> list[tuple[int, int]]:
     return sizes
 
 
-def _prepare(reference: torch.Tensor) -> SSIMULACRA2State:
+def _cache_planes(plan: _Plan) -> int:
+    """Planes a scale's reference cache holds: XYB, mean and variance of the SSIM' planes, ``|img1 - mu1|`` of
+    the edge planes."""
+    return 3 * len(plan.ssim) + len(plan.edge)
+
+
+def cache_bytes(height: int, width: int) -> int:
+    """Bytes the reference caches of a ``width x height`` reference take (about 40 per pixel): it is cached
+    when this is at most the metric's ``reference_cache_bytes``.
+
+    Args:
+        height: reference height in pixels.
+        width: reference width in pixels.
+
+    Returns:
+        The size in bytes of the float32 caches over all scales.
+    """
+    sizes = _scale_sizes(height, width)
+    return sum(4 * h * w * _cache_planes(plan) for (h, w), plan in zip(sizes, _plans(len(sizes))))
+
+
+def _prepare(reference: torch.Tensor, device: torch.device, cache_budget: int) -> SSIMULACRA2State:
     _check_tensor(reference, "reference")
     h, w = (int(v) for v in reference.shape[-2:])
-    plans = _plans(len(_scale_sizes(h, w)))
-    linear = srgb_to_linear(reference[0].float())
-    scales: list[_ScaleState] = []
-    for scale, plan in enumerate(plans):
-        if scale:
-            linear = _downsample(linear)
-        n_ssim = len(plan.ssim)
-        padded, interior = padded_planes(3 + n_ssim, linear.shape[1], linear.shape[2], sigma=_SIGMA, like=linear)
-        xyb = linear_to_xyb(linear, out=interior[:3])
-        xyb_ssim = _take(xyb, plan.ssim).contiguous()
-        torch.mul(xyb_ssim, xyb_ssim, out=interior[3:])
-        blurred = blur_padded(padded, _SIGMA)
-        mu, sigma_sq = blurred[:3], blurred[3:]
-        mu_ssim = _take(mu, plan.ssim).clone()  # a copy, so the state does not keep the whole blur buffer
-        edge = torch.sub(_take(xyb, plan.edge), _take(mu, plan.edge)).abs_()
-        scales.append(
-            _ScaleState(
-                plan=plan,
-                xyb_ssim=xyb_ssim,
-                mu_ssim=mu_ssim,
-                variance=sigma_sq - mu_ssim * mu_ssim,
-                edge=edge,
-                inv_edge=torch.reciprocal(edge + 1.0),
-            )
+    planes = reference[0].to(device=device, dtype=torch.float32)
+    if cache_bytes(h, w) > cache_budget:
+        return SSIMULACRA2State(height=h, width=w, planes=planes)
+    sizes = _scale_sizes(h, w)
+    caches = tuple(
+        torch.empty((sh, _cache_planes(plan), sw), dtype=torch.float32, device=device)
+        for (sh, sw), plan in zip(sizes, _plans(len(sizes)))
+    )
+    _stream(planes, None, caches, None)
+    return SSIMULACRA2State(height=h, width=w, planes=planes, caches=caches)
+
+
+def _stream(
+    ref: torch.Tensor, dist: torch.Tensor | None, caches: tuple[torch.Tensor, ...] | None, heat: _Heat | None
+) -> list[_Scale]:
+    """Stream ``3 x H x W`` sRGB planes through every scale. Roles: with ``dist`` and no caches, both images
+    (pair); with ``dist`` and caches, the distorted image against them; without ``dist``, the reference
+    alone, filling the caches."""
+    h, w = ref.shape[-2:]
+    sizes = _scale_sizes(h, w)
+    plans = _plans(len(sizes))
+    role: Role = "reference" if dist is None else ("distorted" if caches is not None else "pair")
+    scales: list[_Scale] = []
+    nxt: _Scale | None = None
+    for index in reversed(range(len(sizes))):
+        nxt = _Scale(
+            index,
+            *sizes[index],
+            plans[index],
+            nxt,
+            role=role,
+            cache=None if caches is None else caches[index],
+            heat=heat,
+            device=ref.device,
         )
-    return SSIMULACRA2State(height=h, width=w, scales=tuple(scales))
+        scales.append(nxt)
+    scales.reverse()
+    first = scales[0]
+    top = 0
+    while top < h:
+        n = min(first.free, h - top)
+        if role == "pair":
+            assert dist is not None
+            sources = [ref[:, top : top + n], dist[:, top : top + n]]
+        else:
+            sources = [(ref if dist is None else dist)[:, top : top + n]]
+        _decode_srgb(sources, first.take(n))
+        first.commit()
+        top += n
+    first.finish()
+    return scales
 
 
-def _norms(maps: torch.Tensor) -> torch.Tensor:
-    """1-norm and 4-norm of each ``h x w`` map in ``... x h x w``: ``... x 2``, float64.
+def _subscores(state: SSIMULACRA2State, distorted: torch.Tensor, heat: torch.Tensor | None = None) -> torch.Tensor:
+    """Pooled values of every scale: ``scales x 3 maps x 3 planes x 2 norms``, float64.
 
-    Sums run in float32 (torch sums float32 pairwise, so the relative error stays near 1e-7, far below
-    what moves a score); converting the maps to float64 first would cost more than the rest of the pooling.
+    With ``heat`` (``H x W`` float32 zeros), also adds each scale's weighted maps into it.
     """
-    flat = maps.flatten(-2)
-    n = flat.shape[-1]
-    mean = flat.sum(dim=-1).double() / n
-    fourth = flat.square().square_().sum(dim=-1).double() / n
-    return torch.stack([mean, fourth.sqrt().sqrt()], dim=-1)
-
-
-def _scale_maps(ref: _ScaleState, linear: torch.Tensor, keep_maps: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Pooled error maps of one scale (``3 maps x 3 planes x 2 norms``, float64; maps: SSIM', artifact,
-    detail lost) and, when asked, the maps themselves (``3 x 3 x h x w``; zeros where the plan skips)."""
-    plan = ref.plan
-    ssim_planes, edge_planes = plan.ssim, plan.edge
-    n_ssim = len(ssim_planes)
-    _, h, w = linear.shape
-
-    # One buffer, one blur: [xyb (3 planes), xyb^2 and xyb * reference of the SSIM planes].
-    padded, interior = padded_planes(3 + 2 * n_ssim, h, w, sigma=_SIGMA, like=linear)
-    xyb = linear_to_xyb(linear, out=interior[:3])
-    xyb_ssim = _take(xyb, ssim_planes)
-    torch.mul(xyb_ssim, xyb_ssim, out=interior[3 : 3 + n_ssim])
-    torch.mul(ref.xyb_ssim, xyb_ssim, out=interior[3 + n_ssim :])
-    blurred = blur_padded(padded, _SIGMA)
-    mu2 = blurred[:3]
-
-    pooled = torch.zeros((3, 3, 2), dtype=torch.float64, device=linear.device)
-    kept = torch.zeros((3, 3, h, w), dtype=linear.dtype, device=linear.device) if keep_maps else None
-
-    if n_ssim:
-        # SSIM' without the luminance denominator, as the C++ computes it:
-        # d = 1 - (1 - (mu1 - mu2)^2) * (2 (s12 - mu1 mu2) + C2) / ((s11 - mu1^2) + (s22 - mu2^2) + C2)
-        mu1, mu2s = ref.mu_ssim, _take(mu2, ssim_planes)
-        sigma22 = blurred[3 : 3 + n_ssim]
-        sigma12 = blurred[3 + n_ssim :]
-        num_s = sigma12.sub_(mu1 * mu2s).mul_(2.0).add_(_C2)
-        denom_s = sigma22.sub_(mu2s * mu2s).add_(ref.variance).add_(_C2)
-        ssim = torch.sub(mu1, mu2s).square_().neg_().add_(1.0).mul_(num_s)
-        ssim.div_(denom_s).neg_().add_(1.0).clamp_min_(0.0)
-        pooled[0, list(ssim_planes)] = _norms(ssim)
-        if kept is not None:
-            kept[0, list(ssim_planes)] = ssim
-
-    if edge_planes:
-        # (1 + |img2 - mu2|) / (1 + |img1 - mu1|) - 1, written as (e2 - e1) / (1 + e1).
-        d1 = torch.sub(_take(xyb, edge_planes), _take(mu2, edge_planes)).abs_()
-        d1.sub_(ref.edge).mul_(ref.inv_edge)
-        for kind, planes, sign in ((1, plan.artifact, 1.0), (2, plan.detail, -1.0)):
-            if not planes:
-                continue
-            # artifact: edges the original does not have; detail lost: edges the distorted lacks.
-            part = torch.mul(_take(d1, planes, edge_planes), sign).clamp_min_(0.0)
-            pooled[kind, list(planes)] = _norms(part)
-            if kept is not None:
-                kept[kind, list(planes)] = part
-    return pooled, kept
-
-
-def _subscores(
-    state: SSIMULACRA2State, distorted: torch.Tensor, keep_maps: bool = False
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
     _check_tensor(distorted, "distorted")
     h, w = (int(v) for v in distorted.shape[-2:])
     if (h, w) != (state.height, state.width):
         raise ImageSizeMismatchError(f"expected equal sizes, got {state.width}x{state.height} and {w}x{h}")
-    linear = srgb_to_linear(distorted[0].float())
-    pooled: list[torch.Tensor] = []
-    kept: list[torch.Tensor] = []
-    for scale, ref in enumerate(state.scales):
-        if scale:
-            linear = _downsample(linear)
-        p, maps = _scale_maps(ref, linear, keep_maps)
-        pooled.append(p)
-        if maps is not None:
-            kept.append(maps)
-    return torch.stack(pooled), kept  # scales x 3 maps x 3 planes x 2 norms
+    dist = distorted[0].to(device=state.planes.device, dtype=torch.float32)
+    collect = None
+    if heat is not None:
+        n_scales = len(_scale_sizes(h, w))
+        weights = np.asarray(WEIGHTS[: 18 * n_scales]).reshape(3, n_scales, 2, 3).sum(axis=2)
+        collect = _Heat(total=heat, weights=weights)
+    scales = _stream(state.planes, dist, state.caches, collect)
+    return torch.stack([s.pooled() for s in scales])
 
 
 def _ordered(pooled: torch.Tensor) -> np.ndarray:
@@ -399,25 +683,6 @@ def score_from_subscores(values: np.ndarray | list[float]) -> float:
     return 100.0
 
 
-def _weight_map(state: SSIMULACRA2State, kept: list[torch.Tensor]) -> np.ndarray:
-    """Full-resolution local error: every scale's maps, weighted and upsampled by pixel replication."""
-    n_scales = len(kept)
-    weights = np.asarray(WEIGHTS[: 18 * n_scales]).reshape(3, n_scales, 2, 3)  # plane, scale, norm, map
-    per_map = weights.sum(axis=2)  # both norms of a (plane, scale, map) weigh its per-pixel values
-    h, w = state.height, state.width
-    device = kept[0].device
-    total = torch.zeros((h, w), dtype=torch.float32, device=device)
-    for scale, maps in enumerate(kept):
-        wt = torch.tensor(per_map[:, scale, :].T.copy(), dtype=torch.float32, device=device)  # map x plane
-        combined = (maps * wt[:, :, None, None]).sum(dim=(0, 1))
-        if scale:
-            rows = torch.arange(h, device=device) >> scale
-            cols = torch.arange(w, device=device) >> scale
-            combined = combined[rows][:, cols]
-        total += combined
-    return total.cpu().numpy()
-
-
 # ----------------------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------------------
@@ -429,22 +694,36 @@ def ssimulacra2(reference: torch.Tensor, distorted: torch.Tensor) -> float:
     100 means identical; 90 visually lossless, 80 high, 70 medium, 50 low quality; it can go negative.
     """
     with torch.inference_mode():
-        pooled, _ = _subscores(_prepare(reference), distorted)
+        pooled = _subscores(_prepare(reference, reference.device, 0), distorted)
         return score_from_subscores(_ordered(pooled))
 
 
 class SSIMULACRA2(Metric):
-    """SSIMULACRA 2.1 with the reference side (XYB pyramid, its blurred means and squares) cached."""
+    """SSIMULACRA 2.1, streamed in stripes (see the module docstring).
+
+    ``reference_cache_bytes``: the reference's side of every map is computed once and kept when it takes at
+    most this many bytes (about 40 per pixel: up to 1.6 MP with the default 64 MiB), which makes scoring a
+    candidate about a third cheaper; larger references are recomputed with each candidate, so memory stays
+    bounded. 0 never caches.
+    """
 
     spec = get_spec("ssimulacra2")
 
+    def __init__(
+        self, device: torch.device | str | None = None, *, reference_cache_bytes: int = REFERENCE_CACHE_BYTES
+    ) -> None:
+        super().__init__(device)
+        if reference_cache_bytes < 0:
+            raise InvalidParameterError(f"reference_cache_bytes must be >= 0, got {reference_cache_bytes}")
+        self.reference_cache_bytes = reference_cache_bytes
+
     def prepare(self, reference: torch.Tensor, shared: dict[str, Any]) -> SSIMULACRA2State:
         with torch.inference_mode():
-            return _prepare(reference.to(self.device))
+            return _prepare(reference, self.device, self.reference_cache_bytes)
 
     def compute(self, state: SSIMULACRA2State, distorted: torch.Tensor, shared: dict[str, Any]) -> float:
         with torch.inference_mode():
-            pooled, _ = _subscores(state, distorted.to(self.device))
+            pooled = _subscores(state, distorted)
             return score_from_subscores(_ordered(pooled))
 
     def compute_map(self, state: SSIMULACRA2State, distorted: torch.Tensor, shared: dict[str, Any]) -> np.ndarray:
@@ -455,5 +734,6 @@ class SSIMULACRA2(Metric):
         summed over scales. A picture of where the score's error comes from, not a per-pixel score.
         """
         with torch.inference_mode():
-            _, kept = _subscores(state, distorted.to(self.device), keep_maps=True)
-            return _weight_map(state, kept)
+            heat = torch.zeros((state.height, state.width), dtype=torch.float32, device=state.planes.device)
+            _subscores(state, distorted, heat=heat)
+            return heat.cpu().numpy()
