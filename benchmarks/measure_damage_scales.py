@@ -41,7 +41,7 @@ DATASETS = Path(os.environ.get("OPTIMIZER_DATASETS", ROOT.parent / "shared" / "d
 
 def _metrics() -> list[str]:
     missing = {name for status in weights_status() if not status.present for name in status.needed_by}
-    return [s.name for s in specs() if s.has_map and s.per_pair and s.name not in missing]
+    return [s.name for s in specs() if s.has_map and s.name not in missing]
 
 
 def measure(images: int) -> tuple[dict[str, dict[int, list[float]]], list[str]]:

@@ -223,4 +223,4 @@ def test_evaluate_set_needs_two_images_per_set(random_inception, image_sets, tmp
 
 
 def test_fid_is_not_a_per_pair_metric() -> None:
-    assert "fid" not in metric_names(per_pair_only=False)
+    assert "fid" not in metric_names()

@@ -58,7 +58,7 @@ def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[WeightsFile, 
 
 def test_catalogue_names_embed_their_hash_and_urls_end_with_the_file() -> None:
     assert {"alexnet", "vgg16", "squeezenet1_1", "fid_inception"} <= set(CATALOGUE)
-    known_users = set(metric_names(per_pair_only=False)) | {"fid"}
+    known_users = set(metric_names()) | {"fid"}
     for w in CATALOGUE.values():
         assert re.fullmatch(r"[0-9a-f]{8}", w.sha256_prefix)
         assert w.file.endswith(f"-{w.sha256_prefix}.pth")

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-__all__ = ["Metric", "MetricSpec", "PreparedReference"]
+__all__ = ["Metric", "MetricSpec"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class MetricSpec:
     ``value_range`` is where raw values can lie (PSNR reaches infinity for identical images).
     ``norm_range`` is the interval mapped linearly onto [0, 1] for the composite, 1 being best; raw values
     outside it are clamped, so identical images get exactly 1 on every metric. Norm ranges are calibrated
-    so that a normalised score reads like SSIMULACRA 2 divided by 100 (see ``calibration.py``).
+    so that a normalised score reads like SSIMULACRA 2 divided by 100 (see ``benchmarks/calibrate_norm_ranges.py``).
     ``has_map``: the metric offers a spatial map (:meth:`Metric.compute_map`); ``similarity_map``: that map
     measures similarity, 1 where the images agree (SSIM), rather than damage, 0 where they agree.
     ``damage_scale``: the damage (:meth:`damage`) a heat map draws brightest, the same for every image so
@@ -54,7 +54,6 @@ class MetricSpec:
     version: str
     description: str
     factory: Callable[..., "Metric"] = field(repr=False, compare=False)
-    per_pair: bool = True
     has_map: bool = False
     unit: str = ""
     similarity_map: bool = False
@@ -92,15 +91,6 @@ class MetricSpec:
     def meets(self, value: float, target: float) -> bool:
         """Whether ``value`` is at least as good as ``target`` in this metric's direction."""
         return value >= target if self.higher_is_better else value <= target
-
-
-@dataclass
-class PreparedReference:
-    """A reference image with each metric's cached state and a scratch dict they may share."""
-
-    tensor: "torch.Tensor"
-    states: dict[str, Any] = field(default_factory=dict)
-    shared: dict[str, Any] = field(default_factory=dict)
 
 
 class Metric(ABC):

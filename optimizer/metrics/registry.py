@@ -54,16 +54,13 @@ def get_spec(name: str) -> MetricSpec:
         raise UnknownNameError("metric", name, list(_REGISTRY)) from None
 
 
-def metric_names(*, per_pair_only: bool = True) -> list[str]:
-    """Registered metric names, in registration order.
-
-    Args:
-        per_pair_only: Leave out set metrics (FID compares folders, not pairs).
+def metric_names() -> list[str]:
+    """Registered metric names (all compare pairs; FID, which compares folders, is not one), in registration order.
 
     Returns:
         The names.
     """
-    return [n for n, s in _REGISTRY.items() if s.per_pair or not per_pair_only]
+    return list(_REGISTRY)
 
 
 def specs() -> list[MetricSpec]:
