@@ -96,7 +96,7 @@ def test_gate(folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.Capture
 def test_compress(folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _, proc = folders
     out = tmp_path / "out"
-    args = ["compress", str(proc), "--formats", "jpeg", "--profile", "fast", "-o", str(out)]
+    args = ["compress", str(proc), "--formats", "jpeg", "--profile", "fast", "-d", str(out)]
     assert main([*args, "--target", "psnr:30"]) == EXIT_INPUT
     assert sorted(p.stem for p in out.iterdir() if not p.name.startswith(".")) == ["a", "b"]
     capsys.readouterr()

@@ -212,7 +212,7 @@ def _bases(paths: dict[str, str]) -> dict[tuple[str, ...], list[str]]:
     return {
         ("codecs",): [],
         ("encode",): [paths["image"], "-f", "webp", "-o", "out.webp"],
-        ("compress",): [paths["orig"], "--target", "ssim:0.9", "-o", "compressed"],
+        ("compress",): [paths["orig"], "--target", "ssim:0.9", "-d", "compressed"],
         ("evaluate",): [paths["image"], paths["image"], "--metrics", "psnr"],
         ("evaluate-set",): [paths["orig"], paths["proc"]],
         ("monitor",): ["--watch", paths["orig"], paths["proc"], "--once"],

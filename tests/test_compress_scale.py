@@ -304,7 +304,7 @@ def test_cli_prints_plain_progress_lines_when_piped(
     from optimizer.cli import compress_cmd, main
 
     monkeypatch.setattr(compress_cmd, "PROGRESS_INTERVAL", 0.0)
-    code = main(["compress", str(crops[0]), "-t", TARGET, "--formats", "jpeg", "-o", str(tmp_path), "-j", "2"])
+    code = main(["compress", str(crops[0]), "-t", TARGET, "--formats", "jpeg", "-d", str(tmp_path), "-j", "2"])
     err = capsys.readouterr().err
     lines = err.splitlines()
     assert code == 0 and lines[0] == "compressing: 0/1" and lines[-1] == f"compressing: 1/1 {crops[0].name}"

@@ -109,7 +109,7 @@ def test_compress_on_every_entry(corpus: list[HostileFile], tmp_path: Path, caps
     failures = []
     for entry in corpus:
         out = tmp_path / entry.name
-        code = main(["compress", str(entry.path), "-t", "psnr:30", "--formats", "jpeg", "-o", str(out)])
+        code = main(["compress", str(entry.path), "-t", "psnr:30", "--formats", "jpeg", "-d", str(out)])
         captured = capsys.readouterr()
         allowed = {"valid": {0, 1}, "tiny": {0, 1, 2, 3}}.get(entry.outcome, ALLOWED[entry.outcome] | {1})
         if code not in allowed or code == 5:

@@ -14,7 +14,8 @@ from PIL import Image
 from optimizer.errors import ImageSizeMismatchError, InvalidImageError, InvalidParameterError
 from optimizer.metrics import create_metric, get_spec
 from optimizer.metrics._gaussian import BandFilter, gaussian_taps
-from optimizer.metrics.ssim import MS_SSIM_WEIGHTS, MSSSIM, PSNR, SSIM, _reflected, ms_ssim_scales
+from optimizer.metrics.psnr import PSNR
+from optimizer.metrics.ssim import MS_SSIM_WEIGHTS, MSSSIM, SSIM, _reflected, ms_ssim_scales
 
 TOL = 1e-4
 KODAK = ("kodim01.png", "kodim04.png", "kodim13.png")  # 768x512, 512x768 (portrait), 768x512

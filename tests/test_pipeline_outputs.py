@@ -182,7 +182,7 @@ def test_outputs_and_reports_follow_the_umask(
         )
         compress_report = tmp_path / "compress.json"
         code = main(
-            ["compress", str(camera), "-t", "ssim:0.9", "--formats", "jpeg", "-o", str(tmp_path / "c")]
+            ["compress", str(camera), "-t", "ssim:0.9", "--formats", "jpeg", "-d", str(tmp_path / "c")]
             + ["--report", str(compress_report), "--no-keep-original"]
         )
         assert code == EXIT_OK

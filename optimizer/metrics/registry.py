@@ -104,7 +104,7 @@ register_metric(
         needs_weights=False,
         version="1",
         description="Peak signal-to-noise ratio over RGB, data range 1 (infinite for identical images).",
-        factory=_lazy(".ssim", "PSNR"),
+        factory=_lazy(".psnr", "PSNR"),
         unit="dB",
     )
 )

@@ -1,4 +1,4 @@
-"""PSNR, SSIM and MS-SSIM in torch float32, with the reference side cached and the work shared.
+"""SSIM and MS-SSIM in torch float32, with the reference side cached and the work shared.
 
 Conventions (data range 1, inputs ``1 x C x H x W`` in ``[0, 1]``; C is 3 for RGB):
 
@@ -20,7 +20,6 @@ Conventions (data range 1, inputs ``1 x C x H x W`` in ``[0, 1]``; C is 3 for RG
   to sum to 1; the coarsest of those carries luminance), so thumbnails and icons can still be scored; at
   one scale it is SSIM clipped at 0. Pass ``allow_fewer_scales=False`` to get an error instead. Both
   variants raise below 11 pixels.
-* **PSNR**: ``10 log10(1 / MSE)`` over all RGB samples; identical images give ``inf`` (composites clamp it).
 
 How it runs. Nothing is computed on whole planes: rows of both images stream through the scales in
 stripes (:mod:`._stripes`); each scale filters ``x, y, x^2, y^2, xy`` of one stripe at a time with small
@@ -43,8 +42,9 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from ..errors import ImageSizeMismatchError, InvalidImageError, InvalidParameterError
+from ..errors import InvalidImageError, InvalidParameterError
 from ._gaussian import BandFilter, Workspace, gaussian_taps
+from ._planes import as_planes, check_same_size
 from ._stripes import REFERENCE_CACHE_BYTES, RowWindow, StreamedScale, stripe_rows
 from .base import Metric
 from .registry import get_spec
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-__all__ = ["MSSSIM", "MS_SSIM_WEIGHTS", "PSNR", "SSIM", "ms_ssim_scales"]
+__all__ = ["MSSSIM", "MS_SSIM_WEIGHTS", "SSIM", "ms_ssim_scales"]
 
 SIGMA = 1.5
 TRUNCATE = 3.5
@@ -73,31 +73,6 @@ _WORKSPACE = Workspace()
 
 
 # --------------------------------------------------------------------------------------- checks
-
-
-def _size(t: "torch.Tensor") -> str:
-    return f"{t.shape[-1]}x{t.shape[-2]}"
-
-
-def _as_planes(image: "torch.Tensor", device: "torch.device", what: str) -> "torch.Tensor":
-    """Check the metric tensor contract and return ``C x H x W`` float32 planes on ``device`` (a view of
-    ``image`` when it already is one: the prepared state refers to the caller's tensor)."""
-    import torch
-
-    if not isinstance(image, torch.Tensor):
-        raise InvalidImageError(f"{what} must be a torch tensor (1 x C x H x W), got {type(image).__name__}")
-    if image.ndim != 4 or image.shape[0] != 1 or image.shape[1] < 1:
-        raise InvalidImageError(f"{what} must be a 1 x C x H x W tensor, got shape {tuple(image.shape)}")
-    return image[0].to(device=device, dtype=torch.float32)
-
-
-def _check_same_size(reference: "torch.Tensor", distorted: "torch.Tensor") -> None:
-    if reference.shape != distorted.shape:
-        if reference.shape[-2:] != distorted.shape[-2:]:
-            raise ImageSizeMismatchError(f"expected equal sizes, got {_size(reference)} and {_size(distorted)}")
-        raise ImageSizeMismatchError(
-            f"expected equal channel counts, got {reference.shape[0]} and {distorted.shape[0]}"
-        )
 
 
 def _check_window_fits(image: "torch.Tensor", metric: str) -> None:
@@ -446,45 +421,6 @@ def _full_scale_terms(
 # --------------------------------------------------------------------------------------- metrics
 
 
-@dataclass(frozen=True)
-class _PSNRState:
-    image: "torch.Tensor"
-
-
-#: Samples per PSNR stripe (all channels): the squared differences are summed a stripe at a time, so the
-#: temporary is 4 MB whatever the image size.
-_PSNR_STRIPE = 1 << 20
-
-
-class PSNR(Metric):
-    """Peak signal-to-noise ratio over all RGB samples, data range 1 (``inf`` for identical images)."""
-
-    spec = get_spec("psnr")
-
-    def prepare(self, reference: "torch.Tensor", shared: dict[str, Any]) -> _PSNRState:
-        import torch
-
-        with torch.inference_mode():
-            return _PSNRState(_as_planes(reference, self.device, "reference"))
-
-    def compute(self, state: _PSNRState, distorted: "torch.Tensor", shared: dict[str, Any]) -> float:
-        import torch
-        import torch.nn.functional as F
-
-        with torch.inference_mode():
-            x = state.image
-            y = _as_planes(distorted, self.device, "distorted image")
-            _check_same_size(x, y)
-            c, h, w = x.shape
-            step = max(1, _PSNR_STRIPE // max(1, c * w))
-            total = 0.0
-            for top in range(0, h, step):
-                # float32 pairwise sum per stripe, float64 across stripes
-                total += float(F.mse_loss(x[:, top : top + step], y[:, top : top + step], reduction="sum"))
-            mse = total / (c * h * w)
-        return math.inf if mse == 0.0 else -10.0 * math.log10(mse)
-
-
 def _check_budget(value: int) -> int:
     if value < 0:
         raise InvalidParameterError(f"reference_cache_bytes must be >= 0, got {value}")
@@ -516,13 +452,13 @@ class SSIM(Metric):
         import torch
 
         with torch.inference_mode():
-            x = _as_planes(reference, self.device, "reference")
+            x = as_planes(reference, self.device, "reference")
             _check_window_fits(x, "SSIM")
             return _SSIMState(image=x, caches=_reference_cache(x, 1, shared, self.reference_cache_bytes))
 
     def _distorted(self, state: _SSIMState, distorted: "torch.Tensor") -> "torch.Tensor":
-        y = _as_planes(distorted, self.device, "distorted image")
-        _check_same_size(state.image, y)
+        y = as_planes(distorted, self.device, "distorted image")
+        check_same_size(state.image, y)
         return y
 
     def compute(self, state: _SSIMState, distorted: "torch.Tensor", shared: dict[str, Any]) -> float:
@@ -598,7 +534,7 @@ class MSSSIM(Metric):
         import torch
 
         with torch.inference_mode():
-            x = _as_planes(reference, self.device, "reference")
+            x = as_planes(reference, self.device, "reference")
             weights = self._weights(x)
             caches = _reference_cache(x, len(weights), shared, self.reference_cache_bytes)
             return _MSSSIMState(image=x, weights=weights, caches=caches)
@@ -608,8 +544,8 @@ class MSSSIM(Metric):
 
         with torch.inference_mode():
             x = state.image
-            y = _as_planes(distorted, self.device, "distorted image")
-            _check_same_size(x, y)
+            y = as_planes(distorted, self.device, "distorted image")
+            check_same_size(x, y)
             n = len(state.weights)
             key = f"{_NS}:ssim_cs:scale0@{x.device}"
             known = shared.get(key)

@@ -55,7 +55,6 @@ them), which changes nothing in the score.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -65,7 +64,9 @@ import torch
 from ..errors import ImageSizeMismatchError, InvalidImageError, InvalidParameterError
 from ._gaussian import Workspace
 from ._recursive_gaussian import band_filter
+from ._ssimulacra2_weights import WEIGHTS, score_from_subscores
 from ._stripes import REFERENCE_CACHE_BYTES, RowWindow, StreamedScale, stripe_rows
+from ._xyb import cube_roots, decode_srgb, linear_to_xyb, srgb_to_linear, xyb_from_roots
 from .base import Metric
 from .registry import get_spec
 
@@ -88,154 +89,7 @@ NUM_SCALES = 6
 _SIGMA = 1.5
 _C2 = 0.0009
 
-# libjxl's opsin absorbance matrix and bias (lib/jxl/cms/opsin_params.h), with the diagonal terms
-# computed in float32 as libjxl does (1.0f - kM02 - kM00...).
-_f = np.float32
-_M = np.array(
-    [
-        [_f(0.30), _f(1.0) - _f(0.078) - _f(0.30), _f(0.078)],
-        [_f(0.23), _f(1.0) - _f(0.078) - _f(0.23), _f(0.078)],
-        [
-            _f(0.24342268924547819),
-            _f(0.20476744424496821),
-            _f(1.0) - _f(0.24342268924547819) - _f(0.20476744424496821),
-        ],
-    ],
-    dtype=np.float32,
-)
-_BIAS = np.float32(0.0037930732552754493)
-_NEG_CBRT_BIAS = -float(np.cbrt(np.float64(_BIAS)))
-# From the cube roots m to SSIMULACRA 2.1's planes: X' = 7 (m0 - m1) + 0.42, Y' = (m0 + m1) / 2 - cbrt(bias)
-# + 0.01, B' = m2 - (m0 + m1) / 2 + 0.55 (the cube root of the bias cancels in X' and B').
-_XYB = np.array([[7.0, -7.0, 0.0], [0.5, 0.5, 0.0], [-0.5, -0.5, 1.0]], dtype=np.float32)
-_XYB_OFFSET = np.array([[0.42], [0.01 + _NEG_CBRT_BIAS], [0.55]], dtype=np.float32)
-
-_SRGB_THRESHOLD = 0.04045
-
 _WORKSPACE = Workspace()
-
-#: The 108 SSIMULACRA 2.1 weights, in the C++ order: plane (X, Y, B), scale, norm (1, 4), then map
-#: (SSIM', artifact, detail lost) within each row.
-WEIGHTS: tuple[float, ...] = (
-    0.0, 0.0007376606707406586, 0.0,  # X 1:1 1-norm
-    0.0, 0.0007793481682867309, 0.0,  # X 1:1 4-norm
-    0.0, 0.0004371155730107379, 0.0,  # X 1:2 1-norm
-    1.1041726426657346, 0.00066284834129271, 0.00015231632783718752,  # X 1:2 4-norm
-    0.0, 0.0016406437456599754, 0.0,  # X 1:4 1-norm
-    1.8422455520539298, 11.441172603757666, 0.0,  # X 1:4 4-norm
-    0.0007989109436015163, 0.000176816438078653, 0.0,  # X 1:8 1-norm
-    1.8787594979546387, 10.94906990605142, 0.0,  # X 1:8 4-norm
-    0.0007289346991508072, 0.9677937080626833, 0.0,  # X 1:16 1-norm
-    0.00014003424285435884, 0.9981766977854967, 0.00031949755934435053,  # X 1:16 4-norm
-    0.0004550992113792063, 0.0, 0.0,  # X 1:32 1-norm
-    0.0013648766163243398, 0.0, 0.0,  # X 1:32 4-norm
-    0.0, 0.0, 0.0,  # Y 1:1 1-norm
-    7.466890328078848, 0.0, 17.445833984131262,  # Y 1:1 4-norm
-    0.0006235601634041466, 0.0, 0.0,  # Y 1:2 1-norm
-    6.683678146179332, 0.00037724407979611296, 1.027889937768264,  # Y 1:2 4-norm
-    225.20515300849274, 0.0, 0.0,  # Y 1:4 1-norm
-    19.213238186143016, 0.0011401524586618361, 0.001237755635509985,  # Y 1:4 4-norm
-    176.39317598450694, 0.0, 0.0,  # Y 1:8 1-norm
-    24.43300999870476, 0.28520802612117757, 0.0004485436923833408,  # Y 1:8 4-norm
-    0.0, 0.0, 0.0,  # Y 1:16 1-norm
-    34.77906344483772, 44.835625328877896, 0.0,  # Y 1:16 4-norm
-    0.0, 0.0, 0.0,  # Y 1:32 1-norm
-    0.0, 0.0, 0.0,  # Y 1:32 4-norm
-    0.0, 0.0008680556573291698, 0.0,  # B 1:1 1-norm
-    0.0, 0.0, 0.0,  # B 1:1 4-norm
-    0.0, 0.0005313191874358747, 0.0,  # B 1:2 1-norm
-    0.00016533814161379112, 0.0, 0.0,  # B 1:2 4-norm
-    0.0, 0.0, 0.0,  # B 1:4 1-norm
-    0.0004179171803251336, 0.0017290828234722833, 0.0,  # B 1:4 4-norm
-    0.0020827005846636437, 0.0, 0.0,  # B 1:8 1-norm
-    8.826982764996862, 23.19243343998926, 0.0,  # B 1:8 4-norm
-    95.1080498811086, 0.9863978034400682, 0.9834382792465353,  # B 1:16 1-norm
-    0.0012286405048278493, 171.2667255897307, 0.9807858872435379,  # B 1:16 4-norm
-    0.0, 0.0, 0.0,  # B 1:32 1-norm
-    0.0005130064588990679, 0.0, 0.00010854057858411537,  # B 1:32 4-norm
-)  # fmt: skip
-
-# ----------------------------------------------------------------------------------------------------
-# Colour
-# ----------------------------------------------------------------------------------------------------
-
-
-def srgb_to_linear(srgb: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """The sRGB transfer curve inverted: ``v / 12.92`` up to 0.04045, ``((v + 0.055) / 1.055) ^ 2.4`` above.
-
-    Written without a mask (``torch.where`` costs ten times an addition here) and with the power as
-    ``exp(2.4 log(.))`` (a quarter of ``pow``'s cost, within 1e-6 relative). ``out`` gets the result.
-    """
-    if out is None:
-        out = torch.empty(srgb.shape, dtype=torch.float32, device=srgb.device)
-    _decode_srgb([srgb], out)
-    return out
-
-
-def _decode_srgb(sources: list[torch.Tensor], out: torch.Tensor) -> None:
-    """:func:`srgb_to_linear` of several ``C x n x W`` tensors into consecutive planes of ``out``: one chain
-    of operations for all of them. Below the threshold the power branch is clamped to its value there (the
-    knee, ``0.04045 / 12.92``) and above it the linear branch is clamped to the same value, so
-    ``knee + power(max(v, t)) - knee + (min(v, t) - t) / 12.92`` is whichever branch applies."""
-    high = _WORKSPACE.get("srgb_high", tuple(out.shape), out.device)
-    k = 0
-    for src in sources:
-        c = src.shape[0]
-        torch.clamp_min(src, _SRGB_THRESHOLD, out=high[k : k + c])
-        torch.clamp_max(src, _SRGB_THRESHOLD, out=out[k : k + c])
-        k += c
-    high.add_(0.055).mul_(1.0 / 1.055).log_().mul_(2.4).exp_()
-    torch.add(high, out.sub_(_SRGB_THRESHOLD), alpha=1.0 / 12.92, out=out)
-
-
-def linear_to_xyb(linear: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Linear RGB ``3k x H x W`` (``k`` images' planes) to SSIMULACRA 2.1's positive XYB, plane for plane.
-
-    With ``m_i = cbrt(max(M rgb + bias, 0))``: ``X' = 7 (m0 - m1) + 0.42``,
-    ``Y' = (m0 + m1) / 2 - cbrt(bias) + 0.01``, ``B' = m2 - (m0 + m1) / 2 + 0.55`` (the cube root of the
-    bias cancels in X' and B'). Both linear maps are matrix products (block-diagonal over the images); the
-    cube root is ``exp(log(.) / 3)``, within 2e-7 relative. ``linear`` needs contiguous rows.
-    """
-    c, h, w = linear.shape
-    xyb = torch.empty((c, h, w), dtype=torch.float32, device=linear.device)
-    _xyb_from_roots(_cube_roots(linear), xyb)
-    return xyb if out is None else out.copy_(xyb)
-
-
-def _cube_roots(linear: torch.Tensor) -> torch.Tensor:
-    """``cbrt(max(M rgb + bias, 0))`` of ``3k x H x W`` linear planes, as a ``3k x (H W)`` matrix."""
-    c, h, w = linear.shape
-    opsin, bias, _, _ = _xyb_matrices(c // 3, linear.device)
-    return torch.addmm(bias, opsin, linear.reshape(c, h * w)).clamp_min_(0.0).log_().mul_(1.0 / 3.0).exp_()
-
-
-def _xyb_from_roots(roots: torch.Tensor, out: torch.Tensor) -> None:
-    """The XYB planes from :func:`_cube_roots` into ``out`` (contiguous ``3k x h x w``)."""
-    c, h, w = out.shape
-    _, _, to_xyb, offset = _xyb_matrices(c // 3, out.device)
-    torch.addmm(offset, to_xyb, roots, out=out.view(c, h * w))
-
-
-_XYB_MATRICES: dict[tuple[int, str, int | None], tuple[torch.Tensor, ...]] = {}
-
-
-def _xyb_matrices(images: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Block-diagonal opsin matrix, bias column, XYB matrix and offset column for ``images`` images."""
-    key = (images, device.type, device.index)
-    cached = _XYB_MATRICES.get(key)
-    if cached is None:
-        eye = np.eye(images, dtype=np.float32)
-        cached = tuple(
-            torch.from_numpy(np.ascontiguousarray(m)).to(device)
-            for m in (
-                np.kron(eye, _M),
-                np.full((3 * images, 1), _BIAS, dtype=np.float32),
-                np.kron(eye, _XYB),
-                np.tile(_XYB_OFFSET, (images, 1)),
-            )
-        )
-        _XYB_MATRICES[key] = cached
-    return cached
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -381,7 +235,7 @@ class _Scale(StreamedScale):
         ssim, ns = self.plan.ssim, len(self.plan.ssim)
         c, n = rows.shape[0], rows.shape[1]
         xyb = _WORKSPACE.get("xyb", (c, n, self.width), self.device)
-        _xyb_from_roots(_cube_roots(rows), xyb)  # both images at once in the pair role
+        xyb_from_roots(cube_roots(rows), xyb)  # both images at once in the pair role
         done = 0
         while done < n:
             m = min(n - done, self.window.free)
@@ -641,7 +495,7 @@ def _stream(
             sources = [ref[:, top : top + n], dist[:, top : top + n]]
         else:
             sources = [(ref if dist is None else dist)[:, top : top + n]]
-        _decode_srgb(sources, first.take(n))
+        decode_srgb(sources, first.take(n))
         first.commit()
         top += n
     first.finish()
@@ -670,17 +524,6 @@ def _subscores(state: SSIMULACRA2State, distorted: torch.Tensor, heat: torch.Ten
 def _ordered(pooled: torch.Tensor) -> np.ndarray:
     """Pooled values in the C++ order: plane, scale, norm, map (SSIM', artifact, detail lost)."""
     return pooled.permute(2, 0, 3, 1).reshape(-1).cpu().numpy()
-
-
-def score_from_subscores(values: np.ndarray | list[float]) -> float:
-    """Weighted sum of the pooled values (walked sequentially, as the C++ does) and the 2.1 mapping."""
-    values = np.abs(np.asarray(values, dtype=np.float64))
-    total = float(np.dot(np.asarray(WEIGHTS[: values.size]), values))
-    s = total * 0.9562382616834844
-    s = 2.326765642916932 * s - 0.020884521182843837 * s * s + 6.248496625763138e-05 * s * s * s
-    if s > 0:
-        return 100.0 - 10.0 * math.pow(s, 0.6276336467831387)
-    return 100.0
 
 
 # ----------------------------------------------------------------------------------------------------

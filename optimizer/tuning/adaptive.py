@@ -228,6 +228,8 @@ def compress(
 
     def one(index: int, job: OutputJob) -> None:
         nonlocal done
+        if run.cancelled.is_set():  # interrupted while this image waited for a thread: never start it
+            return
         run.local.label = job.label
         try:
             blocked = _blocked(job, run)
@@ -239,6 +241,9 @@ def compress(
                 errors[index] = CompressFailure(job.label, blocked[1])
         except (OptimizerError, OSError) as exc:
             errors[index] = CompressFailure(job.label, str(exc) or type(exc).__name__)
+        except BaseException:  # interrupted (or a bug): stop the other images here, before this thread is reused
+            run.cancelled.set()
+            raise
         with lock:
             done += 1
         tell(job.label)
