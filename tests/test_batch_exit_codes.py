@@ -98,8 +98,8 @@ def test_compress(folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.Cap
     out = tmp_path / "out"
     args = ["compress", str(proc), "--formats", "jpeg", "--profile", "fast", "-d", str(out)]
     assert main([*args, "--target", "psnr:30"]) == EXIT_INPUT
+    _error_line(capsys.readouterr().err, "c.jpg")
     assert sorted(p.stem for p in out.iterdir() if not p.name.startswith(".")) == ["a", "b"]
-    capsys.readouterr()
     assert main([*args, "--target", "psnr:99", "--overwrite"]) == EXIT_INPUT  # unmet targets too: 3 before 1
     (proc / "c.jpg").unlink()
     assert main([*args, "--target", "psnr:99", "--overwrite"]) == EXIT_CHECK_FAILED

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 
-from ._app import EXIT_CHECK_FAILED, EXIT_INPUT, app, fail
+from ._app import EXIT_CHECK_FAILED, app, fail, fail_batch
 from ._grammar import JsonOption, LegacyFormatOption, deprecated, expand_paths, output_style, split_out_dir
 from ._output import ProgressReporter, console
 from ._parsing import (
@@ -150,8 +150,9 @@ def compress_command(
         typer.echo(compress_report.to_json())
     else:
         _print_table(compress_report)
-    if compress_report.failures:
-        raise typer.Exit(EXIT_INPUT)
+    if compress_report.failures:  # before the misses, as every batch does
+        attempted = len(compress_report.results) + len(compress_report.failures)
+        fail_batch([(f.input, f.reason) for f in compress_report.failures], attempted, "images")
     if compress_report.unmet:
         raise typer.Exit(EXIT_CHECK_FAILED)
 
