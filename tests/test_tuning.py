@@ -599,3 +599,44 @@ def test_solved_trials_are_minimal_on_the_whole_corpus(tmp_path: Path, crops: li
             assert not goal.is_met(fresh.measure(settings.with_param("quality", quality - 1)).quality)
         checked += 1
     assert checked >= 3
+
+
+def test_warm_start_tries_the_other_studys_best_settings_first(tmp_path: Path, crops: list[Path]) -> None:
+    """A study warm-started from another (any storage) tries that study's best settings before the usual
+    ones, and starts each format's quality search where that study found its answer."""
+    from optimizer.tuning.records import WARM_START_ATTR
+
+    source_space = {"formats": ["jpeg"], "jpeg": {"quality": [30, 95], "subsampling": ["4:4:4"]}}
+    source = tune(crops, **_study_kwargs(tmp_path / "source", space=source_space, trials=2))
+    assert source.best_trial is not None
+    storage = f"sqlite:///{tmp_path / 'source' / 'study.db'}"
+    cold = tune(crops, **_study_kwargs(tmp_path / "cold", trials=1))
+    warm = tune(crops, **_study_kwargs(tmp_path / "warm", trials=1, warm_start="t", warm_start_storage=storage))
+    assert cold.study.trials[0].params["jpeg.subsampling"] != "4:4:4"  # the usual settings come first...
+    assert warm.study.trials[0].params["jpeg.subsampling"] == "4:4:4"  # ...after the other study's best
+    hints = warm.study.user_attrs[WARM_START_ATTR]
+    assert hints["source"] == "t" and hints["starts"]["jpeg"]["value"] == source.best_trial.params.get(
+        "jpeg.quality", source.best_trial.user_attrs["settings"]["params"]["quality"]
+    )
+    with pytest.raises(StudyError):
+        tune(crops, **_study_kwargs(tmp_path / "none", trials=1, warm_start="missing", warm_start_storage=storage))
+
+
+@pytest.mark.slow
+def test_demo_with_six_trials_exports_a_preset_that_meets_the_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's main job at a budget a new user gives it: ``tune --demo --trials 6`` exports a preset,
+    and applying it to the demo images meets the target at the aggregate the study used."""
+    from optimizer.cli import main
+    from optimizer.tuning.presets import Preset
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPTIMIZER_STUDIES_DIR", str(tmp_path / "studies"))
+    presets = tmp_path / "presets.json"
+    assert main(["tune", "--demo", "--trials", "6", "--export", str(presets)]) == 0
+    out = capsys.readouterr().out
+    tier = Preset.load(presets).default_tier
+    assert tier.target == "ssimulacra2:80" and tier.target_obj.is_met(tier.expected.quality)
+    assert "smaller than JPEG at equal quality" in out or "larger than JPEG at equal quality" in out
+    assert "-" not in out.split("than JPEG at equal quality")[0].split()[-2]  # "24% larger", never "-24% larger"

@@ -513,6 +513,8 @@ def tune(
     tiers: Mapping[str, Target | str] | None = None,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
     corpus: Corpus | None = None,
+    warm_start: str | None = None,
+    warm_start_storage: str | None = None,
     require_preset: bool = True,
     n_trials: int | None = None,
     n_jobs: int | None = None,
@@ -545,6 +547,9 @@ def tune(
         tiers: Extra preset tiers (``{"high": "ssimulacra2:90"}``), constrained mode.
         callbacks: Optuna callbacks called after each trial.
         corpus: An already loaded :class:`Corpus` of ``images``.
+        warm_start: Another study's name, as ``--warm-start``: a new study tries its best settings first and
+            starts each format's quality search where that study found its answer.
+        warm_start_storage: That study's storage URL (None: ``studies/NAME.db``).
         require_preset: Raise :class:`NoPresetError` (exit code 1 on the command line) when no trial met
             the target; False returns the result with ``presets`` None and ``preset_error`` saying why.
         n_trials: Deprecated spelling of ``trials``.
@@ -577,6 +582,8 @@ def tune(
         seed=seed,
         storage=storage,
         study_name=study_name,
+        warm_start=warm_start,
+        warm_start_storage=warm_start_storage,
     )
     result = run_study(
         images, config, evaluator=evaluator, corpus=corpus, timeout=timeout, n_jobs=jobs, callbacks=callbacks
