@@ -39,7 +39,7 @@ from .target import Target
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["SettingsSearch", "enqueue_next", "params_key", "ranked_params", "settings_search"]
+__all__ = ["SettingsSearch", "enqueue_next", "params_key", "ranked_params", "ranked_trials", "settings_search"]
 
 #: Above this many combinations the remaining ones are drawn at random instead of enumerated.
 _ENUMERATE_LIMIT = 50_000
@@ -154,7 +154,12 @@ class SettingsSearch:
 
 
 def ranked_params(study: optuna.Study, mode: str, target: Target) -> list[dict[str, Any]]:
-    """The params of a study's complete trials, the ones worth exploring around first.
+    """The params of a study's complete trials, the ones worth exploring around first (:func:`ranked_trials`)."""
+    return [dict(t.params) for t in ranked_trials(study, mode, target)]
+
+
+def ranked_trials(study: optuna.Study, mode: str, target: Target) -> list[optuna.trial.FrozenTrial]:
+    """A study's complete trials, best first.
 
     Constrained: the trials that met the target by increasing bytes, then the others by how close they
     came. Pareto: trials with a point on the front by increasing bytes, then the rest by bytes.
@@ -173,7 +178,7 @@ def ranked_params(study: optuna.Study, mode: str, target: Target) -> list[dict[s
             return (True, -sign * quality if not math.isnan(quality) else math.inf, t.number)
 
         order = sorted(trials, key=key)
-    return [dict(t.params) for t in order]
+    return order
 
 
 def settings_search(study: optuna.Study, definition: StudyDefinition, seed: int | None) -> SettingsSearch | None:

@@ -323,6 +323,30 @@ class SearchSpace:
         """The fixed high-quality resize that makes the reference at a target width."""
         return Transform(width=width, filter=self.reference_filter, linear_light=self.linear_light)
 
+    def params_for(self, settings: EncodingSettings) -> dict[str, Any] | None:
+        """The params (Optuna names, quality left to the objective) that give ``settings`` in this space, or
+        None when the space cannot express them (another format, a value it does not search). How settings
+        from another study (``--warm-start``) become this study's trials, whatever that study searched."""
+        grid = self.grid(solve_quality=True)
+        fmt = settings.codec
+        if fmt not in self.formats:
+            return None
+        values: dict[str, Any] = {
+            "format": fmt,
+            "filter": settings.transform.filter,
+            "sharpen": settings.transform.sharpen_amount,
+            **{f"{fmt}.{name}": value for name, value in settings.params.items()},
+        }
+        out: dict[str, Any] = {}
+        for key, choices in grid.items():
+            if "." in key and key.split(".", 1)[0] != fmt:
+                continue
+            matches = [c for c in choices if _same_value(c, values.get(key))]
+            if not matches:
+                return None
+            out[key] = matches[0]
+        return out
+
     def usual_params(self, fmt: str) -> dict[str, Any]:
         """The params (Optuna names) of ``fmt`` at its usual settings: each encoder parameter at the codec's
         default when the space allows it (else the nearest allowed value or the first choice), the first
@@ -435,3 +459,11 @@ class SearchSpace:
         if sharpen is not None:
             data["sharpen"] = list(sharpen)
         return SearchSpace.from_mapping(data)
+
+
+def _same_value(choice: Any, value: Any) -> bool:
+    """A grid choice equals a stored value (numbers within rounding: sharpening is stored as a float)."""
+    numbers = (int, float)
+    if isinstance(choice, numbers) and isinstance(value, numbers) and not isinstance(choice, bool):
+        return not isinstance(value, bool) and abs(float(choice) - float(value)) <= 1e-9
+    return bool(choice == value)

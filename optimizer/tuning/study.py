@@ -36,13 +36,11 @@ from .records import (
     WARM_START_ATTR,
     StudyDefinition,
     check_records,
-    feasible_trials,
     finished_trials,
     stored_definition,
-    trial_settings,
 )
 from .results import TuningResult
-from .search import SettingsSearch, enqueue_next, ranked_params, settings_search
+from .search import SettingsSearch, enqueue_next, settings_search
 from .settings import baseline_settings
 from .space import SearchSpace
 from .storage import (
@@ -55,6 +53,7 @@ from .storage import (
     storage_location,
 )
 from .target import Target
+from .warm_start import warm_start_hints
 
 if TYPE_CHECKING:
     import optuna
@@ -355,9 +354,9 @@ def prepare_study(
     tier_targets = [t for t in config.tiers.values() if t != goal]
     study.set_user_attr(TIERS_ATTR, [str(t) for t in tier_targets])
     if config.warm_start is not None and not study.trials:
-        study.set_user_attr(
-            WARM_START_ATTR, warm_start_hints(config.warm_start, config.warm_start_storage, config.space)
-        )
+        source, source_definition = open_stored_study(config.warm_start, config.warm_start_storage)
+        hints = warm_start_hints(config.warm_start, source, source_definition, config.space)
+        study.set_user_attr(WARM_START_ATTR, hints)
     objective = Objective.from_definition(
         definition, corpus, evaluator=evaluator, prune_target=prune_target, tier_targets=tier_targets
     )
@@ -444,25 +443,6 @@ def _queued(study: optuna.Study) -> int:
     from optuna.trial import TrialState
 
     return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-
-
-def warm_start_hints(study_name: str, storage: str | None, space: SearchSpace) -> dict[str, Any]:
-    """What another study teaches a new one: its best settings (those this space allows), tried first, and
-    per format where its quality answer was and the margin slope around it."""
-    source, definition = open_stored_study(study_name, storage)
-    search = SettingsSearch(space)
-    ranked = ranked_params(source, definition.mode, definition.target_obj)
-    first = [p for p in ranked if search.accepts(p)][:3]
-    starts: dict[str, dict[str, Any]] = {}
-    for trial in feasible_trials(source):
-        settings = trial_settings(trial)
-        if settings is None or settings.codec in starts:
-            continue
-        axis = space.quality_axis(settings.codec) if settings.codec in space.formats else None
-        if axis is None or axis.param not in settings.params:
-            continue
-        starts[settings.codec] = {"value": settings.params[axis.param], "slope": None}
-    return {"source": study_name, "first": first, "starts": starts}
 
 
 def run_study(
