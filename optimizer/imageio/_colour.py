@@ -252,7 +252,9 @@ def grey_to_rgb(arr: np.ndarray) -> np.ndarray:
 
 
 def rgb8_to_float(colour: PILImage.Image) -> np.ndarray:
-    return np.asarray(colour, dtype=np.float32) / np.float32(255.0)
+    rgb = np.array(colour, dtype=np.float32)  # a fresh array: divided in place, no second float copy
+    rgb /= np.float32(255.0)
+    return rgb
 
 
 def orientation(pil: PILImage.Image, label: str) -> int:

@@ -181,7 +181,7 @@ class Image:
             bg = _check_background(background)
             a = self.alpha[..., None]
             arr = self.rgb * a + bg * (np.float32(1.0) - a)
-        return np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
+        return _to_uint8(arr)
 
     def to_pil(self, *, keep_alpha: bool = True, background: tuple[float, float, float] = WHITE) -> PILImage.Image:
         """An 8-bit PIL image.
@@ -235,3 +235,20 @@ def _check_background(background: Any) -> np.ndarray:
 
 
 ImageSource = Union[str, Path, bytes, bytearray, memoryview, "PILImage.Image", np.ndarray, Image]
+
+
+#: Samples converted to 8 bits at a time: the float temporaries stay at 16 MB whatever the image size (a
+#: whole-image ``clip(rint(x * 255))`` holds two float32 copies of a 16 MP photo, 380 MB, next to an encoder).
+_CHUNK_SAMPLES = 1 << 22
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    """``clip(rint(arr * 255), 0, 255)`` as uint8, a band of rows at a time (identical values)."""
+    out = np.empty(arr.shape, dtype=np.uint8)
+    rows = max(1, _CHUNK_SAMPLES // max(1, int(np.prod(arr.shape[1:]))))
+    for top in range(0, arr.shape[0], rows):
+        band = np.multiply(arr[top : top + rows], np.float32(255.0), dtype=np.float32)
+        np.rint(band, out=band)
+        np.clip(band, 0, 255, out=band)
+        out[top : top + rows] = band
+    return out
