@@ -438,6 +438,29 @@ def test_tune_with_local_workers_on_postgres_as_documented(
     study, definition = open_stored_study("pg-cli", postgres_url)
     counts = study_counts(study)
     assert definition.n_trials == 6 and counts.finished == 3 and counts.running == counts.waiting == 0
-    assert len({tuple(sorted(t.params.items())) for t in study.get_trials()}) == 3  # each setting once
+    finished = [t for t in study.get_trials() if t.state.is_finished() and t.state.name != "FAIL"]
+    assert len({tuple(sorted(t.params.items())) for t in finished}) == 3  # each setting once
+    for t in study.get_trials(states=[optuna.trial.TrialState.FAIL]):  # a race between the workers: no work
+        assert t.user_attrs.get("surplus") and "encode_seconds" not in str(t.user_attrs)
     assert json.loads(export.read_text())["study"]["storage"] == postgres_url  # no password in it to redact
     assert not (tmp_path / "studies").exists() or not list((tmp_path / "studies").iterdir())
+
+
+def test_a_trial_that_would_repeat_work_is_recognised() -> None:
+    """Two workers that queue the same settings at once, or a worker whose queued trial another took (Optuna
+    then makes a fresh trial the search never chose): such a trial ends before any work, as surplus."""
+    from optimizer.tuning.workers import _repeated_settings
+
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 1})
+    study.enqueue_trial({"x": 1})
+    study.enqueue_trial({"x": 2})
+    first, second, third = (study.ask() for _ in range(3))
+    fresh = study.ask()  # nothing queued any more: Optuna's own trial
+    trials = study.get_trials(deepcopy=False)
+    assert _repeated_settings(trials, first.number) is None
+    assert "trial 0 holds the same settings" in str(_repeated_settings(trials, second.number))
+    assert _repeated_settings(trials, third.number) is None
+    assert "not queued" in str(_repeated_settings(trials, fresh.number))
+    study.tell(first, state=optuna.trial.TrialState.FAIL)  # a failed trial's settings may run again
+    assert _repeated_settings(study.get_trials(deepcopy=False), second.number) is None

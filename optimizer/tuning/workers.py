@@ -54,7 +54,7 @@ from .records import (
     stored_definition,
     study_counts,
 )
-from .search import SettingsSearch, enqueue_next
+from .search import SettingsSearch, enqueue_next, params_key
 from .storage import (
     default_journal_storage,
     fail_stale_trials,
@@ -113,19 +113,29 @@ class _Guarded:
     """The objective behind the budget check: a trial beyond the budget ends before any work."""
 
     def __init__(
-        self, study: optuna.Study, objective: Callable[[optuna.Trial], Any], fallback_budget: int | None, worker: str
+        self,
+        study: optuna.Study,
+        objective: Callable[[optuna.Trial], Any],
+        fallback_budget: int | None,
+        worker: str,
+        *,
+        queued_only: bool = False,
     ) -> None:
         self.study = study
         self.objective = objective
         self.fallback_budget = fallback_budget
         self.worker = worker
+        #: the study's settings come from its search: a trial not from the queue, or one whose settings
+        #: another worker queued at the same moment, would repeat work and ends before any
+        self.queued_only = queued_only
         self.current: int | None = None
 
     def __call__(self, trial: optuna.Trial) -> Any:
         self.current = trial_id(trial)
         budget = study_budget(self.study, self.fallback_budget)
+        trials = self.study.get_trials(deepcopy=False)
         finished = ahead = 0
-        for other in self.study.get_trials(deepcopy=False):
+        for other in trials:
             if other.state in _FINISHED:
                 finished += 1
             elif other.state in (TrialState.RUNNING, TrialState.WAITING) and other.number < trial.number:
@@ -135,11 +145,34 @@ class _Guarded:
             trial.set_user_attr(ATTR_SURPLUS, True)
             trial.set_user_attr(ATTR_ERROR, f"surplus: the budget of {budget} trials was taken by other workers")
             raise _SurplusTrialError(f"trial {trial.number} is beyond the budget of {budget} trials")
+        repeated = _repeated_settings(trials, trial.number) if self.queued_only else None
+        if repeated is not None:
+            trial.set_user_attr(ATTR_SURPLUS, True)
+            trial.set_user_attr(ATTR_ERROR, f"surplus: {repeated}")
+            raise _SurplusTrialError(f"trial {trial.number}: {repeated}")
         result = self.objective(trial)
         if stored_trial_state(self.study, trial_id(trial)) != TrialState.RUNNING:
             # Failed by another worker after missed heartbeats; its retry counts instead of this result.
             raise _DiscardedTrialError(f"trial {trial.number} was failed by another worker while it ran")
         return result
+
+
+def _repeated_settings(trials: Sequence[FrozenTrial], number: int) -> str | None:
+    """Why trial ``number`` would repeat work (None when it would not): it was not queued from the study's
+    search (another worker took the queued trial first, so Optuna made a fresh one), or an earlier trial
+    that is running or finished holds the same settings (two workers queued them at the same moment)."""
+    this = next((t for t in trials if t.number == number), None)
+    # queued settings: Optuna's fixed params, or the params a retry of a dead worker's trial carries
+    mine = (this.system_attrs.get("fixed_params") or this.params) if this is not None else None
+    if not mine:
+        return "not queued from the study's search (another worker took the queued settings first)"
+    key = params_key(mine)
+    for other in trials:
+        if other.number >= number or other.state not in (*_FINISHED, TrialState.RUNNING):
+            continue
+        if params_key(other.system_attrs.get("fixed_params") or other.params) == key:
+            return f"trial {other.number} holds the same settings (queued by two workers at once)"
+    return None
 
 
 def run_worker(
@@ -170,7 +203,7 @@ def run_worker(
     stop = stop or threading.Event()
     report = WorkerReport()
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    guarded = _Guarded(study, objective, n_trials, worker)
+    guarded = _Guarded(study, objective, n_trials, worker, queued_only=search is not None)
     failures = 0
     last_error = ""
 
