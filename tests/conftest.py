@@ -8,6 +8,7 @@ set is a failure: CI must never pass by skipping.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -149,3 +150,15 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> TinyStudy:
                  "--storage", f"sqlite:///{db}", "--export", str(presets)])  # fmt: skip
     assert code == 0, "the tiny study could not be made"
     return TinyStudy(images, db, "tiny", presets, options)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``):
+    small images score fastest on one thread; on a busy 2-core machine two threads were ~10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

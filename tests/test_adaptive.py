@@ -23,15 +23,7 @@ from optimizer.tuning.target import Target
 TARGET = "ssim:0.95"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():  # type: ignore[no-untyped-def]
-    """Small images score fastest on one thread; on a busy 2-core machine two threads were ~10x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -22,14 +22,7 @@ from optimizer.tuning.proxy import GapModel, build_proxy
 TARGET = "ssim:0.95"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():  # type: ignore[no-untyped-def]
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import signal
 import socket
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from service_process import free_port, serve_command, served
 
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
@@ -44,13 +42,6 @@ MIB = 1024 * 1024
 HEADER_TIMEOUT = 2.0
 BODY_TIMEOUT = 3.0
 MAX_CONNECTIONS = 400
-_SERVE = "import sys, optimizer.cli.serve_cmd; from optimizer.cli import main; sys.exit(main(sys.argv[1:]))"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +49,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int,
     folder = tmp_path_factory.mktemp("guarded")
     (folder / "service.toml").write_text("[service]\nwarm_up = false\n")
     log = folder / "server.log"
-    port = _free_port()
-    command = [
-        sys.executable,
-        "-c",
-        _SERVE,
-        "serve",
-        "--port",
-        str(port),
+    port = free_port()
+    command = serve_command(
+        port,
         "--profile",
         "fast",
         "--pool-size",
@@ -86,32 +72,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int,
         "16",
         "--log-level",
         "warning",
-    ]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server was not ready within 120 s:\n{log.read_text()}")
-            time.sleep(0.2)
-        yield base, port, process, log
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+    )
+    with served(command, port, log) as process:
+        yield f"http://127.0.0.1:{port}", port, process, log
 
 
 def _health_latencies(base: str, count: int) -> list[float]:
@@ -331,7 +294,7 @@ def test_serve_passes_the_connection_settings(monkeypatch: pytest.MonkeyPatch) -
 def _serve_in_thread(app: Any, config: ServiceConfig) -> tuple[Any, int, threading.Thread]:
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     settings = uvicorn.Config(
         app,
         port=port,
@@ -340,13 +303,13 @@ def _serve_in_thread(app: Any, config: ServiceConfig) -> tuple[Any, int, threadi
         log_level="warning",
         lifespan="off",
     )
-    served = uvicorn.Server(settings)
-    thread = threading.Thread(target=served.run, daemon=True)
+    uvicorn_server = uvicorn.Server(settings)
+    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
-    while not served.started and time.monotonic() < deadline:
+    while not uvicorn_server.started and time.monotonic() < deadline:
         time.sleep(0.02)
-    return served, port, thread
+    return uvicorn_server, port, thread
 
 
 async def _echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:

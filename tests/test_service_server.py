@@ -11,15 +11,13 @@ import asyncio
 import io
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image as PILImage
+from service_process import free_port, serve_command, served
 
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
@@ -28,13 +26,6 @@ from optimizer.evaluator import Evaluator  # noqa: E402
 from optimizer.imageio import load_image  # noqa: E402
 
 REQUESTS = 50
-_SERVE = "import sys, optimizer.cli.serve_cmd; from optimizer.cli import main; sys.exit(main(sys.argv[1:]))"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _encode(image: PILImage.Image, fmt: str, **options: Any) -> bytes:
@@ -45,58 +36,12 @@ def _encode(image: PILImage.Image, fmt: str, **options: Any) -> bytes:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
     env = {**os.environ, "OPTIMIZER_ALLOW_DOWNLOAD": "0"}
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _SERVE,
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--profile",
-                "fast",
-                "--pool-size",
-                "2",
-                "--max-queue",
-                "64",
-                "--max-upload-mb",
-                "1",
-                "--log-level",
-                "warning",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the server exited with {process.returncode}:\n{Path(log).read_text()}")
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server was not ready within 120 s:\n{Path(log).read_text()}")
-            time.sleep(0.2)
-        yield base, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+    options = ["--profile", "fast", "--pool-size", "2", "--max-queue", "64", "--max-upload-mb", "1"]
+    with served(serve_command(port, *options, "--log-level", "warning"), port, log, env) as process:
+        yield f"http://127.0.0.1:{port}", process
 
 
 @pytest.mark.slow
